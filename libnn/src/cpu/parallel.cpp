@@ -1,0 +1,41 @@
+#include "cpu/parallel.h"
+
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "nn/error.h"
+
+namespace nn {
+namespace {
+int num_threads = 0;
+std::once_flag init_flag;
+
+void init_from_environment() {
+  int n = static_cast<int>(std::thread::hardware_concurrency());
+  if (const char* env = std::getenv("NN_NUM_THREADS")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0 && v <= 1024) n = static_cast<int>(v);
+  }
+  num_threads = n > 0 ? n : 1;
+  omp_set_num_threads(num_threads);
+}
+}  // namespace
+
+void cpu::ensure_threads_initialised() { std::call_once(init_flag, init_from_environment); }
+
+void set_num_threads(int n) {
+  NN_CHECK(n > 0 && n <= 1024, "set_num_threads: expected 1..1024 threads, got ", n);
+  cpu::ensure_threads_initialised();
+  num_threads = n;
+  omp_set_num_threads(n);
+}
+
+int get_num_threads() {
+  cpu::ensure_threads_initialised();
+  return num_threads;
+}
+
+}  // namespace nn
