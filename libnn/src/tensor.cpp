@@ -41,7 +41,9 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (int64_t i = static_cast<int64_t>(shape.size()) - 1; i >= 0; --i) {
     strides[i] = s;
-    s *= std::max<int64_t>(shape[i], 1);
+    // Checked: a zero-size shape such as [0, 2^40, 2^40] passes shape_numel but not this.
+    NN_CHECK(!__builtin_mul_overflow(s, std::max<int64_t>(shape[i], 1), &s), "shape ", shape_str(shape),
+             " is too large to index");
   }
   return strides;
 }

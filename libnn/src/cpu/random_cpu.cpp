@@ -33,9 +33,13 @@ void random_uniform(Tensor& out, uint64_t seed, uint64_t counter, double low, do
     using T = decltype(tag);
     T* p = out.data<T>();
     const int64_t n = out.numel();
-    const T lo = static_cast<T>(low), span = static_cast<T>(high - low);
+    // Computed in double and kept below `high`: in f32, low + span*u can round up onto high.
+    const T top = high > low ? std::nextafter(static_cast<T>(high), static_cast<T>(low)) : static_cast<T>(high);
     for_each_block(n, seed, counter, [&](int64_t b, const uint32_t w[4]) {
-      for (int j = 0; j < 2 && 2 * b + j < n; ++j) p[2 * b + j] = lo + span * unit_from_block<T>(w, j);
+      for (int j = 0; j < 2 && 2 * b + j < n; ++j) {
+        T v = static_cast<T>(low + (high - low) * static_cast<double>(unit_from_block<T>(w, j)));
+        p[2 * b + j] = v < top ? v : top;
+      }
     });
   });
 }

@@ -1,0 +1,179 @@
+// The layers VGG and its classifier heads are built from: Conv2d, Linear, MaxPool2d,
+// AdaptiveAvgPool2d, ReLU, Dropout, Flatten, and the Sequential container. Parameter names,
+// shapes (conv OIHW, linear (out, in)) and default initialisation follow torchvision/PyTorch:
+// weights kaiming_uniform_(a = sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Initialisation draws from the Generator passed to the
+// constructor (nn::default_generator() when none is given).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+#include "nn/ops.h"
+
+namespace nn {
+
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1,
+         int64_t padding = 0, bool bias = true, Generator& gen = default_generator());
+  Conv2d(int64_t in_channels, int64_t out_channels, std::array<int64_t, 2> kernel_size,
+         std::array<int64_t, 2> stride = {1, 1}, std::array<int64_t, 2> padding = {0, 0},
+         bool bias = true, Generator& gen = default_generator());
+
+  // x (N, in, H, W) -> (N, out, OH, OW).
+  Tensor forward(const Tensor& x) override;
+  // Draws the weight and bias again (the constructor's initialisation).
+  void reset_parameters(Generator& gen = default_generator());
+
+  const Tensor& weight() const { return weight_; }  // (out, in, KH, KW)
+  const Tensor& bias() const { return bias_; }      // (out), undefined without bias
+  int64_t in_channels() const { return in_channels_; }
+  int64_t out_channels() const { return out_channels_; }
+  std::array<int64_t, 2> kernel_size() const { return kernel_; }
+  std::array<int64_t, 2> stride() const { return options_.stride; }
+  std::array<int64_t, 2> padding() const { return options_.padding; }
+
+  std::string name() const override { return "Conv2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t in_channels_, out_channels_;
+  std::array<int64_t, 2> kernel_;
+  Conv2dOptions options_;
+  Tensor weight_, bias_;
+};
+
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true,
+         Generator& gen = default_generator());
+
+  // x (..., in) -> (..., out).
+  Tensor forward(const Tensor& x) override;
+  void reset_parameters(Generator& gen = default_generator());
+
+  const Tensor& weight() const { return weight_; }  // (out, in)
+  const Tensor& bias() const { return bias_; }      // (out), undefined without bias
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
+
+  std::string name() const override { return "Linear"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t in_features_, out_features_;
+  Tensor weight_, bias_;
+};
+
+class MaxPool2d : public Module {
+ public:
+  // stride 0 means "equal to the kernel", as PyTorch's stride=None.
+  explicit MaxPool2d(int64_t kernel_size, int64_t stride = 0, int64_t padding = 0,
+                     bool ceil_mode = false);
+
+  Tensor forward(const Tensor& x) override;
+  const Pool2dOptions& options() const { return options_; }
+
+  std::string name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  Pool2dOptions options_;
+};
+
+class AdaptiveAvgPool2d : public Module {
+ public:
+  AdaptiveAvgPool2d(int64_t output_h, int64_t output_w);
+  explicit AdaptiveAvgPool2d(int64_t output_size) : AdaptiveAvgPool2d(output_size, output_size) {}
+
+  Tensor forward(const Tensor& x) override;
+  std::array<int64_t, 2> output_size() const { return output_size_; }
+
+  std::string name() const override { return "AdaptiveAvgPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  std::array<int64_t, 2> output_size_;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string name() const override { return "ReLU"; }
+};
+
+// Zeroes elements with probability p in training mode and scales the rest by 1/(1-p); the
+// identity in eval mode. Masks come from the module's own Generator, so a model's dropout stream
+// does not shift when other code draws from the default generator (and can be checkpointed).
+class Dropout : public Module {
+ public:
+  // Seeds its generator with a number drawn from nn::default_generator().
+  explicit Dropout(double p = 0.5);
+  Dropout(double p, uint64_t seed);
+
+  Tensor forward(const Tensor& x) override;
+  double p() const { return p_; }
+  Generator& generator() { return gen_; }
+
+  std::string name() const override { return "Dropout"; }
+  std::string extra_repr() const override;
+
+ private:
+  double p_;
+  Generator gen_;
+};
+
+class Flatten : public Module {
+ public:
+  explicit Flatten(int64_t start_dim = 1, int64_t end_dim = -1)
+      : start_dim_(start_dim), end_dim_(end_dim) {}
+
+  Tensor forward(const Tensor& x) override;
+  std::string name() const override { return "Flatten"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t start_dim_, end_dim_;
+};
+
+// Runs its children in order; they are named "0", "1", ... (torchvision's "features.0.weight").
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+  explicit Sequential(const std::vector<std::shared_ptr<Module>>& modules);
+
+  // Appends a module under the next index; returns it with its own type.
+  template <typename M>
+  std::shared_ptr<M> push_back(std::shared_ptr<M> module) {
+    return register_module(std::to_string(size()), std::move(module));
+  }
+  Tensor forward(const Tensor& x) override;
+
+  size_t size() const { return submodules().size(); }
+  std::shared_ptr<Module> operator[](size_t index) const;
+  // The child at `index` as type M; an error when it is another type.
+  template <typename M>
+  std::shared_ptr<M> at(size_t index) const {
+    auto typed = std::dynamic_pointer_cast<M>((*this)[index]);
+    NN_CHECK(typed != nullptr, "Sequential::at(", index, "): the module there is a ",
+             (*this)[index]->name(), ", not the requested type");
+    return typed;
+  }
+  // Replaces the child at `index` (e.g. the last Linear of a classifier head).
+  template <typename M>
+  std::shared_ptr<M> set(size_t index, std::shared_ptr<M> module) {
+    (*this)[index];  // range check
+    return replace_module(std::to_string(index), std::move(module));
+  }
+
+  std::string name() const override { return "Sequential"; }
+};
+
+}  // namespace nn

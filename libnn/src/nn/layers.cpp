@@ -1,0 +1,177 @@
+// The standard layers: argument checks, default initialisation (PyTorch's), forward through the
+// ops in nn/ops.h, and the one-line descriptions printed by Module::to_string().
+#include "nn/layers.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "nn/autograd.h"
+#include "nn/init.h"
+
+namespace nn {
+
+namespace {
+
+std::string pair_str(std::array<int64_t, 2> v) {
+  return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ")";
+}
+
+// PyTorch's layer default: weight kaiming_uniform_(a = sqrt(5)) which is U(-1/sqrt(fan_in), ..),
+// and the bias uniform over the same bound.
+void init_weight_and_bias(const Tensor& weight, const Tensor& bias, Generator& gen) {
+  init::kaiming_uniform_(weight, std::sqrt(5.0), init::FanMode::fan_in, init::Nonlinearity::leaky_relu, gen);
+  if (bias.defined()) {
+    int64_t fan_in = init::calculate_fan_in_and_fan_out(weight).first;
+    double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+    init::uniform_(bias, -bound, bound, gen);
+  }
+}
+
+// A 64-bit seed drawn from `gen` (one Philox block), so a module's own generator is reproducible
+// from the default generator's seed.
+uint64_t draw_seed(Generator& gen) {
+  uint32_t w[4];
+  philox4x32(gen.seed(), gen.reserve(1), 0, w);
+  return (static_cast<uint64_t>(w[0]) << 32) | w[1];
+}
+
+}  // namespace
+
+// ---- Conv2d ----
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
+               int64_t padding, bool bias, Generator& gen)
+    : Conv2d(in_channels, out_channels, {kernel_size, kernel_size}, {stride, stride}, {padding, padding},
+             bias, gen) {}
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::array<int64_t, 2> kernel_size,
+               std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, bool bias, Generator& gen)
+    : in_channels_(in_channels), out_channels_(out_channels), kernel_(kernel_size) {
+  NN_CHECK(in_channels > 0 && out_channels > 0, "Conv2d: channels must be positive, got in=", in_channels,
+           " out=", out_channels);
+  NN_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0, "Conv2d: kernel_size must be positive, got ",
+           pair_str(kernel_size));
+  NN_CHECK(stride[0] > 0 && stride[1] > 0, "Conv2d: stride must be positive, got ", pair_str(stride));
+  NN_CHECK(padding[0] >= 0 && padding[1] >= 0, "Conv2d: padding must be >= 0, got ", pair_str(padding));
+  options_.stride = stride;
+  options_.padding = padding;
+  weight_ = register_parameter("weight", empty({out_channels, in_channels, kernel_size[0], kernel_size[1]}));
+  if (bias) bias_ = register_parameter("bias", empty({out_channels}));
+  reset_parameters(gen);
+}
+
+void Conv2d::reset_parameters(Generator& gen) { init_weight_and_bias(weight_, bias_, gen); }
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight_, bias_, options_); }
+
+std::string Conv2d::extra_repr() const {
+  std::string s = std::to_string(in_channels_) + ", " + std::to_string(out_channels_) +
+                  ", kernel_size=" + pair_str(kernel_) + ", stride=" + pair_str(options_.stride);
+  if (options_.padding[0] != 0 || options_.padding[1] != 0) s += ", padding=" + pair_str(options_.padding);
+  if (!bias_.defined()) s += ", bias=False";
+  return s;
+}
+
+// ---- Linear ----
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen)
+    : in_features_(in_features), out_features_(out_features) {
+  NN_CHECK(in_features > 0 && out_features > 0, "Linear: features must be positive, got in=", in_features,
+           " out=", out_features);
+  weight_ = register_parameter("weight", empty({out_features, in_features}));
+  if (bias) bias_ = register_parameter("bias", empty({out_features}));
+  reset_parameters(gen);
+}
+
+void Linear::reset_parameters(Generator& gen) { init_weight_and_bias(weight_, bias_, gen); }
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, weight_, bias_); }
+
+std::string Linear::extra_repr() const {
+  return "in_features=" + std::to_string(in_features_) + ", out_features=" + std::to_string(out_features_) +
+         ", bias=" + (bias_.defined() ? "True" : "False");
+}
+
+// ---- MaxPool2d ----
+
+MaxPool2d::MaxPool2d(int64_t kernel_size, int64_t stride, int64_t padding, bool ceil_mode) {
+  NN_CHECK(kernel_size > 0, "MaxPool2d: kernel_size must be positive, got ", kernel_size);
+  NN_CHECK(stride >= 0, "MaxPool2d: stride must be >= 0 (0: equal to the kernel), got ", stride);
+  NN_CHECK(padding >= 0 && 2 * padding <= kernel_size, "MaxPool2d: padding must be in [0, kernel_size/2], got ",
+           padding);
+  if (stride == 0) stride = kernel_size;
+  options_.kernel = {kernel_size, kernel_size};
+  options_.stride = {stride, stride};
+  options_.padding = {padding, padding};
+  options_.ceil_mode = ceil_mode;
+}
+
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, options_); }
+
+std::string MaxPool2d::extra_repr() const {
+  return "kernel_size=" + std::to_string(options_.kernel[0]) + ", stride=" + std::to_string(options_.stride[0]) +
+         ", padding=" + std::to_string(options_.padding[0]) +
+         ", ceil_mode=" + (options_.ceil_mode ? "True" : "False");
+}
+
+// ---- AdaptiveAvgPool2d ----
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(int64_t output_h, int64_t output_w) : output_size_{output_h, output_w} {
+  NN_CHECK(output_h > 0 && output_w > 0, "AdaptiveAvgPool2d: output size must be positive, got ",
+           pair_str(output_size_));
+}
+
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, output_size_); }
+
+std::string AdaptiveAvgPool2d::extra_repr() const { return "output_size=" + pair_str(output_size_); }
+
+// ---- ReLU ----
+
+Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+
+// ---- Dropout ----
+
+Dropout::Dropout(double p) : Dropout(p, draw_seed(default_generator())) {}
+
+Dropout::Dropout(double p, uint64_t seed) : p_(p), gen_(seed) {
+  NN_CHECK(p >= 0.0 && p <= 1.0, "Dropout: p must be in [0, 1], got ", p);
+}
+
+Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, is_training(), gen_); }
+
+std::string Dropout::extra_repr() const {
+  std::ostringstream s;
+  s << "p=" << p_;
+  return s.str();
+}
+
+// ---- Flatten ----
+
+Tensor Flatten::forward(const Tensor& x) { return flatten(x, start_dim_, end_dim_); }
+
+std::string Flatten::extra_repr() const {
+  return "start_dim=" + std::to_string(start_dim_) + ", end_dim=" + std::to_string(end_dim_);
+}
+
+// ---- Sequential ----
+
+Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+  for (const auto& m : modules) push_back(m);
+}
+
+Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
+  for (const auto& m : modules) push_back(m);
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (const auto& entry : submodules()) y = entry.second->forward(y);
+  return y;
+}
+
+std::shared_ptr<Module> Sequential::operator[](size_t index) const {
+  NN_CHECK(index < size(), "Sequential: index ", index, " out of range for ", size(), " modules");
+  return submodules()[index].second;
+}
+
+}  // namespace nn

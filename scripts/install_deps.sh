@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nn needs to build and test, when any is missing (see
+# docs/dependencies.md). Run as root (CI and the dev machines are root); prints what it installs.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libeigen3-dev libstb-dev nlohmann-json3-dev libcli11-dev
+  libgtest-dev libbenchmark-dev
+  python3-torch python3-numpy   # golden references in tests (run with /usr/bin/python3)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Test-only peer from PyPI: the official safetensors package reads and writes files in the interop
+# test (tests/safetensors_interop.py), which skips when it is absent. Never needed at run time.
+if ! python3 -c "import safetensors" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check safetensors >/dev/null 2>&1 ||
+    echo "warning: could not pip install safetensors; the interop test will skip"
+fi
