@@ -42,9 +42,12 @@ class AccumulateGrad : public Node {
     std::shared_ptr<TensorImpl> leaf = leaf_.lock();
     if (!leaf) return {};
     if (!leaf->grad) {
-      // A private copy: the incoming gradient may alias a tensor the user holds.
-      Tensor g = grad_output.clone();
-      leaf->grad = g.impl_ptr();
+      // The gradient becomes .grad. When nothing else holds its buffer (the usual case: a fresh
+      // kernel output owned only by the engine) it is adopted; otherwise it may alias a tensor
+      // someone holds, so .grad gets a private copy.
+      const bool sole_owner = grad_output.impl_ptr().use_count() == 1 && grad_output.storage().use_count() == 1 &&
+                              grad_output.is_contiguous() && grad_output.dtype() == leaf->dtype;
+      leaf->grad = (sole_owner ? grad_output.detach() : grad_output.clone()).impl_ptr();
     } else {
       Tensor(leaf->grad).add_(grad_output);
     }

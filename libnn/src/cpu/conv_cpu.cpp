@@ -1,7 +1,363 @@
+// 2-D convolution on the CPU, forward and both backward passes, as im2col + GEMM on Eigen.
+// Layout: x (N,C,H,W), w (O,C,KH,KW) seen as the row-major matrix (O, CKK), y (N,O,OH,OW); all
+// dense. With P = OH*OW and CKK = C*KH*KW, per image n:
+//   forward          y_n (O,P)      = W (O,CKK) * col_n (CKK,P) + bias         2*O*P*CKK FLOPs
+//   backward input   dcol (CKK,P)   = W^T * dy_n, then col2im adds it into dx_n  2*O*P*CKK FLOPs
+//   backward weight  dW (O,CKK)    += dy_n * col_n^T, summed over the batch      2*O*P*CKK FLOPs
+// col_n holds the receptive field of every output position (one row per (c, i, j) tap). It is
+// built for a band of output rows at a time (about 1 MiB), so the workspace stays small whatever
+// the image size and the band is still in cache when the GEMM reads it. Bytes: x, w, y once each
+// plus the col band written and read once (KH*KW/(stride^2) times the input).
+// A 1x1, stride-1, unpadded conv is a plain GEMM on x itself: no col at all.
+//
+// Threads: the work is cut into items, (image, band) pairs for forward and backward weight, whole
+// images for backward input (its bands overlap in dx). With at least as many items as threads,
+// each thread takes a contiguous run of items with its own col workspace and serial GEMMs
+// (backward weight sums one dW partial per thread at the end). Otherwise the items go one by one:
+// im2col splits over channels, then each GEMM over its output rows (forward, backward weight: output
+// channels; backward input: input channels, each thread folding its own back with col2im). These
+// GEMMs run inside our parallel regions, where Eigen stays serial. Passes under kParallelFlops run
+// on the calling thread.
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
 #include "cpu/cpu_kernels.h"
+#include "cpu/cpu_util.h"
 
 namespace nn::cpu {
+namespace {
 
-void register_conv_cpu(KernelTable& t) { (void)t; }
+template <typename T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using MatrixView = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
+template <typename T>
+using ConstMatrixView = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
+template <typename T>
+using ConstVectorView = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+
+// A col band holds about kBandElements (1 MiB of f32: it stays in L2 between im2col and the GEMM
+// that reads it) but at least kMinBandPositions output positions, so that each GEMM is long enough
+// to pay for packing W again. Measured on VGG16's layers (bench/README.md): 8 MiB bands were
+// 1.8x slower on a 224x224 layer, 256 KiB bands without the minimum 2.8x slower on a 14x14 one.
+constexpr int64_t kBandElements = int64_t{1} << 18;
+constexpr int64_t kMinBandPositions = 512;
+// Below this many FLOPs a whole pass runs on one thread.
+constexpr int64_t kParallelFlops = int64_t{1} << 22;
+
+// The sizes every pass derives from the geometry.
+struct ConvPlan {
+  int64_t ckk, p, in_image, out_image;
+  int64_t band_rows, bands;  // each image's output rows in `bands` bands of band_rows (the last shorter)
+  bool direct;               // 1x1, stride 1, no padding: col_n is x_n itself
+  bool parallel;             // enough work to wake the threads
+
+  explicit ConvPlan(const Conv2dGeometry& g)
+      : ckk(g.c * g.kh * g.kw),
+        p(g.oh * g.ow),
+        in_image(g.c * g.h * g.w),
+        out_image(g.o * g.oh * g.ow),
+        direct(g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
+               g.pad_w == 0),
+        parallel(get_num_threads() > 1 && 2 * g.n * g.o * p * ckk >= kParallelFlops) {
+    const int64_t oh = std::max<int64_t>(1, g.oh), ow = std::max<int64_t>(1, g.ow);
+    const int64_t rows = std::clamp<int64_t>(
+        std::max(kBandElements / std::max<int64_t>(1, ckk * ow), (kMinBandPositions + ow - 1) / ow), 1, oh);
+    bands = direct ? 1 : (oh + rows - 1) / rows;
+    // With fewer images than threads the threads split bands: make their number a multiple of
+    // the thread count where the rows allow, then even out the band heights.
+    const int64_t threads = get_num_threads();
+    if (bands > 1 && g.n < threads) bands = std::min(oh, (bands + threads - 1) / threads * threads);
+    band_rows = (oh + bands - 1) / bands;
+    bands = (oh + band_rows - 1) / band_rows;
+  }
+
+  // Output rows [oh0, oh1) of band b.
+  int64_t band_begin(int64_t b) const { return b * band_rows; }
+  int64_t band_end(int64_t b, const Conv2dGeometry& g) const { return std::min(g.oh, (b + 1) * band_rows); }
+};
+
+// This thread's scratch buffer of at least n elements, reused across calls (it only grows).
+template <typename T>
+T* workspace(int64_t n) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// The output columns [lo, hi) whose kernel tap j lands inside the input row (0 <= iw < W); the
+// columns outside it read padding.
+struct ColumnRange {
+  int64_t lo, hi;
+};
+ColumnRange valid_columns(const Conv2dGeometry& g, int64_t j) {
+  const int64_t lo = std::min(g.ow, std::max<int64_t>(0, ceil_div(g.pad_w - j, g.stride_w)));
+  const int64_t last = g.w - 1 + g.pad_w - j;  // ow * stride_w <= last
+  const int64_t hi = last < 0 ? 0 : std::min(g.ow, last / g.stride_w + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// col (CKK, band) <- the receptive fields of output rows [oh0, oh1) of one image x_n (C,H,W).
+// Split over channels when not already inside a parallel region.
+template <typename T>
+void im2col(const T* x, T* col, const Conv2dGeometry& g, int64_t oh0, int64_t oh1) {
+  const int64_t band = (oh1 - oh0) * g.ow;
+  const int64_t per_channel = std::max<int64_t>(1, g.kh * g.kw * band);
+  parallel_for(0, g.c, std::max<int64_t>(1, 32768 / per_channel), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const T* xc = x + c * g.h * g.w;
+      for (int64_t i = 0; i < g.kh; ++i) {
+        for (int64_t j = 0; j < g.kw; ++j) {
+          T* row = col + ((c * g.kh + i) * g.kw + j) * band;
+          const ColumnRange cols = valid_columns(g, j);
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            T* out = row + (oh - oh0) * g.ow;
+            const int64_t ih = oh * g.stride_h - g.pad_h + i;
+            if (ih < 0 || ih >= g.h) {
+              std::fill(out, out + g.ow, T(0));
+              continue;
+            }
+            std::fill(out, out + cols.lo, T(0));
+            const T* src = xc + ih * g.w + cols.lo * g.stride_w - g.pad_w + j;
+            const int64_t count = cols.hi - cols.lo;
+            if (g.stride_w == 1) {
+              std::memcpy(out + cols.lo, src, static_cast<size_t>(count) * sizeof(T));
+            } else {
+              for (int64_t k = 0; k < count; ++k) out[cols.lo + k] = src[k * g.stride_w];
+            }
+            std::fill(out + cols.hi, out + g.ow, T(0));
+          }
+        }
+      }
+    }
+  });
+}
+
+// dx_n[c0:c1] (C,H,W) += the col rows of channels [c0, c1) (their (c, i, j) taps, starting at
+// `col`) for output rows [oh0, oh1), folded back onto the input: the adjoint of im2col. Channels
+// are independent, so threads that own different channels never write the same element.
+template <typename T>
+void col2im(const T* col, T* dx, const Conv2dGeometry& g, int64_t oh0, int64_t oh1, int64_t c0, int64_t c1) {
+  const int64_t band = (oh1 - oh0) * g.ow;
+  {
+    for (int64_t c = c0; c < c1; ++c) {
+      T* dxc = dx + c * g.h * g.w;
+      for (int64_t i = 0; i < g.kh; ++i) {
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const T* row = col + (((c - c0) * g.kh + i) * g.kw + j) * band;
+          const ColumnRange cols = valid_columns(g, j);
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            const int64_t ih = oh * g.stride_h - g.pad_h + i;
+            if (ih < 0 || ih >= g.h) continue;
+            const T* in = row + (oh - oh0) * g.ow + cols.lo;
+            T* dst = dxc + ih * g.w + cols.lo * g.stride_w - g.pad_w + j;
+            const int64_t count = cols.hi - cols.lo;
+            if (g.stride_w == 1) {
+              for (int64_t k = 0; k < count; ++k) dst[k] += in[k];
+            } else {
+              for (int64_t k = 0; k < count; ++k) dst[k * g.stride_w] += in[k];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// How many threads take separate work items (whole images, or (image, band) pairs): each then
+// runs serial GEMMs on its own workspace, with no synchronisation until the end. 1 means the items
+// run one after another, each split over the threads (split_rows), or that there is too little
+// work to wake the threads (a parallel region costs microseconds, far more when another process
+// holds a core).
+int64_t item_chunks(int64_t items, const ConvPlan& plan) {
+  const int64_t threads = get_num_threads();
+  return plan.parallel && items >= threads ? threads : 1;
+}
+
+// Calls f(chunk, item) for items [0, items) cut into `chunks` contiguous ranges, one per thread.
+template <typename F>
+void for_each_item(int64_t items, int64_t chunks, const F& f) {
+  parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t item = items * k / chunks; item < items * (k + 1) / chunks; ++item) f(k, item);
+  });
+}
+
+// Runs f(r0, r1) over [0, rows) in one contiguous range per thread, cut on multiples of `align`.
+// One GEMM is split this way (by output rows) rather than by Eigen's own threading, which
+// synchronises the threads at every cache block: as fast on an idle machine, but with one core
+// busy elsewhere a 14x14 layer's forward+backward took 1.9x longer with it (bench/README.md).
+template <typename F>
+void split_rows(int64_t rows, int64_t align, const F& f) {
+  const int64_t threads = get_num_threads();
+  const int64_t per = std::max<int64_t>(align, ((rows + threads - 1) / threads + align - 1) / align * align);
+  parallel_for(0, (rows + per - 1) / per, 1,
+               [&](int64_t k0, int64_t k1) { f(k0 * per, std::min(rows, k1 * per)); });
+}
+
+// The col band of output rows [oh0, oh1) of image x_n: x_n itself for a direct conv, else built
+// in this thread's workspace.
+template <typename T>
+ConstMatrixView<T> col_band(const T* xn, const Conv2dGeometry& g, const ConvPlan& plan, int64_t oh0, int64_t oh1) {
+  const int64_t band = (oh1 - oh0) * g.ow;
+  if (plan.direct) return ConstMatrixView<T>(xn + oh0 * g.ow, plan.ckk, band, Eigen::OuterStride<>(plan.p));
+  T* col = workspace<T>(plan.ckk * band);
+  im2col(xn, col, g, oh0, oh1);
+  return ConstMatrixView<T>(col, plan.ckk, band, Eigen::OuterStride<>(band));
+}
+
+// Output rows per GEMM split: a multiple of Eigen's register tiles.
+constexpr int64_t kRowAlign = 8;
+
+// ---- forward: y_n = W col_n + bias ----
+
+template <typename T>
+void conv2d_forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g) {
+  const ConvPlan plan(g);
+  const T* xp = x.data<T>();
+  const T* bp = bias.defined() ? bias.data<T>() : nullptr;
+  T* yp = y.data<T>();
+  const ConstMatrixView<T> weight(w.data<T>(), g.o, plan.ckk, Eigen::OuterStride<>(plan.ckk));
+  // Output channels [o0, o1) of the band of one item.
+  auto forward = [&](int64_t item, const ConstMatrixView<T>& col, int64_t o0, int64_t o1) {
+    const int64_t n = item / plan.bands, b = item % plan.bands;
+    const int64_t oh0 = plan.band_begin(b), band = (plan.band_end(b, g) - oh0) * g.ow;
+    MatrixView<T> out(yp + n * plan.out_image + o0 * plan.p + oh0 * g.ow, o1 - o0, band, Eigen::OuterStride<>(plan.p));
+    if (bp) {
+      out = ConstVectorView<T>(bp + o0, o1 - o0).replicate(1, band);
+      out.noalias() += weight.middleRows(o0, o1 - o0) * col;
+    } else {
+      out.noalias() = weight.middleRows(o0, o1 - o0) * col;
+    }
+  };
+  auto col_of = [&](int64_t item) {
+    const int64_t b = item % plan.bands;
+    return col_band(xp + item / plan.bands * plan.in_image, g, plan, plan.band_begin(b), plan.band_end(b, g));
+  };
+  // Bands write disjoint rows of y: (image, band) pairs are independent items.
+  const int64_t items = g.n * plan.bands;
+  const int64_t chunks = item_chunks(items, plan);
+  if (chunks > 1 || !plan.parallel) {
+    for_each_item(items, chunks, [&](int64_t, int64_t item) { forward(item, col_of(item), 0, g.o); });
+    return;
+  }
+  for (int64_t item = 0; item < items; ++item) {
+    const ConstMatrixView<T> col = col_of(item);
+    split_rows(g.o, kRowAlign, [&](int64_t o0, int64_t o1) { forward(item, col, o0, o1); });
+  }
+}
+
+// ---- backward input: dx_n = col2im(W^T dy_n) ----
+
+template <typename T>
+void conv2d_backward_input_typed(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {
+  const ConvPlan plan(g);
+  const T* dyp = dy.data<T>();
+  T* dxp = dx.data<T>();
+  const ConstMatrixView<T> weight(w.data<T>(), g.o, plan.ckk, Eigen::OuterStride<>(plan.ckk));
+  const int64_t taps = g.kh * g.kw, plane = g.h * g.w;
+  // Input channels [c0, c1) of dx_n: their rows of dcol = W^T dy_n need only their columns of W,
+  // and fold back onto those channels alone.
+  auto input_grad = [&](int64_t n, int64_t c0, int64_t c1) {
+    T* dxn = dxp + n * plan.in_image;
+    const int64_t r0 = c0 * taps, rows = (c1 - c0) * taps;
+    if (!plan.direct) std::fill(dxn + c0 * plane, dxn + c1 * plane, T(0));
+    for (int64_t b = 0; b < plan.bands; ++b) {
+      const int64_t oh0 = plan.band_begin(b), oh1 = plan.band_end(b, g), band = (oh1 - oh0) * g.ow;
+      const ConstMatrixView<T> grad(dyp + n * plan.out_image + oh0 * g.ow, g.o, band, Eigen::OuterStride<>(plan.p));
+      if (plan.direct) {
+        // Output positions are input positions: the product lands in dx directly.
+        MatrixView<T> dst(dxn + c0 * plane + oh0 * g.ow, rows, band, Eigen::OuterStride<>(plan.p));
+        dst.noalias() = weight.middleCols(r0, rows).transpose() * grad;
+      } else {
+        MatrixView<T> dcol(workspace<T>(rows * band), rows, band, Eigen::OuterStride<>(band));
+        dcol.noalias() = weight.middleCols(r0, rows).transpose() * grad;
+        col2im(dcol.data(), dxn, g, oh0, oh1, c0, c1);
+      }
+    }
+  };
+  // Neighbouring bands overlap in dx (a kernel spans rows of both), so items are whole images;
+  // with fewer images than threads, the threads split each image's channels.
+  const int64_t chunks = item_chunks(g.n, plan);
+  if (chunks > 1 || !plan.parallel) {
+    for_each_item(g.n, chunks, [&](int64_t, int64_t n) { input_grad(n, 0, g.c); });
+    return;
+  }
+  for (int64_t n = 0; n < g.n; ++n) split_rows(g.c, 1, [&](int64_t c0, int64_t c1) { input_grad(n, c0, c1); });
+}
+
+// ---- backward weight: dW = sum_n dy_n col_n^T ----
+
+template <typename T>
+void conv2d_backward_weight_typed(const Tensor& dy, const Tensor& x, Tensor& dw, const Conv2dGeometry& g) {
+  const ConvPlan plan(g);
+  const T* dyp = dy.data<T>();
+  const T* xp = x.data<T>();
+  T* dwp = dw.data<T>();
+  const int64_t wsize = g.o * plan.ckk;
+  // Output channels [o0, o1) of one item's contribution, added into the accumulator acc (O, CKK).
+  auto weight_grad = [&](T* acc, int64_t item, const ConstMatrixView<T>& col, int64_t o0, int64_t o1) {
+    const int64_t n = item / plan.bands, b = item % plan.bands;
+    const int64_t oh0 = plan.band_begin(b), band = (plan.band_end(b, g) - oh0) * g.ow;
+    const ConstMatrixView<T> grad(dyp + n * plan.out_image + o0 * plan.p + oh0 * g.ow, o1 - o0, band,
+                                  Eigen::OuterStride<>(plan.p));
+    MatrixView<T> dweight(acc + o0 * plan.ckk, o1 - o0, plan.ckk, Eigen::OuterStride<>(plan.ckk));
+    dweight.noalias() += grad * col.transpose();
+  };
+  auto col_of = [&](int64_t item) {
+    const int64_t b = item % plan.bands;
+    return col_band(xp + item / plan.bands * plan.in_image, g, plan, plan.band_begin(b), plan.band_end(b, g));
+  };
+  std::fill(dwp, dwp + wsize, T(0));
+  const int64_t items = g.n * plan.bands;
+  const int64_t chunks = item_chunks(items, plan);
+  if (chunks == 1 && plan.parallel) {
+    for (int64_t item = 0; item < items; ++item) {
+      const ConstMatrixView<T> col = col_of(item);
+      split_rows(g.o, kRowAlign, [&](int64_t o0, int64_t o1) { weight_grad(dwp, item, col, o0, o1); });
+    }
+    return;
+  }
+  // Every item adds into all of dW: one accumulator per thread, the first is dw itself.
+  std::vector<T> partials(static_cast<size_t>((chunks - 1) * wsize), T(0));
+  for_each_item(items, chunks, [&](int64_t k, int64_t item) {
+    weight_grad(k == 0 ? dwp : partials.data() + (k - 1) * wsize, item, col_of(item), 0, g.o);
+  });
+  if (chunks > 1) {
+    parallel_for(0, wsize, 32768, [&](int64_t i0, int64_t i1) {
+      for (int64_t k = 1; k < chunks; ++k) {
+        const T* part = partials.data() + (k - 1) * wsize;
+        for (int64_t i = i0; i < i1; ++i) dwp[i] += part[i];
+      }
+    });
+  }
+}
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g) {
+  dispatch_float(x.dtype(), "conv2d_forward", [&](auto tag) { conv2d_forward_typed<decltype(tag)>(x, w, bias, y, g); });
+}
+
+void conv2d_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {
+  dispatch_float(dy.dtype(), "conv2d_backward_input",
+                 [&](auto tag) { conv2d_backward_input_typed<decltype(tag)>(dy, w, dx, g); });
+}
+
+void conv2d_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, const Conv2dGeometry& g) {
+  dispatch_float(dy.dtype(), "conv2d_backward_weight",
+                 [&](auto tag) { conv2d_backward_weight_typed<decltype(tag)>(dy, x, dw, g); });
+}
+
+}  // namespace
+
+void register_conv_cpu(KernelTable& t) {
+  t.conv2d_forward = conv2d_forward;
+  t.conv2d_backward_input = conv2d_backward_input;
+  t.conv2d_backward_weight = conv2d_backward_weight;
+}
 
 }  // namespace nn::cpu

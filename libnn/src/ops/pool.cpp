@@ -1,0 +1,143 @@
+// 2-D pooling, forward and backward: max_pool2d (and its argmax), avg_pool2d, adaptive_avg_pool2d
+// over x (N,C,H,W) or unbatched (C,H,W). Output sizes, padding and ceil_mode follow PyTorch:
+//   OH = floor((H + 2*pad - KH + (ceil_mode ? stride-1 : 0)) / stride) + 1, minus one when ceil_mode
+//   would start the last window past the input and its left padding; padding <= kernel/2.
+// Cost: KH*KW reads per output forward; backward writes dx once and scatters dy into it.
+#include "ops/op_util.h"
+
+namespace nn {
+namespace {
+
+// The 4-D tensor a pooling op works on, and whether the caller gave an unbatched (C,H,W) one.
+struct Batched {
+  Tensor x;
+  bool unbatched;
+};
+
+Batched as_batched(const Tensor& x, const char* op) {
+  detail::check_float(x, op);
+  NN_CHECK(x.dim() == 3 || x.dim() == 4, op, ": expected input of shape (N, C, H, W) or (C, H, W), got ",
+           shape_str(x.shape()));
+  if (x.dim() == 3) return {x.unsqueeze(0), true};
+  return {x, false};
+}
+
+Tensor unbatch(const Tensor& t, bool unbatched) { return unbatched ? t.squeeze(0) : t; }
+
+// PyTorch's pooling output length along one dim.
+int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode) {
+  const int64_t span = in + 2 * pad - kernel + (ceil_mode ? stride - 1 : 0);
+  // Floor division: span is negative when the kernel does not fit.
+  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
+  // The last window must start inside the input or its left padding.
+  if (ceil_mode && out > 0 && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+Pool2dGeometry pool_geometry(const Tensor& x4, const Pool2dOptions& o, const char* op) {
+  const auto& k = o.kernel;
+  NN_CHECK(k[0] > 0 && k[1] > 0, op, ": kernel size must be positive, got (", k[0], ", ", k[1], ")");
+  NN_CHECK(o.stride[0] >= 0 && o.stride[1] >= 0, op, ": stride must be positive (or 0 for the kernel size), got (",
+           o.stride[0], ", ", o.stride[1], ")");
+  const int64_t sh = o.stride[0] == 0 ? k[0] : o.stride[0];
+  const int64_t sw = o.stride[1] == 0 ? k[1] : o.stride[1];
+  const auto& p = o.padding;
+  NN_CHECK(p[0] >= 0 && p[1] >= 0, op, ": padding must be non-negative, got (", p[0], ", ", p[1], ")");
+  NN_CHECK(p[0] <= k[0] / 2 && p[1] <= k[1] / 2, op, ": padding (", p[0], ", ", p[1],
+           ") must be at most half the kernel size (", k[0], ", ", k[1], ")");
+  const Shape& s = x4.shape();
+  Pool2dGeometry g{};
+  g.n = s[0];
+  g.c = s[1];
+  g.h = s[2];
+  g.w = s[3];
+  g.kh = k[0];
+  g.kw = k[1];
+  g.stride_h = sh;
+  g.stride_w = sw;
+  g.pad_h = p[0];
+  g.pad_w = p[1];
+  g.count_include_pad = o.count_include_pad;
+  g.oh = pooled_size(g.h, g.kh, sh, g.pad_h, o.ceil_mode);
+  g.ow = pooled_size(g.w, g.kw, sw, g.pad_w, o.ceil_mode);
+  NN_CHECK(g.oh > 0 && g.ow > 0, op, ": input ", g.h, "x", g.w, " is too small for kernel ", g.kh, "x", g.kw,
+           " with stride ", sh, "x", sw, " and padding ", g.pad_h, "x", g.pad_w, " (output would be ", g.oh, "x",
+           g.ow, ")");
+  return g;
+}
+
+std::pair<Tensor, Tensor> max_pool_batched(const Tensor& x, const Pool2dOptions& options) {
+  const Pool2dGeometry g = pool_geometry(x, options, "max_pool2d");
+  const Device device = x.device();
+  Tensor y = detail::make_tensor({g.n, g.c, g.oh, g.ow}, x.dtype(), device);
+  Tensor argmax = detail::make_tensor({g.n, g.c, g.oh, g.ow}, DType::i64, device);
+  if (y.numel() > 0) NN_DISPATCH(max_pool2d_forward, device)(detail::dense(x), y, argmax, g);
+  if (needs_grad({x})) {
+    const Shape x_shape = x.shape();
+    SavedTensor saved_argmax(argmax);
+    record_op("max_pool2d", y, {x}, [=](const Tensor& grad) -> std::vector<Tensor> {
+      Tensor dx = detail::make_tensor(x_shape, grad.dtype(), device);
+      if (dx.numel() > 0)
+        NN_DISPATCH(max_pool2d_backward, device)(detail::dense(grad), saved_argmax.get("max_pool2d"), dx);
+      return {dx};
+    });
+  }
+  return {y, argmax};
+}
+
+Tensor avg_pool_batched(const Tensor& x, const Pool2dOptions& options) {
+  const Pool2dGeometry g = pool_geometry(x, options, "avg_pool2d");
+  const Device device = x.device();
+  Tensor y = detail::make_tensor({g.n, g.c, g.oh, g.ow}, x.dtype(), device);
+  if (y.numel() > 0) NN_DISPATCH(avg_pool2d_forward, device)(detail::dense(x), y, g);
+  if (needs_grad({x})) {
+    const Shape x_shape = x.shape();
+    record_op("avg_pool2d", y, {x}, [=](const Tensor& grad) -> std::vector<Tensor> {
+      Tensor dx = detail::make_tensor(x_shape, grad.dtype(), device);
+      if (dx.numel() > 0) NN_DISPATCH(avg_pool2d_backward, device)(detail::dense(grad), dx, g);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor adaptive_avg_pool_batched(const Tensor& x, std::array<int64_t, 2> size) {
+  const Shape& s = x.shape();
+  NN_CHECK(size[0] > 0 && size[1] > 0, "adaptive_avg_pool2d: output size must be positive, got (", size[0], ", ",
+           size[1], ")");
+  NN_CHECK(s[2] > 0 && s[3] > 0, "adaptive_avg_pool2d: input of shape ", shape_str(s), " has an empty plane");
+  const Device device = x.device();
+  Tensor y = detail::make_tensor({s[0], s[1], size[0], size[1]}, x.dtype(), device);
+  if (y.numel() > 0) NN_DISPATCH(adaptive_avg_pool2d_forward, device)(detail::dense(x), y);
+  if (needs_grad({x})) {
+    const Shape x_shape = x.shape();
+    record_op("adaptive_avg_pool2d", y, {x}, [=](const Tensor& grad) -> std::vector<Tensor> {
+      Tensor dx = detail::make_tensor(x_shape, grad.dtype(), device);
+      if (dx.numel() > 0) NN_DISPATCH(adaptive_avg_pool2d_backward, device)(detail::dense(grad), dx);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const Pool2dOptions& options) {
+  Batched b = as_batched(x, "max_pool2d");
+  auto [y, argmax] = max_pool_batched(b.x, options);
+  return {unbatch(y, b.unbatched), unbatch(argmax, b.unbatched)};
+}
+
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) { return max_pool2d_with_indices(x, options).first; }
+
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
+  Batched b = as_batched(x, "avg_pool2d");
+  return unbatch(avg_pool_batched(b.x, options), b.unbatched);
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size) {
+  Batched b = as_batched(x, "adaptive_avg_pool2d");
+  return unbatch(adaptive_avg_pool_batched(b.x, output_size), b.unbatched);
+}
+
+}  // namespace nn
