@@ -1,5 +1,8 @@
 #include "cpu/parallel.h"
 
+#include <Eigen/Core>
+
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -9,7 +12,14 @@
 
 namespace nn {
 namespace {
-int num_threads = 0;
+std::atomic<int> num_threads{0};
+
+// omp_set_num_threads only sets the calling thread's default; Eigen's GEMM reads its own global
+// setting, which holds on every thread (data-loader and server workers included).
+void apply_thread_count(int n) {
+  omp_set_num_threads(n);
+  Eigen::setNbThreads(n);
+}
 std::once_flag init_flag;
 
 void init_from_environment() {
@@ -20,7 +30,7 @@ void init_from_environment() {
     if (end != env && *end == '\0' && v > 0 && v <= 1024) n = static_cast<int>(v);
   }
   num_threads = n > 0 ? n : 1;
-  omp_set_num_threads(num_threads);
+  apply_thread_count(num_threads);
 }
 }  // namespace
 
@@ -30,7 +40,7 @@ void set_num_threads(int n) {
   NN_CHECK(n > 0 && n <= 1024, "set_num_threads: expected 1..1024 threads, got ", n);
   cpu::ensure_threads_initialised();
   num_threads = n;
-  omp_set_num_threads(n);
+  apply_thread_count(n);
 }
 
 int get_num_threads() {
