@@ -76,7 +76,7 @@ void nll_forward(const Tensor& logp, const Tensor& target, const Tensor& weight,
         sw[i] = 0;
         continue;
       }
-      NN_CHECK(t >= 0 && t < c, "nll_loss: target ", t, " at position ", i, " is out of range [0, ", c, ")");
+      NN_ASSERT(t >= 0 && t < c, "nll_forward: target ", t, " was not validated by the op");
       const T w = wp ? wp[t] : T(1);
       out[i] = -w * lp[i * c + t];
       sw[i] = w;

@@ -111,12 +111,13 @@ std::pair<Tensor, Tensor> max_impl(const Tensor& x, const std::vector<int64_t>& 
     std::vector<int64_t> inverse(order.size());
     for (size_t i = 0; i < order.size(); ++i) inverse[order[i]] = static_cast<int64_t>(i);
     const int64_t nrows = p.rows, ncols = p.cols;
-    Tensor saved_indices = indices;
+    SavedTensor saved_indices(indices);  // returned to the caller too: guard against in-place writes
+    const std::string op_name = op;
     record_op(op, values, {x}, [=](const Tensor& g) -> std::vector<Tensor> {
       // Scatter each gradient to its max: the max-pool scatter over planes of one row each.
       Tensor dx = detail::make_tensor({1, nrows, 1, ncols}, g.dtype(), g.device());
       Tensor gd = detail::dense(g).view({1, nrows, 1, 1});
-      Tensor id = saved_indices.contiguous().view({1, nrows, 1, 1});
+      Tensor id = saved_indices.get(op_name).contiguous().view({1, nrows, 1, 1});
       NN_DISPATCH(max_pool2d_backward, g.device())(gd, id, dx);
       return {dx.view(permuted_shape).permute(inverse).contiguous()};
     });
