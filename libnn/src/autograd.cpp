@@ -83,19 +83,18 @@ Tensor SavedTensor::get(const std::string& op_name) const {
   return tensor_;
 }
 
-bool needs_grad(const std::vector<Tensor>& inputs) {
+namespace {
+bool any_requires_grad(const Tensor* begin, const Tensor* end) {
   if (!grad_mode) return false;
-  for (const Tensor& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
-  return false;
+  return std::any_of(begin, end, [](const Tensor& t) { return t.requires_grad(); });
+}
+}  // namespace
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  return any_requires_grad(inputs.data(), inputs.data() + inputs.size());
 }
 
-bool needs_grad(std::initializer_list<Tensor> inputs) {
-  if (!grad_mode) return false;
-  for (const Tensor& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
-  return false;
-}
+bool needs_grad(std::initializer_list<Tensor> inputs) { return any_requires_grad(inputs.begin(), inputs.end()); }
 
 std::shared_ptr<Node> gradient_edge(const Tensor& t) {
   if (!t.defined() || !t.requires_grad()) return nullptr;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -9,6 +10,14 @@
 #include "nn/tensor.h"
 
 namespace nn::cpu {
+
+// 1 / (1 + exp(-v)) without ever exponentiating a positive number (no overflow for large |v|).
+template <typename T>
+inline T stable_sigmoid(T v) {
+  if (v >= 0) return T(1) / (T(1) + std::exp(-v));
+  const T e = std::exp(v);
+  return e / (T(1) + e);
+}
 
 // Calls f(T{}) with T = float or double for the tensor's dtype; other dtypes are an error.
 template <typename F>

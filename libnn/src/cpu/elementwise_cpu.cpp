@@ -66,13 +66,7 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha, double beta) 
       case UnaryOp::abs: return unary_loop<T>(x, out, [](T v) { return std::abs(v); });
       case UnaryOp::sign: return unary_loop<T>(x, out, [](T v) { return T((v > 0) - (v < 0)); });
       case UnaryOp::relu: return unary_loop<T>(x, out, [](T v) { return v > 0 ? v : T(0); });
-      case UnaryOp::sigmoid:
-        // Never exponentiates a positive number, so no overflow for large |v|.
-        return unary_loop<T>(x, out, [](T v) {
-          if (v >= 0) return T(1) / (T(1) + std::exp(-v));
-          T e = std::exp(v);
-          return e / (T(1) + e);
-        });
+      case UnaryOp::sigmoid: return unary_loop<T>(x, out, [](T v) { return stable_sigmoid(v); });
       case UnaryOp::tanh: return unary_loop<T>(x, out, [](T v) { return std::tanh(v); });
       case UnaryOp::step: return unary_loop<T>(x, out, [](T v) { return v > 0 ? T(1) : T(0); });
       case UnaryOp::add_scalar: return unary_loop<T>(x, out, [a](T v) { return v + a; });

@@ -49,8 +49,7 @@ void bce_with_logits_backward(const Tensor& dloss, const Tensor& x, const Tensor
     parallel_for(0, x.numel(), 16384, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const T v = xp[i], t = tp[i];
-        // sigmoid(-v) without overflow.
-        const T sig_neg = v >= 0 ? std::exp(-v) / (T(1) + std::exp(-v)) : T(1) / (T(1) + std::exp(v));
+        const T sig_neg = stable_sigmoid(-v);
         const T log_weight = pp ? T(1) + (pp[i] - T(1)) * t : T(1);
         T d = (T(1) - t) - log_weight * sig_neg;
         dp[i] = gp[i] * (wp ? wp[i] * d : d);

@@ -72,8 +72,8 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   NN_CHECK(b == shape(), "add_: operand of shape ", shape_str(other.shape()), " does not broadcast to ",
            shape_str(shape()));
   if (numel() == 0) return *this;
-  Tensor o = detail::broadcast_view(other, shape());
-  if (alpha != 1.0) o = detail::broadcast_view(detail::unary_kernel(UnaryOp::mul_scalar, other, alpha), shape());
+  Tensor scaled = alpha == 1.0 ? other : detail::unary_kernel(UnaryOp::mul_scalar, other, alpha);
+  Tensor o = detail::broadcast_view(scaled, shape());
   // The kernel writes a dense output; write into a temporary when this tensor is strided.
   if (is_contiguous()) {
     NN_DISPATCH(binary, device())(BinaryOp::add, *this, o, *this);

@@ -147,7 +147,6 @@ Tensor Tensor::slice(int64_t dim_in, int64_t start, int64_t end, int64_t step) c
   return finish_view(make_view(*this, sh, st, offset() + start * strides()[d]), *this, "slice",
                      [=](const Tensor& g) {
                        return scatter_into_zeros(g, in_shape, [=](const Tensor& z) {
-                         NoGradGuard ng;
                          return z.slice(d, start, end, step);
                        });
                      });
@@ -174,7 +173,6 @@ Tensor Tensor::select(int64_t dim_in, int64_t index) const {
   return finish_view(make_view(*this, sh, st, offset() + index * strides()[d]), *this, "select",
                      [=](const Tensor& g) {
                        return scatter_into_zeros(g, in_shape, [=](const Tensor& z) {
-                         NoGradGuard ng;
                          return z.select(d, index);
                        });
                      });
