@@ -9,7 +9,8 @@ ours/PyTorch. --json OUT also writes the rows as JSON.
     python3 bench/torch_bench.py bench/results/cpu-2026-11-25.json [--threads 2] [--json OUT]
 
 Needs torch (Debian: python3-torch). FLOP counts are the ones conv_bench.cpp uses: a conv forward
-is 2*N*O*OH*OW*C*KH*KW, forward+backward (dx, dw, db) three times that, a GEMM 2*M*N*K.
+is 2*N*O*OH*OW*C*KH*KW, forward+backward (dx, dw, db) three times that, a GEMM 2*M*N*K, a VGG16
+forward (vgg_bench.cpp; torchvision.models.vgg16() here, needs torchvision) the sum over its layers.
 """
 import argparse
 import datetime
@@ -81,6 +82,19 @@ def torch_case(torch, family, p):
         w = torch.randn(m, k, generator=gen)
         b = torch.randn(m, generator=gen)
         return f"linear {n}x{k} -> {m}", 2.0 * n * k * m, lambda: F.linear(x, w, b)
+    if family == "BM_VGG16Forward":
+        import torchvision
+        n = p["batch"]
+        torch.manual_seed(16)
+        model = torchvision.models.vgg16().eval()
+        x = torch.randn(n, 3, 224, 224, generator=gen)
+        flops = n * 2.0 * (sum(cout * cin * 9 * size * size for cin, cout, size in VGG16_CONVS)
+                           + sum(m.weight.numel() for m in model.classifier if isinstance(m, torch.nn.Linear)))
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+        return "VGG16 forward 224x224", flops, forward
     return None
 
 

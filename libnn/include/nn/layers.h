@@ -116,6 +116,8 @@ class Dropout : public Module {
   // Seeds its generator with a number drawn from nn::default_generator().
   explicit Dropout(double p = 0.5);
   Dropout(double p, uint64_t seed);
+  // Seeds its generator with a number drawn from `gen`.
+  Dropout(double p, Generator& gen);
 
   Tensor forward(const Tensor& x) override;
   double p() const { return p_; }

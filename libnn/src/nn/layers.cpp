@@ -133,6 +133,8 @@ Tensor ReLU::forward(const Tensor& x) { return relu(x); }
 
 Dropout::Dropout(double p) : Dropout(p, draw_seed(default_generator())) {}
 
+Dropout::Dropout(double p, Generator& gen) : Dropout(p, draw_seed(gen)) {}
+
 Dropout::Dropout(double p, uint64_t seed) : p_(p), gen_(seed) {
   NN_CHECK(p >= 0.0 && p <= 1.0, "Dropout: p must be in [0, 1], got ", p);
 }
