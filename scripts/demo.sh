@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs the main job. For now: train a small CNN on synthetic
-# images, evaluate it, save it as safetensors and check the reloaded model agrees.
+# The main job: installs what is missing, builds, trains the pneumonia classifier and evaluates it.
+#
+#   scripts/demo.sh                      # real data if found, else a SYNTHETIC set (a few minutes)
+#   DATA=path/to/chest_xray scripts/demo.sh
+#
+# Data: $DATA (a folder with NORMAL/ and PNEUMONIA/, or one holding train/), else
+# data/chest_xray/train or ../shared/data/chest_xray/train when present; otherwise the project's
+# synthetic chest-X-ray generator makes a small training set and a separate test set.
+# Mode: head (frozen ImageNet VGG16 + new head) when weights/vgg16_imagenet.safetensors exists
+# (see weights/README.md), otherwise scratch. Extra arguments go to pneumonia-train.
+# Results: runs/demo/ (model.safetensors, curves.png, roc.png, metrics.jsonl, summary.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +17,52 @@ scripts/install_deps.sh
 
 build=${BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${NN_CMAKE_ARGS:-}
-cmake --build "$build" -j "$(nproc)" --target train-synthetic
+cmake --build "$build" -j "$(nproc)" --target pneumonia-train pneumonia-predict make-synthetic-xrays
+bin="$build/bin"
 mkdir -p runs
-"$build/bin/train-synthetic" --out runs/synthetic_cnn.safetensors "$@"
+
+data="${DATA:-}"
+if [[ -z "$data" ]]; then
+  for candidate in data/chest_xray/train ../shared/data/chest_xray/train; do
+    if [[ -d "$candidate/NORMAL" && -d "$candidate/PNEUMONIA" ]]; then data="$candidate"; break; fi
+  done
+fi
+if [[ -n "$data" && -d "$data/train" && ! -d "$data/NORMAL" ]]; then data="$data/train"; fi
+
+synthetic=0
+test_dir=""
+if [[ -z "$data" ]]; then
+  synthetic=1
+  echo "=================================================================="
+  echo " No chest X-ray folder found (set DATA=...): using SYNTHETIC images"
+  echo " made by make-synthetic-xrays. The numbers below are NOT clinical."
+  echo "=================================================================="
+  "$bin/make-synthetic-xrays" --out runs/synthetic-train --normal 200 --pneumonia 200 --size 128 --seed 1 --overwrite
+  "$bin/make-synthetic-xrays" --out runs/synthetic-test --normal 100 --pneumonia 100 --size 128 --seed 2 --overwrite
+  data=runs/synthetic-train
+  test_dir=runs/synthetic-test
+fi
+
+weights=weights/vgg16_imagenet.safetensors
+if [[ -f "$weights" ]]; then
+  mode=(--mode head --weights "$weights")
+else
+  echo "note: $weights not found, so this run trains from scratch. For transfer learning from"
+  echo "      ImageNet, convert torchvision's VGG16 once (weights/README.md):"
+  echo "        $bin/nn-convert torchvision vgg16-397923af.pth -o $weights"
+  mode=(--mode scratch)
+fi
+if ((synthetic)); then
+  # A short run: the synthetic set is small and easy.
+  extra=(--epochs 6 --image-size 64 --width-mult 0.25)
+else
+  extra=()
+fi
+
+"$bin/pneumonia-train" --data "$data" --out runs/demo "${mode[@]}" "${extra[@]}" "$@"
+if [[ -n "$test_dir" ]]; then
+  echo "evaluation on a separate synthetic test set ($test_dir):"
+  "$bin/pneumonia-predict" --model runs/demo/model.safetensors --eval "$test_dir"
+fi
+echo "results in runs/demo/: model.safetensors, curves.png, roc.png, metrics.jsonl, summary.json"
+if ((synthetic)); then echo "(trained and evaluated on SYNTHETIC data)"; fi

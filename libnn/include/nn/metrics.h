@@ -1,0 +1,72 @@
+// Binary classification metrics for clinical evaluation: the confusion matrix at a threshold,
+// sensitivity / specificity / PPV / NPV / F1, ROC AUC (Mann-Whitney, ties counted 1/2), the ROC
+// curve, a percentile-bootstrap confidence interval of the AUC and threshold selection.
+//
+// The positive class is label 1 (PNEUMONIA). `scores` are probabilities (or any score that grows
+// with the belief in the positive class); a case is predicted positive when score >= threshold.
+// Inputs are validated (equal sizes, labels 0/1, finite scores); violations throw nn::Error.
+// A quantity that is 0/0 (e.g. sensitivity without positives) is NaN, never an error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nn::metrics {
+
+struct Confusion {
+  int64_t tp = 0, fp = 0, tn = 0, fn = 0;
+};
+
+struct BinaryMetrics {
+  int64_t n = 0;
+  Confusion confusion;
+  // NaN when undefined (0/0).
+  double accuracy = 0, sensitivity = 0 /*recall, TPR*/, specificity = 0 /*TNR*/,
+         ppv = 0 /*precision*/, npv = 0, f1 = 0;
+  double auc = 0;  // ROC AUC of the scores; NaN when only one class is present
+  double threshold = 0.5;
+};
+
+// Confusion matrix and metrics at `threshold` (positive when score >= threshold), plus the AUC.
+// Empty inputs give n = 0 and NaN metrics.
+BinaryMetrics binary_metrics(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                             double threshold = 0.5);
+
+// ROC AUC = P(score of a random positive > score of a random negative) + 1/2 P(equal), i.e. the
+// Mann-Whitney U statistic / (P * N). O(n log n). NaN when a class is missing.
+double roc_auc(const std::vector<double>& scores, const std::vector<int64_t>& labels);
+
+// One point per distinct score, in decreasing threshold order, after a first point (0, 0) whose
+// threshold is +infinity; the last point (the lowest score) is (1, 1). Like scikit-learn's
+// roc_curve(drop_intermediate=False). fpr (tpr) is NaN everywhere when there are no negatives
+// (positives). Empty inputs are an error.
+struct RocCurve {
+  std::vector<double> fpr, tpr, thresholds;
+};
+RocCurve roc_curve(const std::vector<double>& scores, const std::vector<int64_t>& labels);
+
+struct Interval {
+  double low, high;
+};
+// Percentile bootstrap of the AUC: `rounds` resamples of the (score, label) pairs with replacement
+// (std::mt19937_64 seeded with `seed`, so the interval is a function of the inputs and the seed),
+// resamples that contain a single class are skipped, and the interval is the [(1-level)/2,
+// (1+level)/2] quantiles (linear interpolation, numpy's default) of the resampled AUCs.
+// {NaN, NaN} when the data have a single class (or every resample had one).
+Interval bootstrap_auc_interval(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                                int rounds = 1000, uint64_t seed = 0, double level = 0.95);
+
+// The operating threshold, always one of the scores (so "score >= threshold" reproduces the ROC
+// point). With min_sensitivity == 0: the threshold maximising Youden's J = sensitivity +
+// specificity - 1 (ties within 1e-12 -> the one closest to 0.5); needs both classes. With
+// min_sensitivity in (0, 1]: the largest threshold whose sensitivity >= min_sensitivity; needs
+// positives.
+double choose_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                        double min_sensitivity = 0.0);
+
+// {"n","accuracy","sensitivity","specificity","ppv","npv","f1","auc","threshold",
+//  "confusion":{"tp","fp","tn","fn"}} in that order, compact; NaN -> null.
+std::string to_json(const BinaryMetrics& m);
+
+}  // namespace nn::metrics

@@ -1,0 +1,242 @@
+// Binary classification metrics (see nn/metrics.h).
+#include "nn/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/error.h"
+
+namespace nn::metrics {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double ratio(int64_t num, int64_t den) {
+  return den == 0 ? kNaN : static_cast<double>(num) / static_cast<double>(den);
+}
+
+void validate(const char* fn, const std::vector<double>& scores, const std::vector<int64_t>& labels) {
+  NN_CHECK(scores.size() == labels.size(), fn, ": scores and labels differ in size (", scores.size(),
+           " scores, ", labels.size(), " labels)");
+  for (size_t i = 0; i < scores.size(); ++i) {
+    NN_CHECK(labels[i] == 0 || labels[i] == 1, fn, ": labels must be 0 or 1, but labels[", i,
+             "] = ", labels[i]);
+    NN_CHECK(std::isfinite(scores[i]), fn, ": scores must be finite, but scores[", i,
+             "] = ", scores[i]);
+  }
+}
+
+// Indices sorted by decreasing score (stable, so the order is deterministic).
+std::vector<size_t> order_by_decreasing_score(const std::vector<double>& scores) {
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  return order;
+}
+
+// Cases grouped by distinct score, highest score first: the per-group counts of positives and
+// negatives, computed once and re-weighted by the bootstrap.
+struct ScoreGroups {
+  std::vector<double> score;            // one per group, decreasing
+  std::vector<size_t> group_of;         // case index -> group
+  std::vector<int64_t> positives, negatives;
+};
+
+ScoreGroups group_scores(const std::vector<double>& scores, const std::vector<int64_t>& labels) {
+  ScoreGroups g;
+  g.group_of.resize(scores.size());
+  std::vector<size_t> order = order_by_decreasing_score(scores);
+  for (size_t k = 0; k < order.size(); ++k) {
+    size_t i = order[k];
+    if (k == 0 || scores[i] != g.score.back()) {
+      g.score.push_back(scores[i]);
+      g.positives.push_back(0);
+      g.negatives.push_back(0);
+    }
+    g.group_of[i] = g.score.size() - 1;
+    (labels[i] == 1 ? g.positives.back() : g.negatives.back()) += 1;
+  }
+  return g;
+}
+
+// AUC from per-group (weighted) counts, groups in decreasing score order: each positive beats
+// every negative of a lower group and ties half of those in its own group.
+template <typename Count>
+double auc_from_groups(const std::vector<Count>& pos, const std::vector<Count>& neg) {
+  // Twice the Mann-Whitney U, in exact integer arithmetic (fits: 2 * P * N < 2^64 for n < 4e9).
+  unsigned __int128 twice_u = 0;
+  unsigned __int128 negatives_below = 0, total_pos = 0, total_neg = 0;
+  for (size_t k = 0; k < pos.size(); ++k) total_neg += static_cast<uint64_t>(neg[k]);
+  negatives_below = total_neg;
+  for (size_t k = 0; k < pos.size(); ++k) {
+    auto p = static_cast<uint64_t>(pos[k]), q = static_cast<uint64_t>(neg[k]);
+    negatives_below -= q;
+    twice_u += static_cast<unsigned __int128>(p) * (2 * negatives_below + q);
+    total_pos += p;
+  }
+  if (total_pos == 0 || total_neg == 0) return kNaN;
+  return static_cast<double>(twice_u) / (2.0 * static_cast<double>(total_pos) *
+                                         static_cast<double>(total_neg));
+}
+
+}  // namespace
+
+double roc_auc(const std::vector<double>& scores, const std::vector<int64_t>& labels) {
+  validate("roc_auc", scores, labels);
+  ScoreGroups g = group_scores(scores, labels);
+  return auc_from_groups(g.positives, g.negatives);
+}
+
+BinaryMetrics binary_metrics(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                             double threshold) {
+  validate("binary_metrics", scores, labels);
+  NN_CHECK(!std::isnan(threshold), "binary_metrics: the threshold is NaN");
+  BinaryMetrics m;
+  m.n = static_cast<int64_t>(scores.size());
+  m.threshold = threshold;
+  Confusion& c = m.confusion;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    bool predicted = scores[i] >= threshold;
+    if (labels[i] == 1) {
+      (predicted ? c.tp : c.fn) += 1;
+    } else {
+      (predicted ? c.fp : c.tn) += 1;
+    }
+  }
+  m.accuracy = ratio(c.tp + c.tn, m.n);
+  m.sensitivity = ratio(c.tp, c.tp + c.fn);
+  m.specificity = ratio(c.tn, c.tn + c.fp);
+  m.ppv = ratio(c.tp, c.tp + c.fp);
+  m.npv = ratio(c.tn, c.tn + c.fn);
+  m.f1 = ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn);
+  ScoreGroups g = group_scores(scores, labels);
+  m.auc = auc_from_groups(g.positives, g.negatives);
+  return m;
+}
+
+RocCurve roc_curve(const std::vector<double>& scores, const std::vector<int64_t>& labels) {
+  validate("roc_curve", scores, labels);
+  NN_CHECK(!scores.empty(), "roc_curve: no scores");
+  ScoreGroups g = group_scores(scores, labels);
+  int64_t total_pos = std::accumulate(g.positives.begin(), g.positives.end(), int64_t{0});
+  int64_t total_neg = std::accumulate(g.negatives.begin(), g.negatives.end(), int64_t{0});
+  RocCurve roc;
+  size_t points = g.score.size() + 1;
+  roc.fpr.reserve(points);
+  roc.tpr.reserve(points);
+  roc.thresholds.reserve(points);
+  roc.fpr.push_back(total_neg == 0 ? kNaN : 0.0);
+  roc.tpr.push_back(total_pos == 0 ? kNaN : 0.0);
+  roc.thresholds.push_back(std::numeric_limits<double>::infinity());
+  int64_t tp = 0, fp = 0;
+  for (size_t k = 0; k < g.score.size(); ++k) {
+    tp += g.positives[k];
+    fp += g.negatives[k];
+    roc.fpr.push_back(ratio(fp, total_neg));
+    roc.tpr.push_back(ratio(tp, total_pos));
+    roc.thresholds.push_back(g.score[k]);
+  }
+  return roc;
+}
+
+Interval bootstrap_auc_interval(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                                int rounds, uint64_t seed, double level) {
+  validate("bootstrap_auc_interval", scores, labels);
+  NN_CHECK(rounds > 0, "bootstrap_auc_interval: rounds must be positive, got ", rounds);
+  NN_CHECK(level > 0.0 && level < 1.0, "bootstrap_auc_interval: level must be in (0, 1), got ", level);
+  const Interval undefined{kNaN, kNaN};
+  if (scores.empty()) return undefined;
+  ScoreGroups g = group_scores(scores, labels);
+  if (std::isnan(auc_from_groups(g.positives, g.negatives))) return undefined;
+
+  const size_t n = scores.size();
+  std::mt19937_64 rng(seed);
+  std::vector<uint32_t> pos(g.score.size()), neg(g.score.size());
+  std::vector<double> aucs;
+  aucs.reserve(static_cast<size_t>(rounds));
+  for (int r = 0; r < rounds; ++r) {
+    std::fill(pos.begin(), pos.end(), 0u);
+    std::fill(neg.begin(), neg.end(), 0u);
+    for (size_t k = 0; k < n; ++k) {
+      // Unbiased enough and portable (std::uniform_int_distribution differs between libraries):
+      // the high 64 bits of a 64x64-bit product map the draw onto [0, n).
+      auto i = static_cast<size_t>((static_cast<unsigned __int128>(rng()) * n) >> 64);
+      (labels[i] == 1 ? pos : neg)[g.group_of[i]] += 1;
+    }
+    double auc = auc_from_groups(pos, neg);
+    if (!std::isnan(auc)) aucs.push_back(auc);  // a resample with one class has no AUC
+  }
+  if (aucs.empty()) return undefined;
+  std::sort(aucs.begin(), aucs.end());
+  auto quantile = [&](double q) {
+    double position = q * static_cast<double>(aucs.size() - 1);
+    auto lo = static_cast<size_t>(std::floor(position));
+    size_t hi = std::min(lo + 1, aucs.size() - 1);
+    double frac = position - static_cast<double>(lo);
+    return aucs[lo] + (aucs[hi] - aucs[lo]) * frac;
+  };
+  double tail = (1.0 - level) / 2.0;
+  return {quantile(tail), quantile(1.0 - tail)};
+}
+
+double choose_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                        double min_sensitivity) {
+  validate("choose_threshold", scores, labels);
+  NN_CHECK(min_sensitivity >= 0.0 && min_sensitivity <= 1.0,
+           "choose_threshold: min_sensitivity must be in [0, 1], got ", min_sensitivity);
+  ScoreGroups g = group_scores(scores, labels);
+  int64_t total_pos = std::accumulate(g.positives.begin(), g.positives.end(), int64_t{0});
+  int64_t total_neg = std::accumulate(g.negatives.begin(), g.negatives.end(), int64_t{0});
+  NN_CHECK(total_pos > 0, "choose_threshold: no positive case (label 1) among ", scores.size(),
+           " scores; a threshold cannot be chosen");
+  int64_t tp = 0, fp = 0;
+  if (min_sensitivity > 0.0) {
+    // Sensitivity only grows as the threshold decreases: the first group that reaches it.
+    for (size_t k = 0; k < g.score.size(); ++k) {
+      tp += g.positives[k];
+      if (static_cast<double>(tp) / static_cast<double>(total_pos) >= min_sensitivity) return g.score[k];
+    }
+    return g.score.back();  // unreachable: the lowest score has sensitivity 1
+  }
+  NN_CHECK(total_neg > 0, "choose_threshold: no negative case (label 0) among ", scores.size(),
+           " scores; Youden's J needs both classes");
+  double best_j = -std::numeric_limits<double>::infinity(), best_t = g.score.front();
+  for (size_t k = 0; k < g.score.size(); ++k) {
+    tp += g.positives[k];
+    fp += g.negatives[k];
+    double j = static_cast<double>(tp) / static_cast<double>(total_pos) -
+               static_cast<double>(fp) / static_cast<double>(total_neg);
+    double t = g.score[k];
+    if (j > best_j + 1e-12 ||
+        (j >= best_j - 1e-12 && std::abs(t - 0.5) < std::abs(best_t - 0.5))) {
+      best_j = std::max(j, best_j);
+      best_t = t;
+    }
+  }
+  return best_t;
+}
+
+std::string to_json(const BinaryMetrics& m) {
+  auto number = [](double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json(); };
+  nlohmann::ordered_json j;
+  j["n"] = m.n;
+  j["accuracy"] = number(m.accuracy);
+  j["sensitivity"] = number(m.sensitivity);
+  j["specificity"] = number(m.specificity);
+  j["ppv"] = number(m.ppv);
+  j["npv"] = number(m.npv);
+  j["f1"] = number(m.f1);
+  j["auc"] = number(m.auc);
+  j["threshold"] = number(m.threshold);
+  j["confusion"] = {{"tp", m.confusion.tp}, {"fp", m.confusion.fp}, {"tn", m.confusion.tn},
+                    {"fn", m.confusion.fn}};
+  return j.dump();
+}
+
+}  // namespace nn::metrics
