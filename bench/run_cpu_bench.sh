@@ -14,7 +14,8 @@ if [[ ! -x "$bench" ]]; then
 fi
 export NN_NUM_THREADS="${NN_NUM_THREADS:-2}"
 mkdir -p "$root/bench/results"
-out="$root/bench/results/cpu-$(date +%F).json"
+# OUT_NAME names the result files (default cpu-<date>), so a filtered run does not overwrite a full one.
+out="$root/bench/results/${OUT_NAME:-cpu-$(date +%F)}.json"
 "$bench" --benchmark_out="$out" --benchmark_out_format=json "$@"
 # The first python3 that has torch (a pyenv python3 may shadow Debian's, which has it).
 python="${PYTHON:-}"
