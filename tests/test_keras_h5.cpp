@@ -10,6 +10,8 @@
 // output on stderr. KerasH5Golden writes files with h5py exactly as Keras does
 // (tests/golden/make_keras_h5.py) and skips when /usr/bin/python3 lacks h5py or numpy.
 #include <gtest/gtest.h>
+
+#include "scratch_dir.h"
 #if __has_include(<hdf5.h>)
 #include <hdf5.h>
 #else
@@ -40,25 +42,6 @@ using nn::weights::read_keras_h5;
 
 namespace {
 
-// A fresh directory per test under the system's temporary directory, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("nn_keras_h5_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // ---- A Keras file described in memory ---------------------------------------------------------
 
@@ -328,7 +311,7 @@ void expect_converted(const ConvertedWeights& c, const KerasFile& f, bool includ
 
 // Reads `f` back after writing it, and checks everything.
 void roundtrip(const KerasFile& f, bool include_top) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("vgg11_weights.h5");
   write_keras_file(path, f);
   ConvertedWeights c = read_keras_h5(path);
@@ -355,7 +338,7 @@ std::string refusal(const std::string& path) {
 
 // Writes `f`, reads it, expects an nn::Error whose message contains every one of `parts`.
 void expect_refused(const KerasFile& f, const std::vector<std::string>& parts) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("bad.h5");
   write_keras_file(path, f);
   const std::string message = refusal(path);
@@ -407,7 +390,7 @@ TEST(KerasH5, Float64DatasetsReadAsFloat32) {
 // Keras flattens the last pool's (H, W, C) output; torchvision flattens (C, H, W). With the
 // converted fc1 weight, torchvision's logits on a feature map equal Keras' on the same map.
 TEST(KerasH5, Fc1ReorderKeepsLogits) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("top.h5");
   const KerasFile f = small_vgg11(Style::keras2, true, 31);
   write_keras_file(path, f);
@@ -430,7 +413,7 @@ TEST(KerasH5, OneByOneGridAndShortTop) {
   KerasFile f = small_vgg11(Style::keras2, false, 37);
   std::mt19937 rng(3);
   f.layers.push_back({"dense", kernel_and_bias("dense", Style::keras2, {8, 2}, rng)});
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("gap.h5");
   write_keras_file(path, f);
   ConvertedWeights c = read_keras_h5(path);
@@ -464,7 +447,7 @@ TEST(KerasH5, ConvertedWeightsLoadIntoVGG) {
     f.layers.push_back({name, kernel_and_bias(name, Style::keras2, {features, out}, rng)});
     features = out;
   }
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("vgg11_w16.h5");
   write_keras_file(path, f);
   ConvertedWeights c = read_keras_h5(path);
@@ -584,7 +567,7 @@ TEST(KerasH5, RefusesMissingDataset) {
 
 TEST(KerasH5, RefusesMissingLayerGroup) {
   KerasFile f = small_vgg11(Style::keras2, true);
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("ghost.h5");
   write_keras_file(path, f);
   {  // list a layer that has no group
@@ -619,7 +602,7 @@ TEST(KerasH5, RefusesNonFloatData) {
 }
 
 TEST(KerasH5, RefusesNonStringLayerNames) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("numbers.h5");
   {
     Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
@@ -647,13 +630,13 @@ TEST(KerasH5, RefusesTheanoFiles) {
 }
 
 TEST(KerasH5, RefusesMissingFile) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string message = refusal(dir.file("absent.h5"));
   EXPECT_NE(message.find("absent.h5: cannot open: no such file"), std::string::npos) << message;
 }
 
 TEST(KerasH5, RefusesNonHdf5File) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("weights.h5");
   write_bytes(path, "this is not an HDF5 file, just some text that is long enough to be read\n");
   const std::string message = refusal(path);
@@ -661,7 +644,7 @@ TEST(KerasH5, RefusesNonHdf5File) {
 }
 
 TEST(KerasH5, RefusesEmptyFile) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("empty.h5");
   write_bytes(path, "");
   const std::string message = refusal(path);
@@ -671,7 +654,7 @@ TEST(KerasH5, RefusesEmptyFile) {
 // Every prefix of a valid file is refused with an nn::Error (most at open: HDF5 checks the file's
 // end against the size recorded in its superblock).
 TEST(KerasH5, RefusesTruncatedFiles) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string valid = dir.file("valid.h5"), cut = dir.file("cut.h5");
   write_keras_file(valid, small_vgg11(Style::keras2, true));
   const std::string bytes = read_bytes(valid);
@@ -690,7 +673,7 @@ TEST(KerasH5, RefusesTruncatedFiles) {
 // HDF5's automatic error printing is off after a read, and stays off: HDF5 also prints through it
 // at process exit when a corrupt file left internal state behind (seen with fuzzed files).
 TEST(KerasH5, LeavesHdf5ErrorPrintingOff) {
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("text.h5");
   write_bytes(path, "not hdf5");
   EXPECT_THROW(read_keras_h5(path), nn::Error);
@@ -726,7 +709,7 @@ KerasFile golden_expectation(Style style, bool include_top) {
 
 void golden_case(const std::string& style_name, Style style, bool include_top) {
   if (!h5py_available()) GTEST_SKIP() << kPython << " cannot import h5py and numpy (install python3-h5py)";
-  ScratchDir dir;
+  ScratchDir dir("keras_h5");
   const std::string path = dir.file("vgg11_" + style_name + (include_top ? "" : "_notop") + ".h5");
   const std::string cmd = std::string(kPython) + " " NN_SOURCE_DIR "/tests/golden/make_keras_h5.py " + path +
                           " " + style_name + " " + (include_top ? "top" : "notop");

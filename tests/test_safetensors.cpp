@@ -3,6 +3,8 @@
 // file on failure, and one test per malformed-file rule (RELIABILITY.md items 1-3, 5 and 6), each
 // checked through a file on disk and through the in-memory parser.
 #include <gtest/gtest.h>
+
+#include "scratch_dir.h"
 #include <nn/io/safetensors.h>
 #include <nn/nn.h>
 #include <signal.h>
@@ -29,27 +31,6 @@ using nn::io::SafetensorsFile;
 
 namespace {
 
-// A fresh directory per test, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::path(::testing::TempDir()) /
-            ("nn_safetensors_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -102,7 +83,7 @@ const nn::DType kAllDTypes[] = {nn::f32, nn::f64, nn::f16, nn::bf16, nn::i64, nn
 // Asserts that `bytes` is refused both from a file and from memory, with an nn::Error that names
 // the source and contains every phrase.
 void expect_rejected(const std::string& bytes, std::initializer_list<std::string> phrases) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("bad.safetensors");
   write_bytes(path, bytes);
   auto check = [&](const char* how, const std::string& source, auto&& call) {
@@ -140,7 +121,7 @@ const std::string kTwelveBytes = std::string(12, '\x01');
 // ---------------------------------------------------------------- round trips
 
 TEST(SafetensorsRoundTrip, EveryDTypeKeepsExactBytesShapeAndFileOrder) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   std::mt19937_64 rng(1234);
   std::vector<std::pair<std::string, nn::Tensor>> tensors;
   for (nn::DType dt : kAllDTypes)
@@ -173,7 +154,7 @@ TEST(SafetensorsRoundTrip, EveryDTypeKeepsExactBytesShapeAndFileOrder) {
 }
 
 TEST(SafetensorsRoundTrip, ZeroDimAndZeroSizeTensorsKeepTheirShapes) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("shapes.safetensors");
   nn::Tensor scalar = nn::scalar_tensor(-2.5, nn::f64);
   nn::Tensor empty_rows = nn::empty({0, 7}, nn::f32);
@@ -200,7 +181,7 @@ TEST(SafetensorsRoundTrip, ZeroDimAndZeroSizeTensorsKeepTheirShapes) {
 }
 
 TEST(SafetensorsRoundTrip, NonContiguousInputIsSavedInLogicalOrder) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   nn::Generator gen(7);
   nn::Tensor base = nn::randn({3, 4}, gen);
   nn::Tensor transposed = base.t();                      // (4, 3), strides (1, 4)
@@ -218,7 +199,7 @@ TEST(SafetensorsRoundTrip, NonContiguousInputIsSavedInLogicalOrder) {
 }
 
 TEST(SafetensorsRoundTrip, MetadataRoundTripsIncludingUnicodeAndQuotes) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   std::map<std::string, std::string> metadata = {
       {"format", "pt"},
       {"preprocess", "torchvision"},
@@ -233,7 +214,7 @@ TEST(SafetensorsRoundTrip, MetadataRoundTripsIncludingUnicodeAndQuotes) {
 }
 
 TEST(SafetensorsRoundTrip, MapOverloadWritesStateDictInKeyOrder) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   std::map<std::string, nn::Tensor> state = {{"features.0.weight", nn::tensor({1, 2})},
                                              {"classifier.0.bias", nn::tensor({3})},
                                              {"features.0.bias", nn::tensor({4, 5, 6})}};
@@ -249,7 +230,7 @@ TEST(SafetensorsRoundTrip, MapOverloadWritesStateDictInKeyOrder) {
 }
 
 TEST(SafetensorsRoundTrip, TensorThatRequiresGradIsSavedByValue) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   nn::Tensor w = nn::tensor({0.5f, -1.5f}).requires_grad_();
   const std::string path = dir.file("grad.safetensors");
   nn::io::save_safetensors(path, {{"w", w}});
@@ -259,7 +240,7 @@ TEST(SafetensorsRoundTrip, TensorThatRequiresGradIsSavedByValue) {
 }
 
 TEST(SafetensorsRoundTrip, EmptyTensorListIsAValidFile) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("none.safetensors");
   nn::io::save_safetensors(path, std::vector<std::pair<std::string, nn::Tensor>>{}, {{"k", "v"}});
   SafetensorsFile f = nn::io::load_safetensors(path);
@@ -270,7 +251,7 @@ TEST(SafetensorsRoundTrip, EmptyTensorListIsAValidFile) {
 // ---------------------------------------------------------------- the bytes on disk
 
 TEST(SafetensorsFormat, FileBytesAreLengthWordPaddedJsonAndContiguousData) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   nn::Tensor a = nn::tensor({1.0f, -2.0f, 3.0f});               // 12 bytes
   nn::Tensor b = nn::from_vector<uint8_t>({7, 8, 9}, {3});       // 3 bytes
   nn::Tensor c = nn::from_vector<int64_t>({-5, 6}, {1, 2});      // 16 bytes
@@ -318,7 +299,7 @@ TEST(SafetensorsFormat, DTypeNamesFollowTheSpec) {
 // ---------------------------------------------------------------- mmap aliasing
 
 TEST(SafetensorsLoad, TensorsAliasOneMappingThatLivesUntilTheLastTensorDies) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("alias.safetensors");
   nn::io::save_safetensors(path, {{"a", nn::tensor({1, 2, 3, 4})}, {"b", nn::tensor({5, 6})}});
   const std::string canonical = fs::canonical(path).string();
@@ -346,7 +327,7 @@ TEST(SafetensorsLoad, TensorsAliasOneMappingThatLivesUntilTheLastTensorDies) {
 }
 
 TEST(SafetensorsLoad, WritingIntoLoadedTensorDoesNotModifyTheFile) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("cow.safetensors");
   nn::io::save_safetensors(path, {{"w", nn::tensor({1, 2, 3})}});
   const std::string before = read_bytes(path);
@@ -364,7 +345,7 @@ TEST(SafetensorsLoad, WritingIntoLoadedTensorDoesNotModifyTheFile) {
 
 TEST(SafetensorsLoad, UnalignedTensorIsCopiedAndReadsCorrectly) {
   // A U8 tensor of 3 bytes puts the next F32 at buffer offset 3: misaligned for a float.
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const float values[2] = {1.25f, -7.5f};
   std::string buffer = "\x01\x02\x03";
   buffer.append(reinterpret_cast<const char*>(values), 8);
@@ -382,7 +363,7 @@ TEST(SafetensorsLoad, UnalignedTensorIsCopiedAndReadsCorrectly) {
 }
 
 TEST(SafetensorsLoad, AtNamesTheMissingTensorAndTheFile) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("one.safetensors");
   nn::io::save_safetensors(path, {{"features.0.weight", nn::tensor({1})}});
   SafetensorsFile f = nn::io::load_safetensors(path);
@@ -399,7 +380,7 @@ TEST(SafetensorsLoad, AtNamesTheMissingTensorAndTheFile) {
 }
 
 TEST(SafetensorsLoad, MissingFileAndDirectoryAreClearErrors) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   EXPECT_THROW(
       {
         try {
@@ -454,7 +435,7 @@ void expect_failed_save_keeps_previous(const ScratchDir& dir, const std::string&
 }  // namespace
 
 TEST(SafetensorsSave, ReplacesAnExistingFileAndLeavesNoTemporaryFile) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("model.safetensors");
   nn::io::save_safetensors(path, {{"w", nn::tensor({1})}});
   nn::io::save_safetensors(path, {{"w", nn::tensor({2, 3})}});
@@ -468,7 +449,7 @@ TEST(SafetensorsSave, ReplacesAnExistingFileAndLeavesNoTemporaryFile) {
 }
 
 TEST(SafetensorsSave, MissingParentDirectoryFailsWithPathAndReason) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string target = dir.file("no/such/dir/model.safetensors");
   expect_failed_save_keeps_previous(
       dir, dir.file("model.safetensors"),
@@ -476,7 +457,7 @@ TEST(SafetensorsSave, MissingParentDirectoryFailsWithPathAndReason) {
 }
 
 TEST(SafetensorsSave, PathThatIsADirectoryFailsAndKeepsTheDirectory) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string target = dir.file("ckpt");
   fs::create_directories(target);
   expect_failed_save_keeps_previous(
@@ -487,7 +468,7 @@ TEST(SafetensorsSave, PathThatIsADirectoryFailsAndKeepsTheDirectory) {
 
 TEST(SafetensorsSave, ReadOnlyDirectoryFailsAndKeepsThePreviousFile) {
   if (::geteuid() == 0) GTEST_SKIP() << "running as root: chmod 0555 does not stop root's writes";
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("ro/model.safetensors");
   fs::create_directories(dir.file("ro"));
   nn::io::save_safetensors(path, {{"w", nn::tensor({4, 5, 6})}});
@@ -507,7 +488,7 @@ TEST(SafetensorsSave, ReadOnlyDirectoryFailsAndKeepsThePreviousFile) {
 // A full disk, simulated with a file-size limit: write() fails with EFBIG part-way through the
 // data, as it would with ENOSPC. This works for root too.
 TEST(SafetensorsSave, WriteFailurePartWayLeavesPreviousFileAndRemovesTemporary) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("model.safetensors");
   nn::Generator gen(3);
   nn::Tensor big = nn::randn({256, 1024}, gen);  // 1 MiB, far beyond the limit below
@@ -533,7 +514,7 @@ TEST(SafetensorsSave, WriteFailurePartWayLeavesPreviousFileAndRemovesTemporary) 
 }
 
 TEST(SafetensorsSave, RefusesEmptyDuplicateReservedAndUndefinedTensors) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string path = dir.file("bad.safetensors");
   auto expect_refused = [&](const std::vector<std::pair<std::string, nn::Tensor>>& tensors,
                             const std::string& phrase) {
@@ -736,7 +717,7 @@ TEST(SafetensorsValidation, DeeplyNestedHeaderIsRejectedEarly) {
 
 TEST(SafetensorsValidation, NamesThatLookLikePathsAreOnlyData) {
   // Tensor names are never used as paths: a name full of ../ loads as an ordinary name.
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   const std::string name = "../../etc/passwd";
   const std::string path = dir.file("paths.safetensors");
   nn::io::save_safetensors(path, {{name, nn::tensor({1})}});
@@ -780,7 +761,7 @@ TEST(SafetensorsValidation, Hdf5FileIsNotASafetensorsFile) {
 // ---------------------------------------------------------------- NaN / Inf
 
 TEST(SafetensorsCheckFinite, NaNInAWeightIsReportedByTensorName) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   nn::Tensor good = nn::tensor({1, 2, 3});
   nn::Tensor bad = nn::tensor({0.5f, 0.25f, 0.125f, 1.0f});
   bad.set({2}, std::nan(""));
@@ -801,7 +782,7 @@ TEST(SafetensorsCheckFinite, NaNInAWeightIsReportedByTensorName) {
 }
 
 TEST(SafetensorsCheckFinite, InfinityInHalfAndBFloat16IsFoundAndFiniteFilesPass) {
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   std::mt19937_64 rng(99);
   std::vector<std::pair<std::string, nn::Tensor>> tensors;
   for (nn::DType dt : kAllDTypes) tensors.emplace_back(nn::dtype_name(dt), random_tensor({4, 4}, dt, rng));
@@ -833,7 +814,7 @@ TEST(SafetensorsCheckFinite, InfinityInHalfAndBFloat16IsFoundAndFiniteFilesPass)
 TEST(SafetensorsInterop, OfficialPythonPackageReadsOurFileAndWritesOneWeRead) {
   if (std::system("python3 -c 'import safetensors' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "the Python safetensors package is not installed (pip install safetensors)";
-  ScratchDir dir;
+  ScratchDir dir("safetensors");
   std::mt19937_64 rng(2024);
   std::vector<std::pair<std::string, nn::Tensor>> tensors;
   for (nn::DType dt : kAllDTypes)

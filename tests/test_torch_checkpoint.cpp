@@ -8,6 +8,8 @@
 // TorchCheckpointGolden (golden): files written by PyTorch itself
 // (tests/golden/make_torch_checkpoints.py) must give exactly the tensors PyTorch holds.
 #include <gtest/gtest.h>
+
+#include "scratch_dir.h"
 #include <nn/io/safetensors.h>
 #include <nn/nn.h>
 #include <unistd.h>
@@ -42,26 +44,6 @@ namespace {
 
 // ---- helpers -------------------------------------------------------------------------------
 
-// A fresh directory per test under the system's temporary directory, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("nn_torch_checkpoint_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -837,7 +819,7 @@ TEST(TorchCheckpoint, RandomCorruptionNeverCrashes) {
 }
 
 TEST(TorchCheckpoint, ReadsFiles) {
-  ScratchDir dir;
+  ScratchDir dir("torch_checkpoint");
   write_bytes(dir.file("weights.pth"), zip_checkpoint(sample_checkpoint()));
   const ConvertedWeights w = nn::weights::read_torch_checkpoint(dir.file("weights.pth"));
   expect_sample_tensors(w);
@@ -863,7 +845,7 @@ class TorchCheckpointGolden : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!torch_available()) GTEST_SKIP() << kPython << " cannot import torch (install python3-torch)";
-    dir_ = std::make_unique<ScratchDir>();
+    dir_ = std::make_unique<ScratchDir>("torch_checkpoint");
     const std::string cmd =
         std::string(kPython) + " " NN_SOURCE_DIR "/tests/golden/make_torch_checkpoints.py " + dir_->str();
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;

@@ -25,6 +25,8 @@ import zlib
 
 import numpy as np
 import torch
+
+import safetensors_writer  # tests/golden/, on sys.path as the script's folder
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from PIL import Image
@@ -34,17 +36,11 @@ CAFFE_BGR_MEAN = [103.939, 116.779, 123.68]
 
 
 def write_safetensors(path, tensors, metadata):
-    header, chunks, offset = {"__metadata__": metadata}, [], 0
+    entries = []
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-        raw = arr.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(chunks))
+        entries.append((name, "F32", arr.shape, arr.tobytes()))
+    safetensors_writer.write_safetensors(path, entries, metadata)
 
 
 def smooth(rng, h, w, c):

@@ -18,30 +18,24 @@ The safetensors file is written with json + numpy only (no safetensors package).
 """
 import argparse
 import copy
-import json
 import os
-import struct
 import sys
 
 import torch
+
+import safetensors_writer  # tests/golden/, on sys.path as the script's folder
 
 NAMES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
          torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
 
 
 def write_safetensors(path, tensors):
-    header, chunks, offset = {}, [], 0
+    entries = []
     for name, t in tensors.items():
         t = t.detach().contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # raw bytes, also for bfloat16
-        header[name] = {"dtype": NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(chunks))
+        entries.append((name, NAMES[t.dtype], t.shape, raw))
+    safetensors_writer.write_safetensors(path, entries)
 
 
 def expected(t):

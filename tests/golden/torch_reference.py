@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 import torch
+
+import safetensors_writer  # tests/golden/, on sys.path as the script's folder
 import torch.nn.functional as F
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
@@ -37,18 +39,11 @@ def read_safetensors(path):
 
 
 def write_safetensors(path, tensors):
-    header, chunks, offset = {}, [], 0
+    entries = []
     for name, t in tensors.items():
         arr = t.detach().cpu().contiguous().numpy()  # (np.ascontiguousarray makes 0-d arrays 1-d)
-        raw = arr.tobytes()
-        header[name] = {"dtype": NAMES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(chunks))
+        entries.append((name, NAMES[arr.dtype], arr.shape, arr.tobytes()))
+    safetensors_writer.write_safetensors(path, entries)
 
 
 def run_op(op, p, x):

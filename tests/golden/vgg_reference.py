@@ -19,14 +19,14 @@ Writes into OUT_DIR:
 
 Nothing here is downloaded: the weights are random (seeded), the images synthetic.
 """
-import json
 import os
-import struct
 import sys
 
 import h5py
 import numpy as np
 import torch
+
+import safetensors_writer  # tests/golden/, on sys.path as the script's folder
 import torchvision
 
 out = sys.argv[1]
@@ -142,20 +142,10 @@ tensors = [(k, v) for k, v in state.items()]
 tensors += [("input.torchvision", x_torchvision), ("input.caffe", x_caffe),
             ("features.torchvision", features_tv), ("logits.torchvision", logits_tv),
             ("features.caffe", features_caffe), ("logits.caffe", logits_caffe)]
-header, blobs, offset = {}, [], 0
-for name, t in tensors:
-    b = t.detach().contiguous().numpy().astype(np.float32).tobytes()
-    header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-    blobs.append(b)
-    offset += len(b)
-header["__metadata__"] = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-h = json.dumps(header).encode()
-h += b" " * (-len(h) % 8)
-with open(os.path.join(out, "reference.safetensors"), "wb") as f:
-    f.write(struct.pack("<Q", len(h)))
-    f.write(h)
-    for b in blobs:
-        f.write(b)
+safetensors_writer.write_safetensors(
+    os.path.join(out, "reference.safetensors"),
+    ((name, "F32", t.shape, t.detach().contiguous().numpy().astype(np.float32).tobytes()) for name, t in tensors),
+    {"torch": torch.__version__, "torchvision": torchvision.__version__})
 
 with open(os.path.join(out, "done"), "w") as f:
     f.write("ok\n")

@@ -1,0 +1,25 @@
+"""Writes safetensors files for the golden scripts without the safetensors package: an 8-byte
+little-endian header length, the JSON header (padded with spaces to a multiple of 8), the data.
+
+Each script turns its tensors into (name, dtype name, shape, raw little-endian bytes) entries.
+"""
+import json
+import struct
+
+
+def write_safetensors(path, entries, metadata=None):
+    """entries: iterable of (name, dtype such as "F32", shape list, bytes), in file order."""
+    entries = list(entries)
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, dtype, shape, raw in entries:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for _, _, _, raw in entries:
+            f.write(raw)
