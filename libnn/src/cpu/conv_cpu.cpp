@@ -1,4 +1,6 @@
-// 2-D convolution on the CPU, forward and both backward passes, as im2col + GEMM on Eigen.
+// 2-D convolution on the CPU, forward and both backward passes, as im2col + GEMM (f32: the
+// library's packed GEMM, gemm_cpu.h, with the bias fused into its epilogue; f64, the tests'
+// reference precision: Eigen).
 // Layout: x (N,C,H,W), w (O,C,KH,KW) seen as the row-major matrix (O, CKK), y (N,O,OH,OW); all
 // dense. With P = OH*OW and CKK = C*KH*KW, per image n:
 //   forward          y_n (O,P)      = W (O,CKK) * col_n (CKK,P) + bias         2*O*P*CKK FLOPs
@@ -22,10 +24,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_util.h"
+#include "cpu/gemm_cpu.h"
 
 namespace nn::cpu {
 namespace {
@@ -34,10 +39,31 @@ template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
 using MatrixView = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
-template <typename T>
-using ConstMatrixView = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
-template <typename T>
-using ConstVectorView = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+
+// c (m x n, row stride ldc) = a (m x k) * b (k x n), or c += when accumulate, + row_bias[i] on row
+// i; a and b are strided views (element (i, j) at p[i * row_stride + j * col_stride]). On the
+// calling thread.
+void matmul_into(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                 int64_t b_rs, int64_t b_cs, float* c, int64_t ldc, bool accumulate, const float* row_bias) {
+  GemmEpilogue e;
+  e.beta = accumulate ? 1.0f : 0.0f;
+  e.row_bias = row_bias;
+  sgemm(m, n, k, MatrixRef{a, a_rs, a_cs}, MatrixRef{b, b_rs, b_cs}, c, ldc, e);
+}
+
+void matmul_into(int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs, int64_t a_cs, const double* b,
+                 int64_t b_rs, int64_t b_cs, double* c, int64_t ldc, bool accumulate, const double* row_bias) {
+  using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+  const Eigen::Map<const RowMatrix<double>, 0, Strided> am(a, m, k, Strided(a_rs, a_cs)), bm(b, k, n, Strided(b_rs, b_cs));
+  MatrixView<double> cm(c, m, n, Eigen::OuterStride<>(ldc));
+  if (!accumulate) {
+    if (row_bias) cm = Eigen::Map<const Eigen::VectorXd>(row_bias, m).replicate(1, n);
+    else cm.setZero();
+  } else if (row_bias) {
+    cm.colwise() += Eigen::Map<const Eigen::VectorXd>(row_bias, m);
+  }
+  cm.noalias() += am * bm;
+}
 
 // A col band holds about kBandElements (1 MiB of f32: it stays in L2 between im2col and the GEMM
 // that reads it) but at least kMinBandPositions output positions, so that each GEMM is long enough
@@ -200,19 +226,33 @@ void split_rows(int64_t rows, int64_t align, const F& f) {
                [&](int64_t k0, int64_t k1) { f(k0 * per, std::min(rows, k1 * per)); });
 }
 
+// A col band: ckk rows of `band` output positions, row r at data + r * stride.
+template <typename T>
+struct ColBand {
+  const T* data;
+  int64_t stride;
+};
+
 // The col band of output rows [oh0, oh1) of image x_n: x_n itself for a direct conv, else built
 // in this thread's workspace.
 template <typename T>
-ConstMatrixView<T> col_band(const T* xn, const Conv2dGeometry& g, const ConvPlan& plan, int64_t oh0, int64_t oh1) {
+ColBand<T> col_band(const T* xn, const Conv2dGeometry& g, const ConvPlan& plan, int64_t oh0, int64_t oh1) {
   const int64_t band = (oh1 - oh0) * g.ow;
-  if (plan.direct) return ConstMatrixView<T>(xn + oh0 * g.ow, plan.ckk, band, Eigen::OuterStride<>(plan.p));
+  if (plan.direct) return {xn + oh0 * g.ow, plan.p};
   T* col = workspace<T>(plan.ckk * band);
   im2col(xn, col, g, oh0, oh1);
-  return ConstMatrixView<T>(col, plan.ckk, band, Eigen::OuterStride<>(band));
+  return {col, band};
 }
 
-// Output rows per GEMM split: a multiple of Eigen's register tiles.
-constexpr int64_t kRowAlign = 8;
+// The weights (O, CKK) packed for the f32 GEMM when they will be used for several items; none
+// for f64 (Eigen) or a single use.
+std::unique_ptr<PackedA> pack_weights(const float* w, int64_t o, int64_t ckk, bool reused) {
+  return reused ? std::make_unique<PackedA>(o, ckk, MatrixRef{w, ckk, 1}) : nullptr;
+}
+std::unique_ptr<PackedA> pack_weights(const double*, int64_t, int64_t, bool) { return nullptr; }
+
+// Output rows per GEMM split: a multiple of the GEMM's register tile (6 rows) and of Eigen's (8).
+constexpr int64_t kRowAlign = 24;
 
 // ---- forward: y_n = W col_n + bias ----
 
@@ -221,33 +261,40 @@ void conv2d_forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, 
   const ConvPlan plan(g);
   const T* xp = x.data<T>();
   const T* bp = bias.defined() ? bias.data<T>() : nullptr;
+  const T* wp = w.data<T>();
   T* yp = y.data<T>();
-  const ConstMatrixView<T> weight(w.data<T>(), g.o, plan.ckk, Eigen::OuterStride<>(plan.ckk));
-  // Output channels [o0, o1) of the band of one item.
-  auto forward = [&](int64_t item, const ConstMatrixView<T>& col, int64_t o0, int64_t o1) {
+  // With one thread per item, W is packed once for all of them (f32).
+  const int64_t items = g.n * plan.bands;
+  const int64_t chunks = item_chunks(items, plan);
+  const bool whole_items = chunks > 1 || !plan.parallel;
+  const auto packed = pack_weights(wp, g.o, plan.ckk, whole_items && items > 1);
+  // Output channels [o0, o1) of the band of one item: y rows (O, P) at this band's columns.
+  auto forward = [&](int64_t item, const ColBand<T>& col, int64_t o0, int64_t o1) {
     const int64_t n = item / plan.bands, b = item % plan.bands;
     const int64_t oh0 = plan.band_begin(b), band = (plan.band_end(b, g) - oh0) * g.ow;
-    MatrixView<T> out(yp + n * plan.out_image + o0 * plan.p + oh0 * g.ow, o1 - o0, band, Eigen::OuterStride<>(plan.p));
-    if (bp) {
-      out = ConstVectorView<T>(bp + o0, o1 - o0).replicate(1, band);
-      out.noalias() += weight.middleRows(o0, o1 - o0) * col;
-    } else {
-      out.noalias() = weight.middleRows(o0, o1 - o0) * col;
+    T* out = yp + n * plan.out_image + o0 * plan.p + oh0 * g.ow;
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed && o0 == 0 && o1 == g.o) {
+        GemmEpilogue e;
+        e.row_bias = bp;
+        sgemm_packed(*packed, band, MatrixRef{col.data, col.stride, 1}, out, plan.p, e);
+        return;
+      }
     }
+    matmul_into(o1 - o0, band, plan.ckk, wp + o0 * plan.ckk, plan.ckk, 1, col.data, col.stride, 1, out, plan.p, false,
+                bp ? bp + o0 : nullptr);
   };
   auto col_of = [&](int64_t item) {
     const int64_t b = item % plan.bands;
     return col_band(xp + item / plan.bands * plan.in_image, g, plan, plan.band_begin(b), plan.band_end(b, g));
   };
   // Bands write disjoint rows of y: (image, band) pairs are independent items.
-  const int64_t items = g.n * plan.bands;
-  const int64_t chunks = item_chunks(items, plan);
-  if (chunks > 1 || !plan.parallel) {
+  if (whole_items) {
     for_each_item(items, chunks, [&](int64_t, int64_t item) { forward(item, col_of(item), 0, g.o); });
     return;
   }
   for (int64_t item = 0; item < items; ++item) {
-    const ConstMatrixView<T> col = col_of(item);
+    const ColBand<T> col = col_of(item);
     split_rows(g.o, kRowAlign, [&](int64_t o0, int64_t o1) { forward(item, col, o0, o1); });
   }
 }
@@ -258,8 +305,8 @@ template <typename T>
 void conv2d_backward_input_typed(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {
   const ConvPlan plan(g);
   const T* dyp = dy.data<T>();
+  const T* wp = w.data<T>();
   T* dxp = dx.data<T>();
-  const ConstMatrixView<T> weight(w.data<T>(), g.o, plan.ckk, Eigen::OuterStride<>(plan.ckk));
   const int64_t taps = g.kh * g.kw, plane = g.h * g.w;
   // Input channels [c0, c1) of dx_n: their rows of dcol = W^T dy_n need only their columns of W,
   // and fold back onto those channels alone.
@@ -269,15 +316,17 @@ void conv2d_backward_input_typed(const Tensor& dy, const Tensor& w, Tensor& dx, 
     if (!plan.direct) std::fill(dxn + c0 * plane, dxn + c1 * plane, T(0));
     for (int64_t b = 0; b < plan.bands; ++b) {
       const int64_t oh0 = plan.band_begin(b), oh1 = plan.band_end(b, g), band = (oh1 - oh0) * g.ow;
-      const ConstMatrixView<T> grad(dyp + n * plan.out_image + oh0 * g.ow, g.o, band, Eigen::OuterStride<>(plan.p));
+      const T* grad = dyp + n * plan.out_image + oh0 * g.ow;  // (O, band), row stride P
+      // W^T's rows [r0, r0 + rows): element (r, o) = w[o * ckk + r0 + r].
       if (plan.direct) {
         // Output positions are input positions: the product lands in dx directly.
-        MatrixView<T> dst(dxn + c0 * plane + oh0 * g.ow, rows, band, Eigen::OuterStride<>(plan.p));
-        dst.noalias() = weight.middleCols(r0, rows).transpose() * grad;
+        matmul_into(rows, band, g.o, wp + r0, 1, plan.ckk, grad, plan.p, 1, dxn + c0 * plane + oh0 * g.ow, plan.p,
+                    false, static_cast<const T*>(nullptr));
       } else {
-        MatrixView<T> dcol(workspace<T>(rows * band), rows, band, Eigen::OuterStride<>(band));
-        dcol.noalias() = weight.middleCols(r0, rows).transpose() * grad;
-        col2im(dcol.data(), dxn, g, oh0, oh1, c0, c1);
+        T* dcol = workspace<T>(rows * band);
+        matmul_into(rows, band, g.o, wp + r0, 1, plan.ckk, grad, plan.p, 1, dcol, band, false,
+                    static_cast<const T*>(nullptr));
+        col2im(dcol, dxn, g, oh0, oh1, c0, c1);
       }
     }
   };
@@ -300,14 +349,13 @@ void conv2d_backward_weight_typed(const Tensor& dy, const Tensor& x, Tensor& dw,
   const T* xp = x.data<T>();
   T* dwp = dw.data<T>();
   const int64_t wsize = g.o * plan.ckk;
-  // Output channels [o0, o1) of one item's contribution, added into the accumulator acc (O, CKK).
-  auto weight_grad = [&](T* acc, int64_t item, const ConstMatrixView<T>& col, int64_t o0, int64_t o1) {
+  // Output channels [o0, o1) of one item's contribution, added into the accumulator acc (O, CKK):
+  // acc += dy band (o1-o0, band) * col^T (band, CKK).
+  auto weight_grad = [&](T* acc, int64_t item, const ColBand<T>& col, int64_t o0, int64_t o1) {
     const int64_t n = item / plan.bands, b = item % plan.bands;
     const int64_t oh0 = plan.band_begin(b), band = (plan.band_end(b, g) - oh0) * g.ow;
-    const ConstMatrixView<T> grad(dyp + n * plan.out_image + o0 * plan.p + oh0 * g.ow, o1 - o0, band,
-                                  Eigen::OuterStride<>(plan.p));
-    MatrixView<T> dweight(acc + o0 * plan.ckk, o1 - o0, plan.ckk, Eigen::OuterStride<>(plan.ckk));
-    dweight.noalias() += grad * col.transpose();
+    matmul_into(o1 - o0, plan.ckk, band, dyp + n * plan.out_image + o0 * plan.p + oh0 * g.ow, plan.p, 1, col.data, 1,
+                col.stride, acc + o0 * plan.ckk, plan.ckk, true, static_cast<const T*>(nullptr));
   };
   auto col_of = [&](int64_t item) {
     const int64_t b = item % plan.bands;
@@ -318,7 +366,7 @@ void conv2d_backward_weight_typed(const Tensor& dy, const Tensor& x, Tensor& dw,
   const int64_t chunks = item_chunks(items, plan);
   if (chunks == 1 && plan.parallel) {
     for (int64_t item = 0; item < items; ++item) {
-      const ConstMatrixView<T> col = col_of(item);
+      const ColBand<T> col = col_of(item);
       split_rows(g.o, kRowAlign, [&](int64_t o0, int64_t o1) { weight_grad(dwp, item, col, o0, o1); });
     }
     return;

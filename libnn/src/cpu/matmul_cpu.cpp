@@ -1,10 +1,12 @@
-// Batched GEMM on the CPU: c[b] = alpha * op(a[b]) * op(b[b]) + beta * c[b], with Eigen's
-// blocked GEMM on row-major maps. Cost: 2*B*M*N*K FLOPs. Threads go over the batch when it is large
-// enough, otherwise into Eigen's own (OpenMP) GEMM.
+// Batched GEMM on the CPU: c[b] = alpha * op(a[b]) * op(b[b]) + beta * c[b]. Cost: 2*B*M*N*K FLOPs.
+// f32 runs on the library's packed GEMM (gemm_cpu.h); f64, the reference precision of the tests,
+// on Eigen's blocked GEMM over row-major maps. Threads go over the batch when it is large enough,
+// otherwise into one product (sgemm_parallel, or Eigen's own OpenMP GEMM for f64).
 #include <Eigen/Core>
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_util.h"
+#include "cpu/gemm_cpu.h"
 
 namespace nn::cpu {
 namespace {
@@ -15,6 +17,16 @@ template <typename T>
 using ConstMap = Eigen::Map<const RowMat<T>>;
 template <typename T>
 using MutMap = Eigen::Map<RowMat<T>>;
+
+void gemm_one(const float* a, bool ta, const float* b, bool tb, float* c, int64_t m, int64_t n, int64_t k,
+              float alpha, float beta) {
+  GemmEpilogue e;
+  e.alpha = alpha;
+  e.beta = beta;
+  const MatrixRef av = ta ? MatrixRef{a, 1, m} : MatrixRef{a, k, 1};
+  const MatrixRef bv = tb ? MatrixRef{b, 1, k} : MatrixRef{b, n, 1};
+  sgemm_parallel(m, n, k, av, bv, c, n, e);
+}
 
 template <typename T>
 void gemm_one(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64_t n, int64_t k, T alpha, T beta) {
@@ -45,7 +57,7 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
     const T* bp = static_cast<const T*>(b.raw_data());
     T* cp = c.data<T>();
     auto one = [&](int64_t i) {
-      gemm_one<T>(ap + i * sa, trans_a, bp + i * sb, trans_b, cp + i * m * n, m, n, k, static_cast<T>(alpha),
+      gemm_one(ap + i * sa, trans_a, bp + i * sb, trans_b, cp + i * m * n, m, n, k, static_cast<T>(alpha),
                   static_cast<T>(beta));
     };
     if (batch >= get_num_threads()) {

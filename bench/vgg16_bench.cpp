@@ -1,0 +1,158 @@
+// vgg16-bench: the whole-model CPU benchmark of issue 4, on random data.
+//
+//   vgg16-bench [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--threads N]
+//               [--warmup 1] [--runs 3] [--json]
+//
+// Default: VGG16's feature extractor (torchvision's `features`: 13 conv + ReLU, 5 max-pools), eval
+// mode, no autograd, forward on a (batch, 3, S, S) tensor. --train: one training step of the
+// pneumonia app's scratch model instead (VGG16 features at the width multiplier, avgpool to S/32,
+// classifier Linear-ReLU-Dropout-Linear-ReLU-Dropout-Linear(1) with 256 hidden units, BCE with
+// logits, backward, Adam) -- the step pneumonia-train runs, without data loading.
+// After --warmup untimed runs, --runs timed runs; the best is reported (the least disturbed by
+// other jobs). FLOPs count 2 per multiply-add of every Conv2d and Linear; a training step counts 3x
+// its forward (forward, input gradient, weight gradient), as is usual.
+// bench/vgg16_vs_pytorch.py runs this and the same network in PyTorch and prints the ratio.
+#include <nn/models/vgg.h>
+#include <nn/nn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Args {
+  int64_t batch = 8, image_size = 224, threads = 0, warmup = 1, runs = 3;
+  double width = 1.0;
+  bool train = false, json = false;
+};
+
+[[noreturn]] void usage(const char* error) {
+  std::fprintf(stderr,
+               "%s%svgg16-bench [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--threads N]\n"
+               "            [--warmup 1] [--runs 3] [--json]\n",
+               error ? error : "", error ? "\n" : "");
+  std::exit(error ? 2 : 0);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("vgg16-bench: " + flag + " needs a value").c_str());
+      return argv[++i];
+    };
+    auto integer = [&](int64_t lo) {
+      const std::string v = value();
+      char* end = nullptr;
+      const long long n = std::strtoll(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end || n < lo) usage(("vgg16-bench: bad value for " + flag + ": '" + v + "'").c_str());
+      return static_cast<int64_t>(n);
+    };
+    if (flag == "--batch") a.batch = integer(1);
+    else if (flag == "--image-size") a.image_size = integer(32);
+    else if (flag == "--threads") a.threads = integer(1);
+    else if (flag == "--warmup") a.warmup = integer(0);
+    else if (flag == "--runs") a.runs = integer(1);
+    else if (flag == "--width-mult") {
+      const std::string v = value();
+      char* end = nullptr;
+      a.width = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end || !(a.width > 0 && a.width <= 4)) usage("vgg16-bench: --width-mult must be in (0, 4]");
+    } else if (flag == "--train") a.train = true;
+    else if (flag == "--json") a.json = true;
+    else if (flag == "--help" || flag == "-h") usage(nullptr);
+    else usage(("vgg16-bench: unknown argument '" + flag + "'").c_str());
+  }
+  if (a.image_size % 32 != 0) usage("vgg16-bench: --image-size must be a multiple of 32");
+  return a;
+}
+
+// Forward FLOPs per image: convolutions at their resolution plus the classifier's Linears.
+double forward_flops(const nn::models::VGG& model, int64_t size) {
+  double flops = 0;
+  for (const auto& child : model.features()->children()) {
+    if (auto conv = std::dynamic_pointer_cast<nn::Conv2d>(child)) {
+      flops += 2.0 * conv->out_channels() * size * size * conv->in_channels() * 9;
+    } else if (std::dynamic_pointer_cast<nn::MaxPool2d>(child)) {
+      size /= 2;
+    }
+  }
+  if (model.has_top())
+    for (const auto& [name, p] : model.named_parameters())
+      if (name.rfind("classifier.", 0) == 0 && p.dim() == 2) flops += 2.0 * p.size(0) * p.size(1);
+  return flops;
+}
+
+template <typename F>
+double best_seconds(const Args& a, const F& run) {
+  for (int64_t i = 0; i < a.warmup; ++i) run();
+  double best = 1e300;
+  for (int64_t i = 0; i < a.runs; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = parse(argc, argv);
+  if (a.threads > 0) nn::set_num_threads(static_cast<int>(a.threads));
+  nn::Generator gen(16);
+  nn::models::VGGOptions options;
+  options.width_multiplier = a.width;
+  options.input_size = a.image_size;
+  options.include_top = a.train;
+  if (a.train) {
+    options.num_classes = 1;
+    options.hidden_features = 256;
+  }
+  nn::models::VGG model(options, gen);
+  const nn::Tensor x = nn::randn({a.batch, 3, a.image_size, a.image_size}, gen);
+  double seconds = 0, flops = forward_flops(model, a.image_size) * static_cast<double>(a.batch);
+  if (!a.train) {
+    model.eval();
+    nn::NoGradGuard no_grad;
+    seconds = best_seconds(a, [&] {
+      const nn::Tensor y = model.forward_features(x);
+      if (y.numel() == 0) std::abort();
+    });
+  } else {
+    model.train();
+    flops *= 3;
+    std::vector<float> labels(static_cast<size_t>(a.batch));
+    for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<float>(i % 2);
+    const nn::Tensor target = nn::from_vector(labels, {a.batch, 1});
+    nn::optim::Adam opt(model.parameters(), 1e-3);
+    seconds = best_seconds(a, [&] {
+      opt.zero_grad();
+      nn::Tensor loss = nn::binary_cross_entropy_with_logits(model(x), target);
+      loss.backward();
+      opt.step();
+    });
+  }
+  const double per_image = seconds / static_cast<double>(a.batch);
+  const double gflops = flops / seconds * 1e-9;
+  if (a.json) {
+    std::printf(
+        "{\"what\": \"%s\", \"batch\": %lld, \"image_size\": %lld, \"width_mult\": %g, \"threads\": %d, "
+        "\"seconds\": %.6f, \"seconds_per_image\": %.6f, \"images_per_second\": %.3f, \"gflops\": %.2f}\n",
+        a.train ? "train_step" : "features_forward", static_cast<long long>(a.batch),
+        static_cast<long long>(a.image_size), a.width, nn::get_num_threads(), seconds, per_image, 1.0 / per_image,
+        gflops);
+  } else {
+    std::printf("VGG16 %s, batch %lld, %lldx%lld, width %g, %d threads: %.4f s per image (%.2f images/s), %.1f GFLOP/s\n",
+                a.train ? "training step" : "features forward", static_cast<long long>(a.batch),
+                static_cast<long long>(a.image_size), static_cast<long long>(a.image_size), a.width,
+                nn::get_num_threads(), per_image, 1.0 / per_image, gflops);
+  }
+  return 0;
+}
