@@ -230,6 +230,7 @@ NN_OP_CASES(pool) {
   const PoolSpec k2s2{2, 2, 2, 2, 0, 0, 3, 4};
   return {
       max_pool_case("max_2x2_s2", Input{{2, 3, 6, 8}}, k2s2, false),
+      max_pool_case("max_2x2_s2_odd_input_floor", Input{{1, 2, 7, 9}}, {2, 2, 2, 2, 0, 0, 3, 4}, false),
       max_pool_case("max_3x3_s2_pad1", Input{{1, 2, 7, 9}}, {3, 3, 2, 2, 1, 1, 4, 5}, false),
       max_pool_case("max_2x2_s2_ceil", Input{{1, 2, 7, 9}}, {2, 2, 2, 2, 0, 0, 4, 5}, true),
       // ceil_mode would give 4 windows on 5 rows, but the 4th would start in the right padding.
@@ -359,6 +360,26 @@ TEST(Pool2dValues, MaxPoolIndicesAreFlatPlaneIndicesAsPyTorch) {
   o.padding = {1, 1};
   EXPECT_EQ(max_pool2d_with_indices(x, o).second.to_vector<int64_t>(),
             (std::vector<int64_t>{5, 7, 13, 15, 5, 7, 13, 15}));
+}
+
+TEST(Pool2dValues, MaxPoolTiesAndNaNFollowPyTorch) {
+  // 2x2 stride 2: the fast path (floor mode) and the general loop (ceil mode on this odd input).
+  // Ties: the first maximum in row-major order; NaN: the last NaN of the window (`v > best || isnan(v)`).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = from_vector<float>({1, 1, 2, 0, 1, 1, 0, 2, nan, 3, 5, 5, 4, nan, 5, 5, 7, 7, 7, 7}, {1, 1, 5, 4});
+  Pool2dOptions o;
+  for (bool ceil : {false, true}) {
+    o.ceil_mode = ceil;  // ceil: 3x2 outputs, the last row of windows partial (general loop)
+    auto [y, idx] = max_pool2d_with_indices(x, o);
+    const std::vector<int64_t> indices = idx.to_vector<int64_t>();
+    const std::vector<float> values = y.to_vector<float>();
+    ASSERT_GE(indices.size(), 4u);
+    EXPECT_EQ(indices[0], 0) << "ceil " << ceil;  // window {1, 1, 1, 1}: first
+    EXPECT_EQ(indices[1], 2) << "ceil " << ceil;  // window {2, 0, 0, 2}: the first 2
+    EXPECT_EQ(indices[2], 13) << "ceil " << ceil;  // window {nan, 3, 4, nan}: the last NaN
+    EXPECT_TRUE(std::isnan(values[2]));
+    EXPECT_EQ(indices[3], 10) << "ceil " << ceil;  // window {5, 5, 5, 5}: first
+  }
 }
 
 TEST(Pool2dValues, AvgPoolCeilModeDivisorsMatchPyTorch) {
