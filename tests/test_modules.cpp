@@ -9,6 +9,7 @@
 #include <nn/ops.h>
 #include <nn/optim.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -563,6 +564,43 @@ TEST(Init, FillsWorkInPlaceOnParametersThatRequireGrad) {
   init::constant_(base.t().slice(0, 0, 2), 7.0);
   EXPECT_EQ(base.at({3, 1}), 7.0);
   EXPECT_EQ(base.at({3, 2}), 0.0);
+}
+
+}  // namespace
+}  // namespace nn
+
+namespace nn {
+namespace {
+
+// Sequential runs a Conv2d followed by a ReLU as one fused conv2d: the values and every gradient
+// must equal the two modules run one by one.
+TEST(Module, SequentialFusedConvReluMatchesSeparateModules) {
+  Generator gen(7);
+  auto conv = std::make_shared<Conv2d>(3, 5, 3, 1, 1, true, gen);
+  Sequential seq({conv, std::make_shared<ReLU>(), std::make_shared<MaxPool2d>(2)});
+  Tensor x = randn({2, 3, 8, 6}, gen);
+  x.requires_grad_(true);
+  Tensor fused = seq.forward(x);
+  sum(mul(fused, fused)).backward();
+  const std::vector<float> fused_y = fused.to_vector<float>(), fused_dx = x.grad().to_vector<float>();
+  const std::vector<float> fused_dw = conv->weight().grad().to_vector<float>(),
+                           fused_db = conv->bias().grad().to_vector<float>();
+  seq.zero_grad();
+  x.set_grad(Tensor());
+  Tensor separate = max_pool2d(relu(conv2d(x, conv->weight(), conv->bias(), [] {
+                                 Conv2dOptions o;
+                                 o.padding = {1, 1};
+                                 return o;
+                               }())),
+                               Pool2dOptions{});
+  sum(mul(separate, separate)).backward();
+  EXPECT_EQ(fused_y, separate.to_vector<float>());
+  EXPECT_EQ(fused_dx, x.grad().to_vector<float>());
+  EXPECT_EQ(fused_dw, conv->weight().grad().to_vector<float>());
+  EXPECT_EQ(fused_db, conv->bias().grad().to_vector<float>());
+  // Some outputs were clamped, some not: the mask mattered.
+  EXPECT_GT(std::count(fused_y.begin(), fused_y.end(), 0.0f), 0);
+  EXPECT_LT(std::count(fused_y.begin(), fused_y.end(), 0.0f), static_cast<long>(fused_y.size()));
 }
 
 }  // namespace

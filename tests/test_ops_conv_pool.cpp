@@ -38,7 +38,7 @@ Ref ref_conv2d(const Ref& x, const Ref& w, const Ref* b, const Conv2dOptions& op
                 if (ih < 0 || ih >= h || iw < 0 || iw >= wd) continue;
                 acc += x({n, c, ih, iw}) * w({o, c, i, j});
               }
-          y({n, o, oh, ow}) = acc;
+          y({n, o, oh, ow}) = opt.relu ? std::max(acc, 0.0) : acc;
         }
   return y;
 }
@@ -59,6 +59,11 @@ Conv2dOptions conv_opts(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64
   Conv2dOptions o;
   o.stride = {stride_h, stride_w};
   o.padding = {pad_h, pad_w};
+  return o;
+}
+
+Conv2dOptions relu_opts(Conv2dOptions o) {
+  o.relu = true;
   return o;
 }
 
@@ -190,6 +195,9 @@ NN_OP_CASES(conv) {
                 conv_opts(2, 2, 1, 0)),
       // Kernel as large as the padded input: a single output position.
       conv_case("kernel_fills_padded_input", Input{{2, 2, 3, 4}}, {2, 2, 5, 6}, true, conv_opts(1, 1, 1, 1)),
+      // ReLU fused into the output pass (values, and the gradient masked by y > 0).
+      conv_case("3x3_pad1_relu", Input{{2, 3, 7, 9}}, {4, 3, 3, 3}, true, relu_opts(conv_opts(1, 1, 1, 1))),
+      conv_case("3x3_stride2_relu_nobias", Input{{2, 2, 7, 9}}, {5, 2, 3, 3}, false, relu_opts(conv_opts(2, 2, 1, 1))),
       // Unbatched (C,H,W) input.
       conv_case("unbatched", Input{{3, 6, 7}}, {2, 3, 3, 3}, true, conv_opts(1, 1, 1, 1)),
   };

@@ -28,6 +28,8 @@ class Conv2d : public Module {
 
   // x (N, in, H, W) -> (N, out, OH, OW).
   Tensor forward(const Tensor& x) override;
+  // relu(forward(x)) in one pass (Sequential uses it for a Conv2d followed by a ReLU).
+  Tensor forward_relu(const Tensor& x);
   // Draws the weight and bias again (the constructor's initialisation).
   void reset_parameters(Generator& gen = default_generator());
 

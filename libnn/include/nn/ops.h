@@ -83,6 +83,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 struct Conv2dOptions {
   std::array<int64_t, 2> stride{1, 1};
   std::array<int64_t, 2> padding{0, 0};
+  bool relu = false;  // relu(conv2d(...)) in the same pass over the output (same values and gradient)
 };
 // x (N,C,H,W), weight (O,C,KH,KW), bias (O) or undefined -> (N,O,OH,OW).
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),

@@ -41,18 +41,21 @@ template <typename T>
 using MatrixView = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
 
 // c (m x n, row stride ldc) = a (m x k) * b (k x n), or c += when accumulate, + row_bias[i] on row
-// i; a and b are strided views (element (i, j) at p[i * row_stride + j * col_stride]). On the
-// calling thread.
+// i, then max(0, .) if relu; a and b are strided views (element (i, j) at p[i * row_stride + j *
+// col_stride]). On the calling thread.
 void matmul_into(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
-                 int64_t b_rs, int64_t b_cs, float* c, int64_t ldc, bool accumulate, const float* row_bias) {
+                 int64_t b_rs, int64_t b_cs, float* c, int64_t ldc, bool accumulate, const float* row_bias,
+                 bool relu = false) {
   GemmEpilogue e;
   e.beta = accumulate ? 1.0f : 0.0f;
   e.row_bias = row_bias;
+  e.relu = relu;
   sgemm(m, n, k, MatrixRef{a, a_rs, a_cs}, MatrixRef{b, b_rs, b_cs}, c, ldc, e);
 }
 
 void matmul_into(int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs, int64_t a_cs, const double* b,
-                 int64_t b_rs, int64_t b_cs, double* c, int64_t ldc, bool accumulate, const double* row_bias) {
+                 int64_t b_rs, int64_t b_cs, double* c, int64_t ldc, bool accumulate, const double* row_bias,
+                 bool relu = false) {
   using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
   const Eigen::Map<const RowMatrix<double>, 0, Strided> am(a, m, k, Strided(a_rs, a_cs)), bm(b, k, n, Strided(b_rs, b_cs));
   MatrixView<double> cm(c, m, n, Eigen::OuterStride<>(ldc));
@@ -63,6 +66,7 @@ void matmul_into(int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs,
     cm.colwise() += Eigen::Map<const Eigen::VectorXd>(row_bias, m);
   }
   cm.noalias() += am * bm;
+  if (relu) cm = cm.cwiseMax(0.0);
 }
 
 // A col band holds about kBandElements (1 MiB of f32: it stays in L2 between im2col and the GEMM
@@ -257,7 +261,8 @@ constexpr int64_t kRowAlign = 24;
 // ---- forward: y_n = W col_n + bias ----
 
 template <typename T>
-void conv2d_forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g) {
+void conv2d_forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
+                          bool relu) {
   const ConvPlan plan(g);
   const T* xp = x.data<T>();
   const T* bp = bias.defined() ? bias.data<T>() : nullptr;
@@ -277,12 +282,13 @@ void conv2d_forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, 
       if (packed && o0 == 0 && o1 == g.o) {
         GemmEpilogue e;
         e.row_bias = bp;
+        e.relu = relu;
         sgemm_packed(*packed, band, MatrixRef{col.data, col.stride, 1}, out, plan.p, e);
         return;
       }
     }
     matmul_into(o1 - o0, band, plan.ckk, wp + o0 * plan.ckk, plan.ckk, 1, col.data, col.stride, 1, out, plan.p, false,
-                bp ? bp + o0 : nullptr);
+                bp ? bp + o0 : nullptr, relu);
   };
   auto col_of = [&](int64_t item) {
     const int64_t b = item % plan.bands;
@@ -386,8 +392,10 @@ void conv2d_backward_weight_typed(const Tensor& dy, const Tensor& x, Tensor& dw,
   }
 }
 
-void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g) {
-  dispatch_float(x.dtype(), "conv2d_forward", [&](auto tag) { conv2d_forward_typed<decltype(tag)>(x, w, bias, y, g); });
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
+                    bool relu) {
+  dispatch_float(x.dtype(), "conv2d_forward",
+                 [&](auto tag) { conv2d_forward_typed<decltype(tag)>(x, w, bias, y, g, relu); });
 }
 
 void conv2d_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {

@@ -64,6 +64,12 @@ void Conv2d::reset_parameters(Generator& gen) { init_weight_and_bias(weight_, bi
 
 Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight_, bias_, options_); }
 
+Tensor Conv2d::forward_relu(const Tensor& x) {
+  Conv2dOptions fused = options_;
+  fused.relu = true;
+  return conv2d(x, weight_, bias_, fused);
+}
+
 std::string Conv2d::extra_repr() const {
   std::string s = std::to_string(in_channels_) + ", " + std::to_string(out_channels_) +
                   ", kernel_size=" + pair_str(kernel_) + ", stride=" + pair_str(options_.stride);
@@ -165,9 +171,21 @@ Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
   for (const auto& m : modules) push_back(m);
 }
 
+// A Conv2d directly followed by a ReLU runs as one conv2d with the ReLU fused into its output pass
+// (Conv2d::forward_relu): the same values and gradients, one pass over the activation fewer.
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
-  for (const auto& entry : submodules()) y = entry.second->forward(y);
+  const auto& children = submodules();
+  for (size_t i = 0; i < children.size(); ++i) {
+    if (i + 1 < children.size() && std::dynamic_pointer_cast<ReLU>(children[i + 1].second)) {
+      if (auto conv = std::dynamic_pointer_cast<Conv2d>(children[i].second)) {
+        y = conv->forward_relu(y);
+        ++i;
+        continue;
+      }
+    }
+    y = children[i].second->forward(y);
+  }
   return y;
 }
 

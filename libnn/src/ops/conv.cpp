@@ -1,7 +1,8 @@
 // conv2d, forward and backward: x (N,C,H,W) or unbatched (C,H,W), weight (O,C,KH,KW), optional
 // bias (O) -> (N,O,OH,OW) with OH = (H + 2*pad_h - KH) / stride_h + 1 (likewise OW). Checks every
 // user-facing condition here; the backend kernels (conv_cpu.cpp) see dense tensors and a
-// Conv2dGeometry. Cost: 2*N*O*OH*OW*C*KH*KW FLOPs forward, twice that for backward (input and
+// Conv2dGeometry. options.relu fuses a ReLU into the output pass (and masks the gradient by y > 0).
+// Cost: 2*N*O*OH*OW*C*KH*KW FLOPs forward, twice that for backward (input and
 // weight), plus a sum over dy for the bias.
 #include "ops/op_util.h"
 
@@ -63,7 +64,8 @@ Tensor conv2d_batched(const Tensor& x, const Tensor& weight, const Tensor& bias,
   Tensor xd = detail::dense(x), wd = detail::dense(weight);
   Tensor bd = bias.defined() ? detail::dense(bias) : Tensor();
   Tensor y = detail::make_tensor({g.n, g.o, g.oh, g.ow}, x.dtype(), device);
-  if (y.numel() > 0) NN_DISPATCH(conv2d_forward, device)(xd, wd, bd, y, g);
+  const bool relu = options.relu;
+  if (y.numel() > 0) NN_DISPATCH(conv2d_forward, device)(xd, wd, bd, y, g, relu);
   if (!needs_grad({x, weight, bias})) return y;
 
   const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
@@ -71,10 +73,14 @@ Tensor conv2d_batched(const Tensor& x, const Tensor& weight, const Tensor& bias,
   // saved, so a non-contiguous input is not copied again in backward.
   SavedTensor saved_x = gw ? SavedTensor(xd) : SavedTensor();
   SavedTensor saved_w = gx ? SavedTensor(wd) : SavedTensor();
+  // With the fused ReLU the incoming gradient is masked by y > 0 first (y saved: no extra memory
+  // next to the separate ReLU op, which saves its output too).
+  SavedTensor saved_y = relu ? SavedTensor(y) : SavedTensor();
   const Shape x_shape = x.shape(), w_shape = weight.shape();
   const DType dtype = x.dtype();
-  record_op("conv2d", y, {x, weight, bias}, [=](const Tensor& grad) -> std::vector<Tensor> {
-    Tensor dy = detail::dense(grad);
+  record_op(relu ? "conv2d_relu" : "conv2d", y, {x, weight, bias}, [=](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor dy = relu ? detail::binary_kernel(BinaryOp::relu_backward, grad, saved_y.get("conv2d_relu"))
+                     : detail::dense(grad);
     Tensor dx, dw, db;
     if (gx) {
       dx = detail::make_tensor(x_shape, dtype, device);
