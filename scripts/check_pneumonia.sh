@@ -4,7 +4,11 @@
 #   check_pneumonia.sh BUILD_DIR real        train briefly on a few hundred real images from
 #                                            ../shared/data/chest_xray/train (exit 77 = skipped
 #                                            when the folder is absent)
-# Asserts the run folder's files, the predictor's JSON keys and a validation AUC above chance.
+#   check_pneumonia.sh BUILD_DIR transfer    --mode head and --mode finetune on a VGG16-shaped
+#                                            weights file with random values (width 1/16), in
+#                                            nn-convert's torchvision format
+# Asserts the run folder's files, the predictor's JSON keys and a validation AUC above chance
+# (transfer: that the frozen convolutions are bit-for-bit the weights file's, and block 5 moved).
 set -euo pipefail
 build=$(cd "$1" && pwd)
 kind=$2
@@ -14,6 +18,108 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/nn_pneumonia_${kind}.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 py=python3
 command -v "$py" >/dev/null || py=/usr/bin/python3
+
+if [[ $kind == transfer ]]; then
+  # ImageNet weights cannot be downloaded here: a file in the layout `nn-convert torchvision`
+  # writes (features.N / classifier.N under torchvision's names, OIHW, f32, metadata
+  # preprocessing=torchvision, architecture=vgg16), with random values, at width 1/16 (4 to 32
+  # channels; load_vgg infers the width from features.0) so the whole check takes seconds.
+  "$py" - "$work/vgg16_w16.safetensors" <<'PY'
+import json, random, struct, sys
+random.seed(16)
+cfg = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0]
+tensors, index, cin = [], 0, 3
+for c in cfg:
+    if c == 0:
+        index += 1
+        continue
+    c //= 16
+    std = (2.0 / (cin * 9)) ** 0.5  # He init keeps the activations alive through 13 layers
+    tensors.append((f"features.{index}.weight", [c, cin, 3, 3], std))
+    tensors.append((f"features.{index}.bias", [c], 0.01))
+    cin, index = c, index + 2
+hidden = 4096 // 16
+for name, shape in (("classifier.0", [hidden, cin * 7 * 7]), ("classifier.3", [hidden, hidden]), ("classifier.6", [1000, hidden])):
+    tensors += [(name + ".weight", shape, 0.01), (name + ".bias", shape[:1], 0.0)]
+header, blobs, offset = {}, [], 0
+for name, shape, std in tensors:
+    n = 1
+    for d in shape:
+        n *= d
+    blob = struct.pack(f"<{n}f", *(random.gauss(0.0, std) for _ in range(n)))
+    header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+    blobs.append(blob)
+    offset += len(blob)
+header["__metadata__"] = {"preprocessing": "torchvision", "architecture": "vgg16",
+                          "source_format": "torchvision-zip", "source_file": "random-vgg16-width-1-16.pth"}
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+PY
+  "$bin/make-synthetic-xrays" --out "$work/train" --normal 40 --pneumonia 40 --size 64 --seed 21 >/dev/null
+  "$bin/make-synthetic-xrays" --out "$work/test" --normal 10 --pneumonia 10 --size 64 --seed 22 >/dev/null
+  for mode in head finetune; do
+    rule=()  # head: the default rule; finetune: balanced
+    [[ $mode == finetune ]] && rule=(--threshold-rule balanced)
+    "$bin/pneumonia-train" --data "$work/train" --out "$work/$mode" --mode "$mode" --weights "$work/vgg16_w16.safetensors" \
+      --image-size 64 --epochs 2 --batch-size 16 --val-fraction 0.25 --views 2 --threads 2 --seed 5 --lr 1e-3 "${rule[@]}"
+    for f in model.safetensors checkpoint.safetensors metrics.jsonl curves.png roc.png summary.json; do
+      [[ -s "$work/$mode/$f" ]] || { echo "missing $work/$mode/$f"; exit 1; }
+    done
+    [[ $(wc -l < "$work/$mode/metrics.jsonl") -eq 2 ]] || { echo "$mode: metrics.jsonl should have 2 epochs"; exit 1; }
+    "$bin/pneumonia-predict" --model "$work/$mode/model.safetensors" --eval "$work/test" --json > "$work/$mode-eval.json"
+    "$bin/pneumonia-predict" --model "$work/$mode/model.safetensors" --json "$work/test/PNEUMONIA/pneumonia_0000.png" \
+      "$work/test/NORMAL/normal_0000.png" > "$work/$mode-predict.json"
+  done
+  "$py" - "$work" <<'PY'
+import json, struct, sys
+work = sys.argv[1]
+
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    meta = header.pop("__metadata__", {})
+    return {k: (v["dtype"], v["shape"], data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items()}, meta
+
+base, _ = tensors(f"{work}/vgg16_w16.safetensors")
+convs = sorted({int(k.split(".")[1]) for k in base if k.startswith("features.")})
+assert convs == [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28], convs
+for mode in ("head", "finetune"):
+    model, meta = tensors(f"{work}/{mode}/model.safetensors")
+    assert meta["mode"] == mode and meta["architecture"] == "vgg16" and meta["preprocessing"] == "torchvision", meta
+    assert float(meta["width"]) == 0.0625 and meta["head"] == "mlp" and meta["input_size"] == "64", meta
+    moved = []
+    for i in convs:
+        for part in ("weight", "bias"):
+            name = f"features.{i}.{part}"
+            assert model[name][:2] == base[name][:2], (mode, name, model[name][:2], base[name][:2])
+            if model[name][2] != base[name][2]:
+                moved.append(name)
+    # Block 5 = features.24/26/28 (after the fourth max-pool, features.23).
+    expected = [] if mode == "head" else [f"features.{i}.{p}" for i in (24, 26, 28) for p in ("weight", "bias")]
+    assert moved == expected, f"{mode}: changed feature tensors {moved}, expected {expected}"
+    heads = [k for k in model if k.startswith("classifier.")]
+    assert heads, f"{mode}: no classifier in the model"
+    s = json.load(open(f"{work}/{mode}/summary.json"))
+    assert s["config"]["mode"] == mode and s["epochs_run"] == 2, s["config"]
+    rule = "sensitivity:0.95" if mode == "head" else "balanced"
+    assert s["threshold_rule"] == rule and meta["threshold_rule"] == rule and 0 <= s["threshold"] <= 1, s
+    assert abs(float(s["model"]["threshold"]) - s["threshold"]) < 1e-12
+    trainable = "head only" if mode == "head" else "head + block 5"
+    e = json.load(open(f"{work}/{mode}-eval.json"))
+    c = e["confusion"]
+    assert e["n"] == 20 and c["tp"] + c["fp"] + c["tn"] + c["fn"] == 20, e
+    p = json.load(open(f"{work}/{mode}-predict.json"))
+    assert len(p) == 2 and all(0 <= r["probability"] <= 1 for r in p), p
+    print(f"{mode}: {trainable} trained, frozen convolutions unchanged; validation AUC "
+          f"{s['validation_at_threshold']['auc']:.3f}, threshold {s['threshold']:.3f}, test AUC {e['auc']:.3f}")
+PY
+  echo "pneumonia transfer check passed"
+  exit 0
+fi
 
 if [[ $kind == synthetic ]]; then
   "$bin/make-synthetic-xrays" --out "$work/train" --normal 60 --pneumonia 60 --size 64 --seed 11 >/dev/null

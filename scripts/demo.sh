@@ -37,8 +37,8 @@ if [[ -z "$data" ]]; then
   echo " No chest X-ray folder found (set DATA=...): using SYNTHETIC images"
   echo " made by make-synthetic-xrays. The numbers below are NOT clinical."
   echo "=================================================================="
-  "$bin/make-synthetic-xrays" --out runs/synthetic-train --normal 200 --pneumonia 200 --size 128 --seed 1 --overwrite
-  "$bin/make-synthetic-xrays" --out runs/synthetic-test --normal 100 --pneumonia 100 --size 128 --seed 2 --overwrite
+  "$bin/make-synthetic-xrays" --out runs/synthetic-train --normal 500 --pneumonia 500 --size 128 --seed 1 --overwrite
+  "$bin/make-synthetic-xrays" --out runs/synthetic-test --normal 150 --pneumonia 150 --size 128 --seed 2 --overwrite
   data=runs/synthetic-train
   test_dir=runs/synthetic-test
 fi
@@ -53,8 +53,10 @@ else
   mode=(--mode scratch)
 fi
 if ((synthetic)); then
-  # A short run: the synthetic set is small and easy.
-  extra=(--epochs 6 --image-size 64 --width-mult 0.25)
+  # A short run (about 3-5 minutes on 2 cores): small images, 20 epochs, a lower learning rate
+  # (at 1e-3 the VGG without batch norm can die on this small set). The from-scratch VGG needs a
+  # few epochs before it starts to learn; measured 2026-11-25: test AUC 0.997.
+  extra=(--epochs 20 --patience 10 --lr 3e-4 --image-size 64 --width-mult 0.25)
 else
   extra=()
 fi

@@ -276,6 +276,131 @@ TEST(Metrics, ChooseThresholdYoudenAndMinimumSensitivity) {
   EXPECT_THROW(choose_threshold(s, y, -0.1), nn::Error);
 }
 
+// The midpoint, in logit space, of two probabilities: the probability whose odds are the
+// geometric mean of their odds.
+double logit_midpoint(double a, double b) {
+  const double odds = std::sqrt(a / (1 - a) * (b / (1 - b)));
+  return odds / (1 + odds);
+}
+
+TEST(Metrics, BalancedThresholdPutsASeparableGapsThresholdInItsMiddle) {
+  using nn::metrics::balanced_threshold;
+  // Separable, symmetric in logit space: gap (0.3, 0.7) -> 0.5. Youden takes the gap's edge, 0.7.
+  std::vector<double> s{0.1, 0.2, 0.3, 0.7, 0.8, 0.9};
+  std::vector<int64_t> y{0, 0, 0, 1, 1, 1};
+  EXPECT_EQ(choose_threshold(s, y), 0.7);
+  EXPECT_NEAR(balanced_threshold(s, y), 0.5, 1e-12);
+  // Separable, lopsided (as a pos_weight < 1 model's probabilities): gap (0.02, 0.2). Odds
+  // sqrt(0.02/0.98 * 0.2/0.8) = 1/14 -> 1/15 in logit space; 0.11 in score space.
+  std::vector<double> low{0.6, 0.01, 0.2, 0.02};
+  std::vector<int64_t> ly{1, 0, 1, 0};
+  EXPECT_EQ(choose_threshold(low, ly), 0.2);
+  EXPECT_NEAR(balanced_threshold(low, ly), 1.0 / 15.0, 1e-12);
+  EXPECT_NEAR(balanced_threshold(low, ly, /*probabilities=*/false), 0.11, 1e-12);
+  auto m = binary_metrics(low, ly, balanced_threshold(low, ly));
+  EXPECT_EQ(m.sensitivity, 1.0);
+  EXPECT_EQ(m.specificity, 1.0);
+  // Scores that are not probabilities: midpoint in score space; as probabilities: refused.
+  EXPECT_DOUBLE_EQ(balanced_threshold({-2, -1, 3, 5}, {0, 0, 1, 1}, false), 1.0);
+  EXPECT_THROW(balanced_threshold({-2, -1, 3, 5}, {0, 0, 1, 1}), nn::Error);
+  // Saturated probabilities (0 and 1 exactly) stay finite and separate the classes.
+  double t = balanced_threshold({0.0, 0.0, 1.0, 1.0}, {0, 0, 1, 1});
+  EXPECT_GT(t, 0.0);
+  EXPECT_LE(t, 1.0);
+  EXPECT_NEAR(t, 0.5, 1e-12);
+  // An almost separable set: one positive just above the negatives keeps the best cut there (as
+  // Youden's J does), but the threshold sits in the middle of that cut, not on the positive.
+  std::vector<double> near{0.01, 0.03, 0.05, 0.083, 0.6, 0.8, 0.9, 0.95};
+  std::vector<int64_t> ny{0, 0, 0, 1, 1, 1, 1, 1};
+  EXPECT_EQ(choose_threshold(near, ny), 0.083);
+  EXPECT_NEAR(balanced_threshold(near, ny), logit_midpoint(0.05, 0.083), 1e-12);
+}
+
+TEST(Metrics, BalancedThresholdTiesAndRuns) {
+  using nn::metrics::balanced_threshold;
+  // The Youden example: J = .75 at 0.6 (cut (0.45, 0.6]) and at 0.38 (cut (0.3, 0.38]); the
+  // wider cut in logit space wins, and the threshold is its middle.
+  std::vector<double> s{0.1, 0.2, 0.3, 0.45, 0.38, 0.6, 0.7, 0.8};
+  std::vector<int64_t> y{0, 0, 0, 0, 1, 1, 1, 1};
+  double t = balanced_threshold(s, y);
+  EXPECT_NEAR(t, logit_midpoint(0.45, 0.6), 1e-12);
+  EXPECT_NEAR(t, 0.525577, 1e-6);
+  // Two equally good non-adjacent cuts: (0.4, 0.6] is wider in logits than (0.2, 0.35].
+  EXPECT_NEAR(balanced_threshold({0.1, 0.2, 0.4, 0.35, 0.6, 0.7}, {0, 0, 0, 1, 1, 1}), 0.5, 1e-12);
+  // Adjacent equally good cuts form one run: a tied score group (one positive and one negative at
+  // 0.5) between 0.9 and 0.1 -> the middle of (0.1, 0.9], 0.5.
+  EXPECT_NEAR(balanced_threshold({0.1, 0.5, 0.5, 0.9}, {0, 0, 1, 1}), 0.5, 1e-12);
+  // Equally wide runs: the midpoint closest to 0.5 wins.
+  // Cuts (0.1, 0.2] and (0.8, 0.9] are about as wide; each J = 0.5, the middle cut is worse.
+  double wide = balanced_threshold({0.1, 0.2, 0.8, 0.9}, {0, 1, 0, 1});
+  EXPECT_TRUE(std::abs(wide - logit_midpoint(0.1, 0.2)) < 1e-12 || std::abs(wide - logit_midpoint(0.8, 0.9)) < 1e-12)
+      << wide;
+  // Reversed scores: the best cut predicts everything positive -> the lowest score.
+  EXPECT_EQ(balanced_threshold({0.9, 0.1}, {0, 1}), 0.1);
+  // Needs both classes.
+  EXPECT_THROW(balanced_threshold({0.1, 0.2}, {0, 0}), nn::Error);
+  EXPECT_THROW(balanced_threshold({0.1, 0.2}, {1, 1}), nn::Error);
+}
+
+// On random scores with ties, the balanced threshold reaches the best Youden's J, like
+// choose_threshold, and is never an edge it could move away from (it lies strictly inside its cut
+// unless the cut is a single score).
+TEST(Metrics, BalancedThresholdAttainsTheBestCutOnRandomData) {
+  using nn::metrics::balanced_threshold;
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int n = 2 + static_cast<int>(rng() % 60);
+    std::vector<double> s(static_cast<size_t>(n));
+    std::vector<int64_t> y(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      y[static_cast<size_t>(i)] = i < 1 ? 0 : i < 2 ? 1 : static_cast<int64_t>(rng() % 2);
+      const double shift = y[static_cast<size_t>(i)] ? 0.15 : 0.0;
+      s[static_cast<size_t>(i)] = std::min(1.0, std::round((std::uniform_real_distribution<double>(0, 0.85)(rng) + shift) * 40) / 40);
+    }
+    auto youden = [&](double t) {
+      auto m = binary_metrics(s, y, t);
+      return m.sensitivity + m.specificity - 1;
+    };
+    const double tb = balanced_threshold(s, y), ty = choose_threshold(s, y);
+    EXPECT_NEAR(youden(tb), youden(ty), 1e-12) << "trial " << trial;
+  }
+}
+
+TEST(Metrics, ThresholdRules) {
+  using nn::metrics::parse_threshold_rule;
+  using nn::metrics::ThresholdRule;
+  EXPECT_EQ(parse_threshold_rule("youden").kind, ThresholdRule::youden);
+  EXPECT_EQ(parse_threshold_rule("balanced").kind, ThresholdRule::balanced);
+  ThresholdRule r = parse_threshold_rule("sensitivity:0.95");
+  EXPECT_EQ(r.kind, ThresholdRule::sensitivity);
+  EXPECT_EQ(r.min_sensitivity, 0.95);
+  EXPECT_EQ(nn::metrics::to_string(r), "sensitivity:0.95");
+  EXPECT_EQ(nn::metrics::to_string(parse_threshold_rule("sensitivity:1")), "sensitivity:1");
+  EXPECT_EQ(nn::metrics::to_string(parse_threshold_rule("youden")), "youden");
+  EXPECT_EQ(nn::metrics::to_string(ThresholdRule{}), "balanced") << "the default rule";
+  for (const char* bad : {"", "Youden", "sensitivity", "sensitivity:", "sensitivity:0", "sensitivity:1.5",
+                          "sensitivity:-0.2", "sensitivity:0.9x", "sensitivity:nan", "specificity:0.9"})
+    EXPECT_THROW(parse_threshold_rule(bad), nn::Error) << bad;
+
+  // Dispatch: the same thresholds as the underlying functions.
+  std::vector<double> s{0.1, 0.2, 0.3, 0.45, 0.38, 0.6, 0.7, 0.8};
+  std::vector<int64_t> y{0, 0, 0, 0, 1, 1, 1, 1};
+  EXPECT_EQ(choose_threshold(s, y, parse_threshold_rule("youden")), 0.6);
+  EXPECT_EQ(choose_threshold(s, y, parse_threshold_rule("balanced")), nn::metrics::balanced_threshold(s, y));
+  // sensitivity:X is the highest threshold with sensitivity >= X: 3 of 4 positives at 0.6.
+  EXPECT_EQ(choose_threshold(s, y, parse_threshold_rule("sensitivity:0.75")), 0.6);
+  EXPECT_EQ(choose_threshold(s, y, parse_threshold_rule("sensitivity:0.76")), 0.38);
+  EXPECT_EQ(choose_threshold(s, y, parse_threshold_rule("sensitivity:1")), 0.38);
+  // On a separable set with a wide gap: sensitivity:0.9 keeps all but the lowest-scoring positives
+  // out of ten, so it sits inside the positives, far above the gap.
+  std::vector<double> sep{0.01, 0.02, 0.03, 0.04, 0.05, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95};
+  std::vector<int64_t> sy{0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  EXPECT_EQ(choose_threshold(sep, sy, parse_threshold_rule("sensitivity:0.9")), 0.4);
+  EXPECT_EQ(choose_threshold(sep, sy, parse_threshold_rule("youden")), 0.3);
+  EXPECT_NEAR(choose_threshold(sep, sy, parse_threshold_rule("balanced")), logit_midpoint(0.05, 0.3), 1e-12);
+  EXPECT_THROW(choose_threshold(s, y, ThresholdRule{ThresholdRule::sensitivity, 0.0}), nn::Error);
+}
+
 TEST(Metrics, UndefinedRatesAreNaN) {
   // No positives: sensitivity 0/0, AUC undefined; every case predicted negative: PPV 0/0.
   auto m = binary_metrics({0.1, 0.2, 0.3}, {0, 0, 0});

@@ -13,7 +13,8 @@
 //             is what is cached.
 // Class imbalance: BCE with pos_weight = normal/pneumonia (or --balanced sampling). Validation: a
 // stratified, patient-level split of DIR. Early stopping on validation AUC keeps the best model;
-// the decision threshold is chosen on validation (Youden's J).
+// the decision threshold is chosen on validation (--threshold-rule, default sensitivity:0.95: the
+// highest threshold that keeps 95% of the validation positives; see docs/design.md).
 //
 // RUN_DIR gets model.safetensors (best model + metadata), checkpoint.safetensors (resume),
 // metrics.jsonl, curves.png, roc.png, summary.json. Exit codes: 0 ok, 1 failure, 2 usage.
@@ -50,6 +51,7 @@ namespace {
 
 struct Config {
   std::string data, out, mode = "scratch", weights, head, optimizer = "adam", device = "cpu";
+  std::string threshold_rule = "sensitivity:0.95";
   int epochs = 0;  // 0: the mode's default
   int64_t batch_size = 32, image_size = 0, max_images = 0;
   double width = 0.25, lr = 0, val_fraction = 0.1, weight_decay = 0;
@@ -65,7 +67,7 @@ struct Config {
             {"width", width},     {"depth", depth},         {"lr", lr},               {"val_fraction", val_fraction},
             {"seed", seed},       {"patience", patience},   {"views", views},
             {"balanced", balanced}, {"augment", !no_augment}, {"patient_split", !image_split},
-            {"weight_decay", weight_decay}};
+            {"weight_decay", weight_decay}, {"threshold_rule", threshold_rule}};
   }
 };
 
@@ -524,13 +526,15 @@ int run(const Config& cfg_in) {
   NN_CHECK(!best_state.empty(), "no epoch was trained (the checkpoint is already at --epochs?)");
   model->load_state_dict(best_state);
   Evaluation best = evaluate();
-  spec.threshold = nn::metrics::choose_threshold(best.probs, val_labels);
+  const nn::metrics::ThresholdRule rule = nn::metrics::parse_threshold_rule(cfg.threshold_rule);
+  spec.threshold = nn::metrics::choose_threshold(best.probs, val_labels, rule);
   nn::metrics::BinaryMetrics at_threshold = nn::metrics::binary_metrics(best.probs, val_labels, spec.threshold);
   nn::metrics::Interval ci = nn::metrics::bootstrap_auc_interval(best.probs, val_labels, 1000, cfg.seed);
   model->to(nn::Device::cpu());
   pneumonia::save_model(model_path, *model, spec,
                         {{"trained_on", cfg.data}, {"best_epoch", std::to_string(best_epoch)},
-                         {"val_auc", nlohmann::json(best.metrics.auc).dump()}});
+                         {"val_auc", nlohmann::json(best.metrics.auc).dump()},
+                         {"threshold_rule", nn::metrics::to_string(rule)}});
 
   pneumonia::EpochCurves curves;
   for (const json& r : history) {
@@ -551,6 +555,8 @@ int run(const Config& cfg_in) {
                   {"model", json::parse(json(spec.to_metadata()).dump())},
                   {"best_epoch", best_epoch},
                   {"epochs_run", history.size()},
+                  {"threshold_rule", nn::metrics::to_string(rule)},
+                  {"threshold", spec.threshold},
                   {"validation_at_0.5", json::parse(nn::metrics::to_json(best.metrics))},
                   {"validation_at_threshold", json::parse(nn::metrics::to_json(at_threshold))},
                   {"validation_auc_95ci", {ci.low, ci.high}},
@@ -559,9 +565,10 @@ int run(const Config& cfg_in) {
                   {"peak_memory_mib", peak_rss_mib()},
                   {"threads", nn::get_num_threads()}};
   save_json((fs::path(cfg.out) / "summary.json").string(), summary);
-  std::printf("best epoch %d: validation AUC %.4f (95%% CI %.4f-%.4f); threshold %.3f: accuracy %.4f, sensitivity %.4f, "
-              "specificity %.4f\n",
-              best_epoch, best.metrics.auc, ci.low, ci.high, spec.threshold, at_threshold.accuracy,
+  std::printf("best epoch %d: validation AUC %.4f (95%% CI %.4f-%.4f); threshold %.3f (%s): accuracy %.4f, "
+              "sensitivity %.4f, specificity %.4f\n",
+              best_epoch, best.metrics.auc, ci.low, ci.high, spec.threshold, nn::metrics::to_string(rule).c_str(),
+              at_threshold.accuracy,
               at_threshold.sensitivity, at_threshold.specificity);
   std::printf("wrote %s, curves.png, roc.png, metrics.jsonl, summary.json (total %s, peak memory %ld MiB)\n",
               model_path.c_str(), format_duration(seconds_since(t_start)).c_str(), peak_rss_mib());
@@ -602,6 +609,20 @@ int main(int argc, char** argv) {
   app.add_flag("--no-augment", cfg.no_augment, "no augmentation");
   app.add_flag("--image-split", cfg.image_split, "split validation by image instead of by patient");
   app.add_flag("--resume", cfg.resume, "continue from RUN_DIR/checkpoint.safetensors");
+  app.add_option("--threshold-rule", cfg.threshold_rule,
+                 "how the decision threshold is chosen on validation: sensitivity:X (the highest threshold "
+                 "keeping validation sensitivity >= X; default sensitivity:0.95, which keeps the most "
+                 "specificity when test NORMALs score higher than validation ones), balanced (the middle, in "
+                 "logit space, of the cut maximising balanced accuracy: a separable validation set gets the "
+                 "middle of the gap), or youden (Youden's J, at a validation score: the gap's edge)")
+      ->check([](const std::string& text) {
+        try {
+          nn::metrics::parse_threshold_rule(text);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      });
   app.add_option("--zoom", cfg.augment.zoom, "augmentation: zoom range (+-)");
   app.add_option("--shear", cfg.augment.shear, "augmentation: shear range in radians (+-)");
   app.add_option("--rotation", cfg.augment.rotation_degrees, "augmentation: rotation range in degrees (+-)");

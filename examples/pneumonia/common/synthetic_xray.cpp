@@ -122,8 +122,11 @@ struct Params {
   bool arms, bubble;
   float bubble_x, bubble_r;
   // Pneumonia.
-  float lobar_strength = 0, patchy_strength = 0;
-  float lobar_cx = 0, lobar_cy = 0, lobar_rx = 1, lobar_ry = 1, lobar_angle = 0, lobar_fissure = 2;
+  float patchy_strength = 0;
+  // Up to two consolidations (foci); strength 0 = absent.
+  float lobar_strength[2] = {0, 0};
+  float lobar_cx[2] = {0, 0}, lobar_cy[2] = {0, 0}, lobar_rx[2] = {1, 1}, lobar_ry[2] = {1, 1}, lobar_angle[2] = {0, 0};
+  float lobar_fissure = 2;  // lower border of a right-upper-lobe focus (focus 0), 2 = none
   bool bronchograms = false;
   float patchy_threshold = 1, patchy_side_weight[2] = {0, 0}, patchy_freq = 3.5f;
   float effusion = 0;
@@ -183,30 +186,36 @@ Params draw_params(Rng& rng, bool pneumonia, int64_t size) {
   p.bubble_r = rng.uniform(0.05, 0.1);
 
   if (pneumonia) {
-    // Strength: many moderate, some mild (near the exposure variation), some dense.
-    auto strength = [&] { return std::min(0.95f, 0.15f + 0.8f * static_cast<float>(std::pow(rng.uniform(), 1.3))); };
+    // Strength: mostly moderate to dense, a minority mild (on a par with the exposure variation
+    // of normal films), so the classes overlap a little but a small CNN learns them in minutes.
+    auto strength = [&] { return std::min(0.95f, 0.3f + 0.65f * static_cast<float>(std::pow(rng.uniform(), 0.8))); };
     const double kind = rng.uniform();
-    const bool lobar = kind < 0.45 || kind >= 0.85, patchy = kind >= 0.45;
+    const bool lobar = kind < 0.45 || kind >= 0.8, patchy = kind >= 0.45;
     if (lobar) {
-      p.lobar_strength = strength() + 0.08f;  // consolidation is denser than patchy disease
-      const int side = rng.coin(0.6) ? 0 : 1;
-      const double zone = rng.uniform();
-      p.lobar_cy = zone < 0.5 ? rng.uniform(0.12, 0.3) : zone < 0.75 ? rng.uniform(-0.1, 0.1) : rng.uniform(-0.5, -0.3);
-      p.lobar_cx = p.lung_cx[side] + rng.uniform(-0.08, 0.08);
-      p.lobar_rx = rng.uniform(0.17, 0.32);
-      p.lobar_ry = rng.uniform(0.15, 0.3);
-      p.lobar_angle = rng.uniform(-0.6, 0.6);
-      // Right upper lobe: a sharp lower border at the horizontal fissure, at times.
-      if (side == 0 && zone >= 0.75 && rng.coin(0.5)) p.lobar_fissure = rng.uniform(-0.2, -0.08);
-      p.bronchograms = p.lobar_strength > 0.4f && rng.coin(0.6);
+      // One lobe-sized consolidation, a second one (other lung or another zone) in 45%.
+      const int foci = rng.coin(0.45) ? 2 : 1;
+      const int first_side = rng.coin(0.6) ? 0 : 1;
+      for (int f = 0; f < foci; ++f) {
+        p.lobar_strength[f] = std::min(0.98f, strength() + 0.08f) * (f == 0 ? 1.0f : rng.uniform(0.7, 1.0));
+        const int side = f == 0 ? first_side : (rng.coin(0.6) ? 1 - first_side : first_side);
+        const double zone = rng.uniform();
+        p.lobar_cy[f] = zone < 0.5 ? rng.uniform(0.1, 0.3) : zone < 0.75 ? rng.uniform(-0.12, 0.1) : rng.uniform(-0.5, -0.3);
+        p.lobar_cx[f] = p.lung_cx[side] + rng.uniform(-0.08, 0.08);
+        p.lobar_rx[f] = rng.uniform(0.2, 0.36);
+        p.lobar_ry[f] = rng.uniform(0.18, 0.34);
+        p.lobar_angle[f] = rng.uniform(-0.6, 0.6);
+        // Right upper lobe: a sharp lower border at the horizontal fissure, at times.
+        if (f == 0 && side == 0 && zone >= 0.75 && rng.coin(0.5)) p.lobar_fissure = rng.uniform(-0.2, -0.08);
+      }
+      p.bronchograms = p.lobar_strength[0] > 0.45f && rng.coin(0.6);
     }
     if (patchy) {
       p.patchy_strength = strength();
-      const bool bilateral = rng.coin(0.65);
+      const bool bilateral = rng.coin(0.7);
       const int side = rng.coin(0.5) ? 0 : 1;
       for (int s = 0; s < 2; ++s)
-        p.patchy_side_weight[s] = bilateral ? rng.uniform(0.6, 1.0) : (s == side ? 1.0f : rng.uniform(0.0, 0.25));
-      p.patchy_threshold = rng.uniform(0.42, 0.56);
+        p.patchy_side_weight[s] = bilateral ? rng.uniform(0.65, 1.0) : (s == side ? 1.0f : rng.uniform(0.0, 0.3));
+      p.patchy_threshold = rng.uniform(0.36, 0.5);
       p.patchy_freq = rng.uniform(3.0, 5.0);
     }
     if (rng.coin(0.12)) {
@@ -316,34 +325,35 @@ float render_point(const Params& p, float x, float y) {
 
     // Pneumonia: opacity in [0, 1] replaces air.
     float opacity = 0.0f;
-    if (p.lobar_strength > 0.0f) {
-      const float cl = std::cos(p.lobar_angle), sl = std::sin(p.lobar_angle);
-      const float ox = x - p.lobar_cx, oy = y - p.lobar_cy;
-      const float e = sq((cl * ox + sl * oy) / p.lobar_rx) + sq((-sl * ox + cl * oy) / p.lobar_ry) +
-                      0.9f * (fbm(x * 5.0f, y * 5.0f, salt + 31, 3) - 0.5f);
+    for (int f = 0; f < 2; ++f) {
+      if (p.lobar_strength[f] <= 0.0f) continue;
+      const float cl = std::cos(p.lobar_angle[f]), sl = std::sin(p.lobar_angle[f]);
+      const float ox = x - p.lobar_cx[f], oy = y - p.lobar_cy[f];
+      const float e = sq((cl * ox + sl * oy) / p.lobar_rx[f]) + sq((-sl * ox + cl * oy) / p.lobar_ry[f]) +
+                      0.9f * (fbm(x * 5.0f, y * 5.0f, salt + 31 + static_cast<uint64_t>(f) * 3, 3) - 0.5f);
       float o = 1.0f - smoothstep(0.5f, 1.25f, e);
-      if (p.lobar_fissure < 1.5f && side == 0) o *= 1.0f - smoothstep(-0.02f, 0.02f, y - p.lobar_fissure);
+      if (f == 0 && p.lobar_fissure < 1.5f && side == 0) o *= 1.0f - smoothstep(-0.02f, 0.02f, y - p.lobar_fissure);
       // Fluffy texture inside, air bronchograms in some.
       o *= 0.8f + 0.2f * fbm(x * 12.0f, y * 12.0f, salt + 37, 2);
       if (p.bronchograms) {
         const float b = ridge(fbm(ang * 7.0f + warp, r * 6.0f, salt + 41, 2));
         o *= 1.0f - 0.55f * smoothstep(0.86f, 0.97f, b) * smoothstep(0.05f, 0.12f, r);
       }
-      opacity = std::max(opacity, p.lobar_strength * o);
+      opacity = std::max(opacity, p.lobar_strength[f] * o);
     }
     if (p.patchy_strength > 0.0f) {
       const float n = fbm(x * p.patchy_freq, y * p.patchy_freq, salt + 53, 4);
       const float patches = smoothstep(p.patchy_threshold - 0.1f, p.patchy_threshold + 0.12f, n);
       const float where = 0.55f * std::exp(-r / 0.3f) + 0.45f * smoothstep(-0.2f, 0.35f, y);  // perihilar, bases
       // Patches over an interstitial haze.
-      const float o = (0.75f * patches + 0.25f) * std::min(1.0f, 0.45f + where) * p.patchy_side_weight[side];
+      const float o = (0.7f * patches + 0.3f) * std::min(1.0f, 0.5f + where) * p.patchy_side_weight[side];
       opacity = std::max(opacity, p.patchy_strength * o);
     }
     const float vessel_gain = p.vessel_gain * (1.0f + 1.2f * p.patchy_strength * p.patchy_side_weight[side]);
     const float mottle = fbm(x * 9.0f, y * 9.0f, salt + 61, 2) - 0.5f;
     float air = p.air * (1.0f - opacity) * (1.0f + 0.12f * mottle);
     v -= lung * air;
-    v += lung * (0.08f * opacity + 0.1f * vessel_gain * vessels * falloff + 0.1f * hilum +
+    v += lung * (0.12f * opacity + 0.1f * vessel_gain * vessels * falloff + 0.1f * hilum +
                  0.05f * std::exp(-r / 0.25f));
   }
 

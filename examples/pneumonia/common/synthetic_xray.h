@@ -12,10 +12,12 @@
 // unsharpness (blur) and detector noise, and a slow uneven-exposure field.
 //
 // pneumonia = true adds opacities inside the lungs: lobar consolidation (one lobe-sized region,
-// irregular blurry edges, air bronchograms in about half of the strong ones), patchy/diffuse
-// bronchopneumonia (multifocal, perihilar, often bilateral, with thickened bronchovascular
-// markings), or both, and a small pleural effusion now and then. The strength varies from
-// mild (barely visible, on a par with the exposure variation of normal films) to dense.
+// a second one in about 45%, irregular blurry edges, air bronchograms in about half of the strong
+// ones), patchy/diffuse bronchopneumonia (multifocal, perihilar, mostly bilateral, over an
+// interstitial haze, with thickened bronchovascular markings), or both, and a small pleural
+// effusion now and then. The strength is mostly moderate to dense, mild (on a par with the
+// exposure variation of normal films) in a minority: strong enough that the demo's small VGG
+// learns it from scratch in minutes, with some overlap between the classes left.
 //
 // Deterministic: the image depends only on (options.seed, index, pneumonia, options.size); the
 // random numbers come from Philox4x32 (nn/generator.h) and integer hashing, with no standard

@@ -65,6 +65,36 @@ Interval bootstrap_auc_interval(const std::vector<double>& scores, const std::ve
 double choose_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
                         double min_sensitivity = 0.0);
 
+// The threshold in the middle of the best cut between the classes. Among the cuts between
+// consecutive distinct scores (at least one case predicted positive), those maximising balanced
+// accuracy (sensitivity + specificity) / 2 - the same cuts as Youden's J - form runs of adjacent
+// cuts; the threshold is the midpoint of the widest run's score interval (from the lowest score
+// predicted positive to the highest predicted negative; ties between runs of equal width: the
+// midpoint closest to 0.5), so a perfectly separable set gets the middle of the gap between the
+// classes rather than its edge, and "score >= threshold" still reproduces the chosen ROC point.
+// probabilities = true: scores must lie in [0, 1] and the midpoint is taken in logit space (logits
+// clamped to [-40, 40], so 0 and 1 stay finite), i.e. the middle of the gap in the model's logits; false:
+// in score space. When the best cut predicts every case positive, the lowest score. Needs both
+// classes.
+double balanced_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                          bool probabilities = true);
+
+// How pneumonia-train (or any caller) picks its operating threshold on validation scores.
+struct ThresholdRule {
+  enum Kind { youden, balanced, sensitivity };
+  Kind kind = balanced;
+  double min_sensitivity = 0.0;  // sensitivity only: in (0, 1]
+};
+// "youden", "balanced" or "sensitivity:X" with X in (0, 1] (e.g. "sensitivity:0.95"); throws
+// nn::Error naming the accepted forms otherwise.
+ThresholdRule parse_threshold_rule(const std::string& text);
+// The inverse of parse_threshold_rule ("sensitivity:0.95").
+std::string to_string(const ThresholdRule& rule);
+// youden: choose_threshold(scores, labels); balanced: balanced_threshold(scores, labels,
+// probabilities); sensitivity: choose_threshold(scores, labels, min_sensitivity).
+double choose_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                        const ThresholdRule& rule, bool probabilities = true);
+
 // {"n","accuracy","sensitivity","specificity","ppv","npv","f1","auc","threshold",
 //  "confusion":{"tp","fp","tn","fn"}} in that order, compact; NaN -> null.
 std::string to_json(const BinaryMetrics& m);

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -220,6 +222,128 @@ double choose_threshold(const std::vector<double>& scores, const std::vector<int
     }
   }
   return best_t;
+}
+
+double balanced_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                          bool probabilities) {
+  validate("balanced_threshold", scores, labels);
+  ScoreGroups g = group_scores(scores, labels);
+  const int64_t total_pos = std::accumulate(g.positives.begin(), g.positives.end(), int64_t{0});
+  const int64_t total_neg = std::accumulate(g.negatives.begin(), g.negatives.end(), int64_t{0});
+  NN_CHECK(total_pos > 0 && total_neg > 0, "balanced_threshold: needs both classes, got ", total_pos,
+           " positive and ", total_neg, " negative cases");
+  if (probabilities)
+    NN_CHECK(g.score.back() >= 0.0 && g.score.front() <= 1.0,
+             "balanced_threshold: probabilities must lie in [0, 1], got scores from ", g.score.back(), " to ",
+             g.score.front(), " (pass probabilities = false for other scores)");
+  // Where midpoints are taken: the logit of a probability (clamped, so 0 and 1 stay finite).
+  auto space = [&](double s) {
+    if (!probabilities) return s;
+    return std::min(40.0, std::max(-40.0, std::log(s) - std::log1p(-s)));  // 0 and 1: -40 and 40
+  };
+  // Cut k: groups 0..k predicted positive (threshold in (score[k + 1], score[k]]). Youden's J =
+  // 2 * balanced accuracy - 1 of each cut.
+  const size_t m = g.score.size();
+  std::vector<double> j(m);
+  int64_t tp = 0, fp = 0;
+  double best = -std::numeric_limits<double>::infinity();
+  for (size_t k = 0; k < m; ++k) {
+    tp += g.positives[k];
+    fp += g.negatives[k];
+    j[k] = static_cast<double>(tp) / static_cast<double>(total_pos) -
+           static_cast<double>(fp) / static_cast<double>(total_neg);
+    best = std::max(best, j[k]);
+  }
+  auto tied = [&](size_t k) { return j[k] >= best - 1e-12; };
+  // Runs of adjacent best cuts [a, b]: any threshold in (score[b + 1], score[a]] is as good; the
+  // widest run (in the midpoint space) wins, and its midpoint is the threshold.
+  double best_width = -1.0, best_mid = 0.0;
+  size_t best_a = 0, best_b = 0;
+  for (size_t a = 0; a < m; ++a) {
+    if (!tied(a) || (a > 0 && tied(a - 1))) continue;
+    size_t b = a;
+    while (b + 1 < m && tied(b + 1)) ++b;
+    // Down to the highest score predicted negative, or to the lowest score when every case is
+    // predicted positive (any lower threshold is the same cut).
+    const double hi = space(g.score[a]), lo = space(g.score[std::min(b + 1, m - 1)]);
+    const double width = hi - lo, mid = 0.5 * (hi + lo);
+    const double centre = probabilities ? 0.0 : 0.5;
+    const bool wider = width > best_width * (1 + 1e-12) + 1e-300;
+    const bool as_wide = !wider && width >= best_width * (1 - 1e-12);
+    if (wider || (as_wide && std::abs(mid - centre) < std::abs(best_mid - centre))) {
+      best_width = width;
+      best_mid = mid;
+      best_a = a;
+      best_b = b;
+    }
+  }
+  double t = probabilities ? 1.0 / (1.0 + std::exp(-best_mid)) : best_mid;
+  // Guard the round trip through the logit: the threshold must still select cut [a, b].
+  if (!(t <= g.score[best_a])) t = g.score[best_a];
+  if (best_b + 1 < m && !(t > g.score[best_b + 1])) t = g.score[best_a];
+  if (best_b + 1 == m && best_a == m - 1) t = g.score[m - 1];
+  return t;
+}
+
+ThresholdRule parse_threshold_rule(const std::string& text) {
+  ThresholdRule rule;
+  const std::string prefix = "sensitivity:";
+  if (text == "youden") {
+    rule.kind = ThresholdRule::youden;
+  } else if (text == "balanced") {
+    rule.kind = ThresholdRule::balanced;
+  } else if (text.rfind(prefix, 0) == 0) {
+    const std::string number = text.substr(prefix.size());
+    double x = std::numeric_limits<double>::quiet_NaN();
+    try {
+      size_t used = 0;
+      x = std::stod(number, &used);
+      if (used != number.size()) x = std::numeric_limits<double>::quiet_NaN();
+    } catch (const std::exception&) {
+    }
+    NN_CHECK(x > 0.0 && x <= 1.0, "threshold rule '", text,
+             "': the minimum sensitivity must be a number in (0, 1], e.g. sensitivity:0.95");
+    rule.kind = ThresholdRule::sensitivity;
+    rule.min_sensitivity = x;
+  } else {
+    NN_CHECK(false, "unknown threshold rule '", text, "' (youden, balanced or sensitivity:X with X in (0, 1])");
+  }
+  return rule;
+}
+
+std::string to_string(const ThresholdRule& rule) {
+  switch (rule.kind) {
+    case ThresholdRule::youden:
+      return "youden";
+    case ThresholdRule::balanced:
+      return "balanced";
+    case ThresholdRule::sensitivity: {
+      char buf[40];
+      for (int precision = 1; precision <= 17; ++precision) {  // the shortest text that reads back
+        std::snprintf(buf, sizeof buf, "%.*g", precision, rule.min_sensitivity);
+        if (std::strtod(buf, nullptr) == rule.min_sensitivity) break;
+      }
+      return std::string("sensitivity:") + buf;
+    }
+  }
+  return "unknown";
+}
+
+double choose_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
+                        const ThresholdRule& rule, bool probabilities) {
+  switch (rule.kind) {
+    case ThresholdRule::youden:
+      return choose_threshold(scores, labels, 0.0);
+    case ThresholdRule::balanced:
+      return balanced_threshold(scores, labels, probabilities);
+    case ThresholdRule::sensitivity:
+      NN_CHECK(rule.min_sensitivity > 0.0 && rule.min_sensitivity <= 1.0,
+               "choose_threshold: the sensitivity rule needs a minimum sensitivity in (0, 1], got ",
+               rule.min_sensitivity);
+      return choose_threshold(scores, labels, rule.min_sensitivity);
+  }
+  NN_CHECK(false, "choose_threshold: unknown threshold rule");
+  return 0.0;
 }
 
 std::string to_json(const BinaryMetrics& m) {
