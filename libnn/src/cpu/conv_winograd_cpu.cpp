@@ -1,0 +1,701 @@
+// Winograd F(4x4, 3x3) convolution on the CPU (float32, NCHW, 3x3 kernels, stride 1, padding 0..2).
+//
+// ALGORITHM (Lavin & Gray 2016). The output is cut into 4x4 tiles; tile (th, tw) of image n needs
+// the 6x6 input patch d at rows 4th - pad_h .. +5, columns 4tw - pad_w .. +5 (zero outside the
+// input; edge tiles partly outside the output are computed whole and only their inside is stored).
+// Per tile and output channel o:
+//   Y = A^T [ sum_c  U(o,c) (.) V(c) ] A,   U(o,c) = G g(o,c) G^T (6x6),   V(c) = B^T d(c) B (6x6)
+// (.) elementwise. The sum over c at each of the 36 points p = (i, j) is a matrix product, so for a
+// block of T tiles:   M[p] (O x T) = U[p] (O x C) * V[p] (C x T),  36 GEMMs through the library GEMM
+// (gemm_cpu.h; U[p] packed once per call as a PackedA and reused for every block of tiles).
+// Points 0, +1, -1, +2, -2 and infinity (6 points for 4 + 3 - 1 = 6; this is Lavin's set):
+//   B^T = [ 4  0 -5  0  1  0 ]    G = [  1/4     0     0 ]    A^T = [ 1  1  1  1  1  0 ]
+//         [ 0 -4 -4  1  1  0 ]        [ -1/6  -1/6  -1/6 ]          [ 0  1 -1  2 -2  0 ]
+//         [ 0  4 -4 -1  1  0 ]        [ -1/6   1/6  -1/6 ]          [ 0  1  1  4  4  0 ]
+//         [ 0 -2 -1  2  1  0 ]        [ 1/24  1/12   1/6 ]          [ 0  1 -1  8 -8  1 ]
+//         [ 0  2 -1 -2  1  0 ]        [ 1/24 -1/12   1/6 ]
+//         [ 0  4  0 -5  0  1 ]        [    0     0     1 ]
+// The backward-input pass is the same machinery: for stride 1, dx = a convolution of dy with the
+// kernel rotated by 180 degrees, O and C swapped and padding 2 - pad, so only the weight transform
+// differs (it reads w[o][c][2-i][2-j] as the filter from channel o to channel c).
+//
+// LAYOUT AND BLOCKING. Flatten the tiles of the batch, t = (n * tiles_h + th) * tiles_w + tw, and cut
+// them into blocks of T consecutive tiles (kBlockTiles = 64). Per block, on one thread, in its
+// thread_local workspaces (they only grow: nothing is allocated per call once warm):
+//   1. input transform into V[36][C][ld]: ld = T rounded up to the GEMM's 16-column panels, plus 8
+//      (the tail columns are scratch, computed on but never stored); the point stride is padded to
+//      an odd number of cache lines, else the 36 points of a tile alias in one or two L1 sets. A
+//      block is a few runs of tiles along tile rows; per (run, channel) the six input rows are
+//      combined vertically (B^T, along whole rows: contiguous SIMD), then 8 tiles at a time are
+//      transposed into SIMD lanes (lane = tile; an 8x4 and an 8x2 in-register transpose per row)
+//      and combined horizontally (B); each point's 8 values go out as one 32-byte store (no scatter).
+//      The next channel's rows are prefetched meanwhile.
+//   2. 36 GEMMs M[p] (O x T) = U[p] * V[p] into M[36][O][ld] (serial sgemm on this thread).
+//   3. output transform: 8 tiles at a time in SIMD lanes, 36 vector loads, A^T . A, + bias[o], ReLU,
+//      a 4x8 transpose back to four 32-float rows of y, stored straight into y where the 8 tiles are
+//      inside the output, through a staging tile at the edges.
+// Bytes per thread: V + M = 36 * 4 * ld * (C + O) (0.7 MiB at 64 -> 64 channels, 11 MiB at 512 ->
+// 512). T sets U's reuse: each block reads all of U (2T FLOPs per byte of U): 64 keeps U's traffic
+// (38 MB per block at 512 x 512) near V's and M's. U = the weight transform, [36][C][O] in the
+// calling thread's workspace, packed once into 36 PackedA when every thread has at least two blocks
+// to reuse them, else read in place (the GEMM packs it as it goes: no allocation, no extra pass).
+// The transforms have AVX2/FMA versions (intrinsics under a target attribute, chosen at run time
+// with __builtin_cpu_supports) and portable ones (plain loops over 8 lanes).
+//
+// THREADS. With enough tiles (>= threads * kMinBlockTiles) the threads take contiguous runs of
+// blocks (a multiple of the thread count, of even size), each with its own workspace, and never
+// synchronise until the end. With fewer tiles (small images at small batch) all tiles form one
+// block: the threads split its input transform over channels into one shared V, then split O for
+// the GEMMs and the output transform. The weight transform is split over input channels. Inside a
+// parallel region, with one thread, or under 2^23 GEMM FLOPs, everything runs on the calling thread.
+//
+// COST per call, with P = N * tiles_h * tiles_w tiles (P = N*OH*OW/16 when OH, OW are multiples of 4):
+//   GEMMs            2 * 36 * O * C * P FLOPs (direct: 2 * 9 * O * C * N*OH*OW = 2 * 144 * O*C*P, 4x more)
+//   input transform  per (tile, input channel): 6 rows x 6 columns of 12 ops vertically (done along
+//                    whole rows, 4 columns per tile) + 6 x 12 horizontally = ~150 FLOPs, 36 floats
+//                    stored (2.25x the tile's 16 input elements)
+//   output transform per (tile, output channel): 6 x 10 + 4 x 10 ops + bias, ReLU = ~130 FLOPs
+//   weight transform per (o, c) filter: ~120 FLOPs, 36 floats stored (4x the weights): 38 MB for
+//                    512 x 512 channels, memory-bound, ~15-20 ms per call on one core: the fixed
+//                    cost that small images do not amortise (see winograd_applicable)
+//   bytes            x read ~1.5x (tile rows overlap by 2 of 6), y written once, V and M written and
+//                    read once each (9 * C * P and 9 * O * P floats), U read once per block.
+// On VGG16's layers at batch 8 (one core): the GEMMs take ~60-75% of the time, the two transforms
+// ~20-35% (they are bound by reading x and writing y), weights 1-20% (512 channels).
+//
+// ERROR (tests/test_conv_winograd.cpp, against a float64 direct convolution; x ~ N(0,1), w ~
+// N(0, 1/(9C)), bias ~ N(0,1)): max|y - y_ref| / max|y_ref| on VGG16's channel counts (C, O up to
+// 512, batch 1, cropped images) <= 8e-6 forward, <= 1.2e-5 backward input; 3-9e-6 on the odd sizes
+// with up to 70 channels. The bound asserted on VGG16 shapes is the 1e-4. (A float32
+// simulation with points 0, +-1, +-1/2, infinity gave the same error within 10%.)
+#include "cpu/conv_winograd_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NN_WINOGRAD_X86 1
+#define NN_AVX2_FN __attribute__((target("avx2,fma")))
+#else
+#define NN_WINOGRAD_X86 0
+#endif
+
+#include "cpu/gemm_cpu.h"
+#include "cpu/parallel.h"
+#include "nn/error.h"
+
+#define NN_INLINE inline __attribute__((always_inline))
+
+
+namespace nn::cpu {
+namespace {
+
+constexpr int kPoints = 36;  // 6x6 transform points
+constexpr int kLanes = 8;    // tiles per SIMD group
+constexpr int64_t kGemmColumns = 16;  // the GEMM micro-kernel's width (a partial panel is stored slowly)
+
+// Blocking (see the top of the file). Measured on VGG16's layers at batch 8 (2 threads, noisy
+// shared machine): 32 to 64 tiles per block within a few percent, 16 (U read from memory twice as
+// often) 10-20% slower on the 256- and 512-channel layers, 128 (V and M far out of L2) up to 2x
+// slower.
+constexpr int64_t kBlockTiles = 64;
+constexpr int64_t kMinBlockTiles = 32;
+// Below this many GEMM FLOPs a call runs on the calling thread.
+constexpr int64_t kParallelFlops = int64_t{1} << 23;
+
+int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A convolution as the Winograd core sees it: forward, or backward-input with (C, O) swapped.
+struct Problem {
+  const float* in;  // (n, cin, ih, iw)
+  float* out;       // (n, cout, oh, ow)
+  const float* bias;
+  bool relu;
+  int64_t n, cin, cout, ih, iw, oh, ow, pad_h, pad_w;
+  int64_t tiles_h, tiles_w, tiles;  // tiles: of the whole batch
+};
+
+// A run of consecutive tiles along one tile row: tiles (img, th, tw .. tw + len), at column `b` of
+// the block's V and M rows.
+struct Run {
+  int64_t img, th, tw, len, b;
+};
+
+template <typename F>
+void for_each_run(const Problem& P, int64_t t0, int64_t t1, const F& f) {
+  const int64_t per_image = P.tiles_h * P.tiles_w;
+  for (int64_t t = t0; t < t1;) {
+    const int64_t img = t / per_image, r = t % per_image, th = r / P.tiles_w, tw = r % P.tiles_w;
+    const int64_t len = std::min(t1 - t, P.tiles_w - tw);
+    f(Run{img, th, tw, len, t - t0});
+    t += len;
+  }
+}
+
+// This thread's scratch buffers (they only grow).
+struct Workspace {
+  std::vector<float> v, m, rows, zeros, u;
+};
+Workspace& workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+float* grow(std::vector<float>& buf, int64_t n) {
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
+// ---- the 1-D transforms, on any arithmetic type (float, or 8 lanes) ----
+
+// B^T d for d0..d5 (in place order v0..v5).
+template <typename T>
+NN_INLINE void input_1d(T d0, T d1, T d2, T d3, T d4, T d5, T* v, int64_t stride) {
+  const T a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, c = d4 - d2, e = d3 - d1;
+  v[0 * stride] = 4.0f * d0 - 5.0f * d2 + d4;
+  v[1 * stride] = a + b;
+  v[2 * stride] = a - b;
+  v[3 * stride] = c + 2.0f * e;
+  v[4 * stride] = c - 2.0f * e;
+  v[5 * stride] = 4.0f * d1 - 5.0f * d3 + d5;
+}
+
+// ---- weight transform: U[p][c][r] = (G g(r,c) G^T)[p] ----
+
+// For the GEMM's rows r (output channels of the problem) and depth c (its input channels): g(r, c)
+// = w[r][c] (forward: w is (rows, cols, 3, 3)), or w[c][r] rotated by 180 degrees (backward input:
+// w is (cols, rows, 3, 3)). U is stored depth-major (each point's matrix is transposed, rows
+// contiguous), the layout PackedA packs fastest (6 contiguous rows per step of depth). Columns
+// [c0, c1) of every point, 8 rows at a time.
+NN_INLINE void weight_cols_impl(const float* w, int64_t rows, int64_t cols, bool backward, float* U, int64_t c0,
+                                int64_t c1) {
+  const int64_t plane = rows * cols;
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+      const int lanes = static_cast<int>(std::min<int64_t>(kLanes, rows - r0));
+      float g[9][kLanes] = {};
+      if (backward) {
+        const float* f = w + (c * rows + r0) * 9;  // the lanes' filters are consecutive
+        for (int l = 0; l < lanes; ++l)
+          for (int k = 0; k < 9; ++k) g[k][l] = f[l * 9 + 8 - k];
+      } else {
+        const float* f = w + (r0 * cols + c) * 9;
+        for (int l = 0; l < lanes; ++l)
+          for (int k = 0; k < 9; ++k) g[k][l] = f[l * cols * 9 + k];
+      }
+      // Vertical: tmp[i][v] = sum_u G[i][u] g[u][v].
+      float tmp[6][3][kLanes];
+      for (int v = 0; v < 3; ++v)
+        for (int l = 0; l < kLanes; ++l) {
+          const float g0 = g[v][l], g1 = g[3 + v][l], g2 = g[6 + v][l];
+          const float e = g0 + g2, f = g0 * (1.0f / 24) + g2 * (1.0f / 6), h = g1 * (1.0f / 12);
+          tmp[0][v][l] = g0 * 0.25f;
+          tmp[1][v][l] = (e + g1) * (-1.0f / 6);
+          tmp[2][v][l] = (e - g1) * (-1.0f / 6);
+          tmp[3][v][l] = f + h;
+          tmp[4][v][l] = f - h;
+          tmp[5][v][l] = g2;
+        }
+      // Horizontal: u[i][j] = sum_v tmp[i][v] G[j][v].
+      float u[kPoints][kLanes];
+      for (int i = 0; i < 6; ++i)
+        for (int l = 0; l < kLanes; ++l) {
+          const float g0 = tmp[i][0][l], g1 = tmp[i][1][l], g2 = tmp[i][2][l];
+          const float e = g0 + g2, f = g0 * (1.0f / 24) + g2 * (1.0f / 6), h = g1 * (1.0f / 12);
+          u[i * 6 + 0][l] = g0 * 0.25f;
+          u[i * 6 + 1][l] = (e + g1) * (-1.0f / 6);
+          u[i * 6 + 2][l] = (e - g1) * (-1.0f / 6);
+          u[i * 6 + 3][l] = f + h;
+          u[i * 6 + 4][l] = f - h;
+          u[i * 6 + 5][l] = g2;
+        }
+      float* dst = U + c * rows + r0;
+      if (lanes == kLanes) {
+        for (int p = 0; p < kPoints; ++p) std::memcpy(dst + p * plane, u[p], sizeof(float) * kLanes);
+      } else {
+        for (int p = 0; p < kPoints; ++p)
+          for (int l = 0; l < lanes; ++l) dst[p * plane + l] = u[p][l];
+      }
+    }
+  }
+}
+
+// ---- input transform of one run of tiles of one channel ----
+
+// Vertical pass: rows t[i] (stride wb) = sum_r B^T[i][r] * d_r over columns [0, wb), where input row
+// r holds columns [lo, hi) at d[r][0 ..] and zeros elsewhere.
+NN_INLINE void input_vertical(const float* const d[6], int64_t lo, int64_t hi, int64_t wb, float* t) {
+  for (int i = 0; i < 6; ++i) {
+    std::fill(t + i * wb, t + i * wb + lo, 0.0f);
+    std::fill(t + i * wb + hi, t + (i + 1) * wb, 0.0f);
+  }
+  const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5];
+  float* out = t + lo;
+  const int64_t n = hi - lo;
+#pragma GCC ivdep
+  for (int64_t k = 0; k < n; ++k) input_1d(d0[k], d1[k], d2[k], d3[k], d4[k], d5[k], out + k, wb);
+}
+
+// Horizontal pass for 8 tiles (portable): the 6 rows at t (stride wb), tile k at columns 4k .. 4k+5;
+// point (i, j) of the 8 tiles is stored at v + (6i + j) * pstride.
+NN_INLINE void input_group_generic(const float* t, int64_t wb, float* v, int64_t pstride) {
+  for (int i = 0; i < 6; ++i) {
+    const float* row = t + i * wb;
+    float s[6][kLanes];
+    for (int j = 0; j < 6; ++j)
+      for (int k = 0; k < kLanes; ++k) s[j][k] = row[4 * k + j];
+    float* vi = v + 6 * i * pstride;
+    for (int k = 0; k < kLanes; ++k) input_1d(s[0][k], s[1][k], s[2][k], s[3][k], s[4][k], s[5][k], vi + k, pstride);
+  }
+}
+
+// ---- output transform of 8 tiles of one channel ----
+
+// The 4 output columns of A^T m for m0..m5.
+template <typename T>
+NN_INLINE void output_1d(T m0, T m1, T m2, T m3, T m4, T m5, T& y0, T& y1, T& y2, T& y3) {
+  const T a1 = m1 + m2, b1 = m1 - m2, a2 = m3 + m4, b2 = m3 - m4;
+  y0 = m0 + a1 + a2;
+  y1 = b1 + 2.0f * b2;
+  y2 = a1 + 4.0f * a2;
+  y3 = b1 + 8.0f * b2 + m5;
+}
+
+// y tile rows: out[a * 32 + 4k + q] = Y[a][q] of tile k, for 8 tiles; m + p * pstride holds point p
+// of the 8 tiles.
+NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias, bool relu, float* out) {
+  float r[6][4][kLanes];
+  for (int i = 0; i < 6; ++i) {
+    const float* mi = m + 6 * i * pstride;
+    for (int k = 0; k < kLanes; ++k)
+      output_1d(mi[k], mi[pstride + k], mi[2 * pstride + k], mi[3 * pstride + k], mi[4 * pstride + k],
+                mi[5 * pstride + k], r[i][0][k], r[i][1][k], r[i][2][k], r[i][3][k]);
+  }
+  for (int q = 0; q < 4; ++q)
+    for (int k = 0; k < kLanes; ++k) {
+      float y[4];
+      output_1d(r[0][q][k], r[1][q][k], r[2][q][k], r[3][q][k], r[4][q][k], r[5][q][k], y[0], y[1], y[2], y[3]);
+      for (int a = 0; a < 4; ++a) {
+        float val = y[a] + bias;
+        if (relu) val = std::max(val, 0.0f);
+        out[a * 32 + 4 * k + q] = val;
+      }
+    }
+}
+
+#if NN_WINOGRAD_X86
+// Transposes 32 floats p[0..32) = 8 groups of 4 into s[j] = {p[4k + j] : k < 8}, j < 4.
+NN_AVX2_FN NN_INLINE void transpose_8x4(const float* p, __m256& s0, __m256& s1, __m256& s2, __m256& s3) {
+  const __m256 a = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p + 16), 1);
+  const __m256 b = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 4)), _mm_loadu_ps(p + 20), 1);
+  const __m256 c = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 8)), _mm_loadu_ps(p + 24), 1);
+  const __m256 d = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 12)), _mm_loadu_ps(p + 28), 1);
+  const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+  const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+  s0 = _mm256_shuffle_ps(t0, t2, 0x44);
+  s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  s2 = _mm256_shuffle_ps(t1, t3, 0x44);
+  s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+// The first two of transpose_8x4.
+NN_AVX2_FN NN_INLINE void transpose_8x2(const float* p, __m256& s0, __m256& s1) {
+  const __m256 a = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p + 16), 1);
+  const __m256 b = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 4)), _mm_loadu_ps(p + 20), 1);
+  const __m256 c = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 8)), _mm_loadu_ps(p + 24), 1);
+  const __m256 d = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p + 12)), _mm_loadu_ps(p + 28), 1);
+  const __m256 t0 = _mm256_unpacklo_ps(a, b), t2 = _mm256_unpacklo_ps(c, d);
+  s0 = _mm256_shuffle_ps(t0, t2, 0x44);
+  s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+}
+
+NN_AVX2_FN NN_INLINE void input_1d_avx2(__m256 d0, __m256 d1, __m256 d2, __m256 d3, __m256 d4, __m256 d5, float* v,
+                                        int64_t stride) {
+  const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
+  const __m256 a = _mm256_fnmadd_ps(four, d2, d4), b = _mm256_fnmadd_ps(four, d1, d3);
+  const __m256 c = _mm256_sub_ps(d4, d2), e = _mm256_sub_ps(d3, d1);
+  _mm256_storeu_ps(v, _mm256_fmadd_ps(four, d0, _mm256_fnmadd_ps(five, d2, d4)));
+  _mm256_storeu_ps(v + stride, _mm256_add_ps(a, b));
+  _mm256_storeu_ps(v + 2 * stride, _mm256_sub_ps(a, b));
+  _mm256_storeu_ps(v + 3 * stride, _mm256_fmadd_ps(two, e, c));
+  _mm256_storeu_ps(v + 4 * stride, _mm256_fnmadd_ps(two, e, c));
+  _mm256_storeu_ps(v + 5 * stride, _mm256_fmadd_ps(four, d1, _mm256_fnmadd_ps(five, d3, d5)));
+}
+
+NN_AVX2_FN NN_INLINE void input_group_avx2(const float* t, int64_t wb, float* v, int64_t pstride) {
+  for (int i = 0; i < 6; ++i) {
+    const float* row = t + i * wb;
+    __m256 s0, s1, s2, s3, s4, s5;
+    transpose_8x4(row, s0, s1, s2, s3);
+    transpose_8x2(row + 4, s4, s5);
+    input_1d_avx2(s0, s1, s2, s3, s4, s5, v + 6 * i * pstride, pstride);
+  }
+}
+
+NN_AVX2_FN NN_INLINE void output_1d_avx2(__m256 m0, __m256 m1, __m256 m2, __m256 m3, __m256 m4, __m256 m5,
+                                         __m256& y0, __m256& y1, __m256& y2, __m256& y3) {
+  const __m256 a1 = _mm256_add_ps(m1, m2), b1 = _mm256_sub_ps(m1, m2);
+  const __m256 a2 = _mm256_add_ps(m3, m4), b2 = _mm256_sub_ps(m3, m4);
+  y0 = _mm256_add_ps(_mm256_add_ps(m0, a1), a2);
+  y1 = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), b2, b1);
+  y2 = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), a2, a1);
+  y3 = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), b2, b1), m5);
+}
+
+// Row a of the 8 tiles (32 floats) goes to out + a * ostride.
+NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, float bias, bool relu, float* out,
+                                            int64_t ostride) {
+  __m256 r[6][4];
+  for (int i = 0; i < 6; ++i) {
+    const float* mi = m + 6 * i * pstride;
+    output_1d_avx2(_mm256_loadu_ps(mi), _mm256_loadu_ps(mi + pstride), _mm256_loadu_ps(mi + 2 * pstride),
+                   _mm256_loadu_ps(mi + 3 * pstride), _mm256_loadu_ps(mi + 4 * pstride),
+                   _mm256_loadu_ps(mi + 5 * pstride), r[i][0], r[i][1], r[i][2], r[i][3]);
+  }
+  __m256 y[4][4];  // [a][q]
+  for (int q = 0; q < 4; ++q)
+    output_1d_avx2(r[0][q], r[1][q], r[2][q], r[3][q], r[4][q], r[5][q], y[0][q], y[1][q], y[2][q], y[3][q]);
+  const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+  for (int a = 0; a < 4; ++a) {
+    __m256 q[4];
+    for (int j = 0; j < 4; ++j) {
+      q[j] = _mm256_add_ps(y[a][j], vb);
+      if (relu) q[j] = _mm256_max_ps(q[j], zero);
+    }
+    // 4 vectors of 8 tiles -> 8 tiles of 4 columns.
+    const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);  // tiles 0|4, 1|5
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);  // tiles 2|6, 3|7
+    float* o = out + a * ostride;
+    _mm256_storeu_ps(o, _mm256_permute2f128_ps(u0, u1, 0x20));
+    _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+    _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+  }
+}
+#endif
+
+// ---- per (run, channel) drivers, in a portable and an AVX2 version ----
+
+struct InputArgs {
+  const float* d[6];  // the six input rows, at column lo of the run's span (zeros for rows outside)
+  int64_t lo, hi, wb, groups;
+  float* t;           // 6 * wb scratch
+  float* v;           // V + c * ld + run.b
+  int64_t pstride;    // C * ld
+};
+
+struct OutputArgs {
+  const float* m;    // M + o * ld + run.b
+  int64_t pstride;   // O * ld
+  int64_t groups;
+  float bias;
+  bool relu;
+  float* y;          // the run's first output element: row 4th, column 4tw of plane o
+  int64_t ow, rows;  // row stride of y; valid rows (1..4)
+  int64_t cols;      // valid columns from 4tw (1 .. 4 len)
+};
+
+NN_INLINE void store_group(const float* tile, const OutputArgs& a, int64_t g) {
+  // tile[r * 32 + col]: 4 rows of the 8 tiles' 32 columns.
+  const int64_t c = std::min<int64_t>(32, a.cols - 32 * g);
+  for (int64_t r = 0; r < a.rows; ++r) std::memcpy(a.y + r * a.ow + 32 * g, tile + r * 32, sizeof(float) * c);
+}
+
+void input_run_generic(const InputArgs& a) {
+  input_vertical(a.d, a.lo, a.hi, a.wb, a.t);
+  for (int64_t g = 0; g < a.groups; ++g) input_group_generic(a.t + 32 * g, a.wb, a.v + kLanes * g, a.pstride);
+}
+
+void output_run_generic(const OutputArgs& a) {
+  alignas(32) float tile[4 * 32];
+  for (int64_t g = 0; g < a.groups; ++g) {
+    output_group_generic(a.m + kLanes * g, a.pstride, a.bias, a.relu, tile);
+    store_group(tile, a, g);
+  }
+}
+
+#if NN_WINOGRAD_X86
+NN_AVX2_FN void input_run_avx2(const InputArgs& a) {
+  input_vertical(a.d, a.lo, a.hi, a.wb, a.t);
+  for (int64_t g = 0; g < a.groups; ++g) input_group_avx2(a.t + 32 * g, a.wb, a.v + kLanes * g, a.pstride);
+}
+
+NN_AVX2_FN void output_run_avx2(const OutputArgs& a) {
+  alignas(32) float tile[4 * 32];
+  for (int64_t g = 0; g < a.groups; ++g) {
+    if (a.rows == 4 && a.cols >= 32 * (g + 1)) {  // the 4 x 32 outputs are inside: straight to y
+      output_group_avx2(a.m + kLanes * g, a.pstride, a.bias, a.relu, a.y + 32 * g, a.ow);
+    } else {
+      output_group_avx2(a.m + kLanes * g, a.pstride, a.bias, a.relu, tile, 32);
+      store_group(tile, a, g);
+    }
+  }
+}
+
+NN_AVX2_FN void weight_cols_avx2(const float* w, int64_t rows, int64_t cols, bool backward, float* U, int64_t c0,
+                                 int64_t c1) {
+  weight_cols_impl(w, rows, cols, backward, U, c0, c1);
+}
+#endif
+
+void weight_cols_generic(const float* w, int64_t rows, int64_t cols, bool backward, float* U, int64_t c0, int64_t c1) {
+  weight_cols_impl(w, rows, cols, backward, U, c0, c1);
+}
+
+struct Kernels {
+  void (*input_run)(const InputArgs&);
+  void (*output_run)(const OutputArgs&);
+  void (*weight_cols)(const float*, int64_t, int64_t, bool, float*, int64_t, int64_t);
+};
+
+std::atomic<bool> force_portable{false};
+
+const Kernels& kernels() {
+  static const Kernels portable{input_run_generic, output_run_generic, weight_cols_generic};
+#if NN_WINOGRAD_X86
+  static const Kernels avx2{input_run_avx2, output_run_avx2, weight_cols_avx2};
+  static const bool has_avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  if (has_avx2 && !force_portable.load(std::memory_order_relaxed)) return avx2;
+#endif
+  return portable;
+}
+
+// ---- block drivers ----
+
+// Input-transforms channels [c0, c1) of the tiles [t0, t1) into V (row stride ld, point stride pv).
+void transform_input(const Problem& P, int64_t t0, int64_t t1, int64_t c0, int64_t c1, float* V, int64_t ld,
+                     int64_t pv) {
+  Workspace& ws = workspace();
+  const Kernels& K = kernels();
+  for_each_run(P, t0, t1, [&](const Run& run) {
+    const int64_t groups = ceil_div(run.len, kLanes);
+    const int64_t wb = 32 * groups + 8;
+    const int64_t iw0 = 4 * run.tw - P.pad_w;  // input column of the span's column 0
+    const int64_t lo = std::clamp<int64_t>(-iw0, 0, wb), hi = std::clamp<int64_t>(P.iw - iw0, lo, wb);
+    float* t = grow(ws.rows, 6 * wb);
+    const float* zeros = grow(ws.zeros, wb);  // only ever zero (grow value-initialises)
+    InputArgs a;
+    a.lo = lo, a.hi = hi, a.wb = wb, a.groups = groups, a.t = t, a.pstride = pv;
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* plane = P.in + (run.img * P.cin + c) * P.ih * P.iw;
+      for (int r = 0; r < 6; ++r) {
+        const int64_t row = 4 * run.th - P.pad_h + r;
+        a.d[r] = row >= 0 && row < P.ih ? plane + row * P.iw + iw0 + lo : zeros;
+      }
+      a.v = V + c * ld + run.b;
+      // The next channel's rows are short runs far apart, which the hardware prefetchers catch
+      // late: ask for them while this channel is transformed.
+      if (c + 1 < c1) {
+        for (int r = 0; r < 6; ++r) {
+          if (a.d[r] == zeros) continue;
+          const float* next = a.d[r] + P.ih * P.iw;
+          for (int64_t k = 0; k < hi - lo; k += 16) __builtin_prefetch(next + k);
+          __builtin_prefetch(next + (hi - lo) - 1);
+        }
+      }
+      K.input_run(a);
+    }
+  });
+}
+
+// Output-transforms channels [o0, o1) of the tiles [t0, t1) from M (rows o - m_row0, row stride ld,
+// point stride pm) into P.out.
+void transform_output(const Problem& P, int64_t t0, int64_t t1, int64_t o0, int64_t o1, const float* M,
+                      int64_t m_row0, int64_t ld, int64_t pm) {
+  const Kernels& K = kernels();
+  for_each_run(P, t0, t1, [&](const Run& run) {
+    OutputArgs a;
+    a.pstride = pm;
+    a.groups = ceil_div(run.len, kLanes);
+    a.relu = P.relu;
+    a.ow = P.ow;
+    a.rows = std::min<int64_t>(4, P.oh - 4 * run.th);
+    a.cols = std::min(P.ow, 4 * (run.tw + run.len)) - 4 * run.tw;
+    for (int64_t o = o0; o < o1; ++o) {
+      a.m = M + (o - m_row0) * ld + run.b;
+      a.bias = P.bias ? P.bias[o] : 0.0f;
+      a.y = P.out + ((run.img * P.cout + o) * P.oh + 4 * run.th) * P.ow + 4 * run.tw;
+      K.output_run(a);
+    }
+  });
+}
+
+// The 36 matrices U[p] for output channels [o0, o1): packed once (PackedA) when the call has
+// several blocks per thread to reuse them, else read as strided views of U[p][c][o] (the GEMM then
+// packs each in its cache blocks as it goes: no allocation, and no extra pass over U).
+struct PointWeights {
+  const PackedA* packs;  // kPoints of them, or nullptr
+  const float* u;        // U[p][c][o]
+  int64_t o_total, c, o0, o1;
+};
+
+// The 36 products M[p] (o1-o0 x n) = U[p] * V[p] (c x n); row stride ld, point strides pv, pm.
+void point_products(const PointWeights& pw, int64_t n, const float* V, int64_t pv, float* M, int64_t pm, int64_t ld) {
+  for (int p = 0; p < kPoints; ++p) {
+    const MatrixRef v{V + p * pv, ld, 1};
+    if (pw.packs) {
+      sgemm_packed(pw.packs[p], n, v, M + p * pm, ld);
+    } else {
+      const MatrixRef u{pw.u + p * pw.o_total * pw.c + pw.o0, 1, pw.o_total};
+      sgemm(pw.o1 - pw.o0, n, pw.c, u, v, M + p * pm, ld);
+    }
+  }
+}
+
+// A point stride for `rows` rows of ld floats: an odd number of cache lines, so that the 36 points
+// of one tile (read or written together by the transforms) fall in different L1 sets; a stride of
+// a multiple of 4 KiB would put them all in one or two sets.
+int64_t point_stride(int64_t rows, int64_t ld) { return (ceil_div(rows * ld, 16) | 1) * 16; }
+
+void run_winograd(const Problem& P, const float* w, bool backward) {
+  const int64_t C = P.cin, O = P.cout;
+  if (P.tiles == 0 || O == 0) return;
+  if (C == 0) {  // an empty sum: bias (then ReLU) only
+    for (int64_t i = 0; i < P.n * O; ++i) {
+      const float b = P.bias ? P.bias[i % O] : 0.0f;
+      std::fill(P.out + i * P.oh * P.ow, P.out + (i + 1) * P.oh * P.ow, P.relu ? std::max(b, 0.0f) : b);
+    }
+    return;
+  }
+  ensure_threads_initialised();
+  const int64_t flops = 2 * kPoints * O * C * P.tiles;
+  const int64_t threads = (omp_in_parallel() || flops < kParallelFlops) ? 1 : get_num_threads();
+
+  // parallel_for, or the calling thread alone when the call is small.
+  auto pfor = [threads](int64_t begin, int64_t end, int64_t grain, const auto& f) {
+    if (threads == 1) {
+      if (begin < end) f(begin, end);
+    } else {
+      parallel_for(begin, end, grain, f);
+    }
+  };
+
+  // Tiles per block (see kBlockTiles); with too few tiles for every thread to get a block of at
+  // least kMinBlockTiles, one block split over channels.
+  const int64_t target = kBlockTiles;
+  const bool split_channels = threads > 1 && P.tiles < threads * kMinBlockTiles;
+  int64_t block, blocks, ochunks;
+  if (split_channels) {
+    block = P.tiles, blocks = 1, ochunks = std::min(threads, ceil_div(O, kLanes));
+  } else {
+    // A multiple of `threads` blocks of even size.
+    blocks = round_up(ceil_div(P.tiles, target), threads);
+    block = round_up(ceil_div(P.tiles, blocks), kLanes);
+    blocks = ceil_div(P.tiles, block);
+    ochunks = 1;
+  }
+  // Rows of V and M: the block's tiles, rounded up to whole GEMM panels (16 columns: the tail
+  // columns are computed on scratch values and never stored), and a group of 8 lanes beyond (the
+  // transforms' last group of a run may spill over).
+  const int64_t ld = round_up(block, kGemmColumns) + kLanes;
+  auto gemm_columns = [&](int64_t n) { return std::min(round_up(n, kGemmColumns), ld); };
+
+  // U[p][c][o] (this thread's workspace), packed per (output-channel chunk, point) when reused.
+  Workspace& main_ws = workspace();
+  float* U = grow(main_ws.u, kPoints * O * C);
+  const Kernels& K = kernels();
+  pfor(0, C, std::max<int64_t>(1, 4096 / (O + 1)),
+       [&](int64_t c0, int64_t c1) { K.weight_cols(w, O, C, backward, U, c0, c1); });
+  auto chunk_begin = [&](int64_t k) { return k == ochunks ? O : std::min(O, round_up(O * k / ochunks, kLanes)); };
+  const bool pack = !split_channels && ceil_div(blocks, threads) >= 2;
+  std::vector<PackedA> packs(pack ? kPoints : 0);
+  if (pack) {
+    pfor(0, kPoints, 1, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) packs[static_cast<size_t>(p)] = PackedA(O, C, MatrixRef{U + p * O * C, 1, O});
+    });
+  }
+  auto weights_of = [&](int64_t o0, int64_t o1) {
+    return PointWeights{pack ? packs.data() : nullptr, U, O, C, o0, o1};
+  };
+
+  if (!split_channels) {
+    pfor(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      Workspace& ws = workspace();
+      const int64_t pv = point_stride(C, ld), pm = point_stride(O, ld);
+      float* V = grow(ws.v, kPoints * pv);
+      float* M = grow(ws.m, kPoints * pm);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t t0 = b * block, t1 = std::min(P.tiles, t0 + block);
+        transform_input(P, t0, t1, 0, C, V, ld, pv);
+        point_products(weights_of(0, O), gemm_columns(t1 - t0), V, pv, M, pm, ld);
+        transform_output(P, t0, t1, 0, O, M, 0, ld, pm);
+      }
+    });
+    return;
+  }
+  // Few tiles: one block, its input transform split over channels into a shared V, then the
+  // products and the output transform split over output channels.
+  const int64_t pv = point_stride(C, ld);
+  float* V = grow(main_ws.v, kPoints * pv);
+  pfor(0, C, 1, [&](int64_t c0, int64_t c1) { transform_input(P, 0, P.tiles, c0, c1, V, ld, pv); });
+  pfor(0, ochunks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t o0 = chunk_begin(k), o1 = chunk_begin(k + 1);
+      if (o0 >= o1) continue;
+      const int64_t pm = point_stride(o1 - o0, ld);
+      float* M = grow(workspace().m, kPoints * pm);
+      point_products(weights_of(o0, o1), gemm_columns(P.tiles), V, pv, M, pm, ld);
+      transform_output(P, 0, P.tiles, o0, o1, M, o0, ld, pm);
+    }
+  });
+}
+
+void check_geometry(const Conv2dGeometry& g, const char* what) {
+  NN_CHECK(g.kh == 3 && g.kw == 3 && g.stride_h == 1 && g.stride_w == 1, what,
+           ": Winograd F(4x4,3x3) needs a 3x3 kernel with stride 1");
+  NN_CHECK(g.pad_h >= 0 && g.pad_h <= 2 && g.pad_w >= 0 && g.pad_w <= 2, what, ": padding must be 0..2");
+  NN_CHECK(g.oh == g.h + 2 * g.pad_h - 2 && g.ow == g.w + 2 * g.pad_w - 2 && g.oh >= 1 && g.ow >= 1, what,
+           ": inconsistent output size");
+}
+
+Problem make_problem(const float* in, float* out, const float* bias, bool relu, int64_t n, int64_t cin, int64_t cout,
+                     int64_t ih, int64_t iw, int64_t oh, int64_t ow, int64_t pad_h, int64_t pad_w) {
+  Problem P{in, out, bias, relu, n, cin, cout, ih, iw, oh, ow, pad_h, pad_w, ceil_div(oh, 4), ceil_div(ow, 4), 0};
+  P.tiles = n * P.tiles_h * P.tiles_w;
+  return P;
+}
+
+}  // namespace
+
+bool winograd_applicable(const Conv2dGeometry& g) {
+  if (g.kh != 3 || g.kw != 3 || g.stride_h != 1 || g.stride_w != 1) return false;
+  if (g.pad_h < 0 || g.pad_h > 2 || g.pad_w < 0 || g.pad_w > 2) return false;
+  if (g.c < kWinogradMinChannels || g.o < kWinogradMinChannels) return false;
+  if (g.oh < 1 || g.ow < 1 || g.oh != g.h + 2 * g.pad_h - 2 || g.ow != g.w + 2 * g.pad_w - 2) return false;
+  // Multiplies per output element, direct 9, Winograd 36 * tiles / outputs: the 4x4 tiles must be
+  // mostly inside the output; ask for at least 2x fewer (a 3x3 output: 2.25x, 5x5: 1.6x, 2x2: 1x).
+  const int64_t tiles = ceil_div(g.oh, 4) * ceil_div(g.ow, 4);
+  if (9 * g.oh * g.ow < 2 * 36 * tiles) return false;
+  // Transforming the weights costs about as much as 20-40 tiles' products once U (36 * C * O
+  // floats) no longer fits in cache (measured: 512 -> 512 channels at 14x14, batch 1: 0.65x the
+  // direct path; batch 8: 1.2x; at 7x7, batch 8: 1.17x).
+  const bool big_weights = kPoints * g.c * g.o * 4 > (int64_t{4} << 20);
+  return !big_weights || g.n * g.oh * g.ow >= kWinogradMinOutputsBigWeights;
+}
+
+void winograd_use_portable_kernels(bool portable) { force_portable = portable; }
+
+void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
+                             const Conv2dGeometry& g) {
+  check_geometry(g, "winograd_conv2d_forward");
+  run_winograd(make_problem(x, y, bias, relu, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w), w, false);
+}
+
+void winograd_conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dGeometry& g) {
+  check_geometry(g, "winograd_conv2d_backward_input");
+  run_winograd(make_problem(dy, dx, nullptr, false, g.n, g.o, g.c, g.oh, g.ow, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w), w,
+               true);
+}
+
+}  // namespace nn::cpu

@@ -1,0 +1,41 @@
+// Winograd F(4x4, 3x3) convolution on the CPU, float32, NCHW: 3x3 stride-1 convolutions with
+// padding 0..2, any N, C, O, H, W. About 4x fewer multiplies than the direct convolution on large
+// images (36 products per 4x4 output tile instead of 144); see conv_winograd_cpu.cpp for the
+// algorithm, layout, blocking, costs and the measured error.
+#pragma once
+
+#include "kernel_table.h"
+
+namespace nn::cpu {
+
+// Whether the Winograd path applies and pays off for this convolution: a 3x3 stride-1 kernel with
+// padding 0..2 on each side, at least kWinogradMinChannels input and output channels, an output
+// whose 4x4 tiles are mostly inside it (>= 2x fewer multiplies than direct: 7x7 and 3x3 yes, 5x5
+// and 2x2 no), and, when the transformed weights exceed 4 MiB (C*O > ~29000, e.g. 256x128), at
+// least kWinogradMinOutputsBigWeights output positions over the batch to amortise transforming them.
+// The backward-input pass of such a convolution qualifies as well (the same test applies: it is a
+// 3x3 stride-1 convolution of dy with padding 2 - pad, with C and O swapped).
+bool winograd_applicable(const Conv2dGeometry& g);
+
+// y (N,O,OH,OW) = relu?(conv(x (N,C,H,W), w (O,C,3,3)) + bias (O, nullable)). y is overwritten.
+// Requires kh == kw == 3, stride 1, 0 <= pad <= 2, OH = H + 2*pad_h - 2 >= 1 (likewise OW).
+// Multithreaded over the pool (serial when called inside a parallel region).
+void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
+                             const Conv2dGeometry& g);
+
+// dx (N,C,H,W) = the gradient of the same convolution with respect to its input, given dy
+// (N,O,OH,OW): a full correlation of dy with w rotated by 180 degrees, O and C swapped, padding
+// 2 - pad. dx is overwritten. Same requirements and threading as the forward pass.
+void winograd_conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dGeometry& g);
+
+// Tests and benchmarks: run the portable transforms even where AVX2/FMA is available (the default
+// picks the AVX2 ones at run time when the CPU has them). Not thread-safe against running convs.
+void winograd_use_portable_kernels(bool portable);
+
+// The minimum channel count (C and O) winograd_applicable asks for. Measured against the direct
+// path (both on the packed GEMM, one thread, batch 8 at 56x56): 16 -> 16 channels 2.4x faster,
+// 8 -> 8 1.4-1.9x, 3 -> 64 (VGG's first layer, at 224) 0.6x.
+constexpr int64_t kWinogradMinChannels = 16;
+constexpr int64_t kWinogradMinOutputsBigWeights = 256;
+
+}  // namespace nn::cpu

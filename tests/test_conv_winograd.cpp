@@ -1,0 +1,290 @@
+// White-box tests of the CPU backend's Winograd F(4x4, 3x3) convolution (cpu/conv_winograd_cpu.h):
+// forward (with and without bias and ReLU) and backward-input against a float64 direct convolution
+// written here, on odd sizes, paddings 0..2, batches 1..3 and VGG16's channel counts (spatially
+// cropped), plus the threading paths and winograd_applicable's decisions.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/conv_winograd_cpu.h"
+#include "nn/error.h"
+#include "nn/parallel.h"
+
+namespace nn::test {
+namespace {
+
+Conv2dGeometry geometry(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t pad) {
+  Conv2dGeometry g{};
+  g.n = n, g.c = c, g.h = h, g.w = w, g.o = o, g.kh = 3, g.kw = 3;
+  g.oh = h + 2 * pad - 2, g.ow = w + 2 * pad - 2;
+  g.stride_h = g.stride_w = 1, g.pad_h = g.pad_w = pad;
+  return g;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// y = relu?(conv(x, w) + bias), direct, in float64.
+std::vector<double> ref_forward(const std::vector<float>& x, const std::vector<float>& w, const float* bias, bool relu,
+                                const Conv2dGeometry& g) {
+  std::vector<double> y(static_cast<size_t>(g.n * g.o * g.oh * g.ow));
+  std::vector<double> acc(static_cast<size_t>(g.oh * g.ow));
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t o = 0; o < g.o; ++o) {
+      std::fill(acc.begin(), acc.end(), bias ? static_cast<double>(bias[o]) : 0.0);
+      for (int64_t c = 0; c < g.c; ++c)
+        for (int64_t i = 0; i < 3; ++i)
+          for (int64_t j = 0; j < 3; ++j) {
+            const double wv = w[static_cast<size_t>(((o * g.c + c) * 3 + i) * 3 + j)];
+            const float* xc = x.data() + (n * g.c + c) * g.h * g.w;
+            // Output columns whose input column ow - pad + j lies in [0, W).
+            const int64_t lo = std::max<int64_t>(0, g.pad_w - j), hi = std::min(g.ow, g.w + g.pad_w - j);
+            for (int64_t oh = 0; oh < g.oh; ++oh) {
+              const int64_t ih = oh - g.pad_h + i;
+              if (ih < 0 || ih >= g.h) continue;
+              const float* row = xc + ih * g.w - g.pad_w + j;
+              double* out = acc.data() + oh * g.ow;
+              for (int64_t ow = lo; ow < hi; ++ow) out[ow] += wv * row[ow];
+            }
+          }
+      double* dst = y.data() + (n * g.o + o) * g.oh * g.ow;
+      for (size_t k = 0; k < acc.size(); ++k) dst[k] = relu ? std::max(acc[k], 0.0) : acc[k];
+    }
+  return y;
+}
+
+// dx = d conv / d x applied to dy, direct (the adjoint of the forward loops), in float64.
+std::vector<double> ref_backward_input(const std::vector<float>& dy, const std::vector<float>& w,
+                                       const Conv2dGeometry& g) {
+  std::vector<double> dx(static_cast<size_t>(g.n * g.c * g.h * g.w), 0.0);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t o = 0; o < g.o; ++o)
+      for (int64_t c = 0; c < g.c; ++c)
+        for (int64_t i = 0; i < 3; ++i)
+          for (int64_t j = 0; j < 3; ++j) {
+            const double wv = w[static_cast<size_t>(((o * g.c + c) * 3 + i) * 3 + j)];
+            const float* dyo = dy.data() + (n * g.o + o) * g.oh * g.ow;
+            double* dxc = dx.data() + (n * g.c + c) * g.h * g.w;
+            const int64_t lo = std::max<int64_t>(0, g.pad_w - j), hi = std::min(g.ow, g.w + g.pad_w - j);
+            for (int64_t oh = 0; oh < g.oh; ++oh) {
+              const int64_t ih = oh - g.pad_h + i;
+              if (ih < 0 || ih >= g.h) continue;
+              double* row = dxc + ih * g.w - g.pad_w + j;
+              const float* in = dyo + oh * g.ow;
+              for (int64_t ow = lo; ow < hi; ++ow) row[ow] += wv * in[ow];
+            }
+          }
+  return dx;
+}
+
+// max|y - ref| / max|ref| (the absolute error when ref is all zero).
+double relative_error(const std::vector<float>& y, const std::vector<double>& ref) {
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    err = std::max(err, std::abs(static_cast<double>(y[i]) - ref[i]));
+    scale = std::max(scale, std::abs(ref[i]));
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+struct Result {
+  double forward, backward;
+};
+
+// Runs both passes on random data from `seed` and returns their relative errors.
+Result check(const Conv2dGeometry& g, bool bias, bool relu, uint32_t seed) {
+  const auto x = random_vector(static_cast<size_t>(g.n * g.c * g.h * g.w), seed);
+  // PyTorch's default init scale (kaiming uniform ~ 1/sqrt(fan_in)) keeps outputs O(1).
+  const auto w = random_vector(static_cast<size_t>(g.o * g.c * 9), seed + 1, 1.0f / std::sqrt(9.0f * g.c));
+  const auto b = random_vector(static_cast<size_t>(g.o), seed + 2);
+  const auto dy = random_vector(static_cast<size_t>(g.n * g.o * g.oh * g.ow), seed + 3);
+  // Poisoned outputs: both passes must overwrite every element.
+  std::vector<float> y(static_cast<size_t>(g.n * g.o * g.oh * g.ow), std::nanf(""));
+  std::vector<float> dx(x.size(), std::nanf(""));
+  cpu::winograd_conv2d_forward(x.data(), w.data(), bias ? b.data() : nullptr, relu, y.data(), g);
+  cpu::winograd_conv2d_backward_input(dy.data(), w.data(), dx.data(), g);
+  return {relative_error(y, ref_forward(x, w, bias ? b.data() : nullptr, relu, g)),
+          relative_error(dx, ref_backward_input(dy, w, g))};
+}
+
+std::string describe(const Conv2dGeometry& g) {
+  char s[160];
+  std::snprintf(s, sizeof s, "N=%lld C=%lld O=%lld HxW=%lldx%lld pad=%lld", static_cast<long long>(g.n),
+                static_cast<long long>(g.c), static_cast<long long>(g.o), static_cast<long long>(g.h),
+                static_cast<long long>(g.w), static_cast<long long>(g.pad_h));
+  return s;
+}
+
+// Every H, W in {1, 2, 3, 5, 7, 13, 17} with paddings 0..2 (where the output is not empty); the
+// channel counts, batch, bias and ReLU cycle through {1, 3, 64, 70}, 1..3, on/off.
+TEST(WinogradConv, OddSizesAllPaddings) {
+  const int64_t sizes[] = {1, 2, 3, 5, 7, 13, 17};
+  const int64_t channels[] = {1, 3, 64, 70};
+  int64_t index = 0;
+  double worst = 0;
+  for (int64_t pad = 0; pad <= 2; ++pad)
+    for (int64_t h : sizes)
+      for (int64_t w : sizes) {
+        if (h + 2 * pad - 2 < 1 || w + 2 * pad - 2 < 1) continue;
+        const int64_t k = index++;
+        const int64_t c = channels[k % 4], o = channels[(k / 4 + k) % 4];
+        // Keep the big-channel cases on small images.
+        const int64_t n = (c >= 64 && o >= 64 && h * w > 50) ? 1 : 1 + k % 3;
+        const auto g = geometry(n, c, o, h, w, pad);
+        const Result r = check(g, k % 2 == 0, k % 3 == 0, static_cast<uint32_t>(100 + k));
+        EXPECT_LE(r.forward, 1e-5) << describe(g);
+        EXPECT_LE(r.backward, 1e-5) << describe(g);
+        worst = std::max({worst, r.forward, r.backward});
+      }
+  EXPECT_GT(index, 100);
+  std::printf("[ odd sizes: %lld cases, max relative error %.3g ]\n", static_cast<long long>(index), worst);
+}
+
+
+struct VggLayer {
+  int64_t c, o, size;
+};
+// VGG16's distinct conv layers (3x3, padding 1), C -> O at size x size.
+const VggLayer kVgg16[] = {{3, 64, 224},    {64, 64, 224},   {64, 128, 112}, {128, 128, 112}, {128, 256, 56},
+                           {256, 256, 56},  {256, 512, 28},  {512, 512, 28}, {512, 512, 14}};
+
+// The channel counts of every VGG16 layer at batch 1, on images cropped to keep the test fast (the
+// reference and, until the packed GEMM lands, the GEMM are plain loops): 20x24 up to 128 channels,
+// 16x20 at 256, 14x14 at 512 (the last block's true size). The bound: relative error <= 1e-4.
+TEST(WinogradConv, Vgg16LayerShapes) {
+  double worst = 0;
+  for (size_t i = 0; i < std::size(kVgg16); ++i) {
+    const VggLayer& l = kVgg16[i];
+    const int64_t big = std::max(l.c, l.o);
+    const int64_t h = std::min<int64_t>(l.size, big <= 128 ? 20 : big <= 256 ? 16 : 14);
+    const int64_t w = std::min<int64_t>(l.size, big <= 128 ? 24 : big <= 256 ? 20 : 14);
+    const auto g = geometry(1, l.c, l.o, h, w, 1);
+    const Result r = check(g, true, i % 2 == 1, static_cast<uint32_t>(7 + i));
+    EXPECT_LE(r.forward, 1e-4) << describe(g);
+    EXPECT_LE(r.backward, 1e-4) << describe(g);
+    worst = std::max({worst, r.forward, r.backward});
+    std::printf("[ VGG16 %lld->%lld (%lldx%lld of %lld): forward %.3g, backward input %.3g ]\n",
+                static_cast<long long>(l.c), static_cast<long long>(l.o), static_cast<long long>(h),
+                static_cast<long long>(w), static_cast<long long>(l.size), r.forward, r.backward);
+  }
+  std::printf("[ VGG16 shapes: max relative error %.3g ]\n", worst);
+}
+
+// Enough tiles for several blocks per call: blocks cross tile rows and images, the threads take
+// blocks of their own. Then the same on one thread, and inside a parallel region (serial there).
+TEST(WinogradConv, ManyTilesAcrossImagesAndThreads) {
+  const auto g = geometry(3, 64, 72, 30, 34, 1);
+  const Result threaded = check(g, true, true, 42);
+  EXPECT_LE(threaded.forward, 1e-5);
+  EXPECT_LE(threaded.backward, 1e-5);
+
+  const int threads = get_num_threads();
+  set_num_threads(1);
+  const Result serial = check(g, true, false, 43);
+  set_num_threads(threads);
+  EXPECT_LE(serial.forward, 1e-5);
+  EXPECT_LE(serial.backward, 1e-5);
+
+  Result inner[2] = {{1, 1}, {1, 1}};
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    if (t < 2) inner[t] = check(geometry(1 + t, 64, 64, 17 + t, 19, 1), t == 0, t == 1, 50u + t);
+  }
+  for (const Result& r : inner) {
+    EXPECT_LE(r.forward, 1e-5);
+    EXPECT_LE(r.backward, 1e-5);
+  }
+}
+
+// Few tiles, many channels: the threads share the input transform and split the output channels.
+TEST(WinogradConv, FewTilesManyChannels) {
+  for (int64_t pad = 0; pad <= 2; ++pad) {
+    const auto g = geometry(1, 128, 160, 9, 11, pad);
+    const Result r = check(g, true, pad == 1, static_cast<uint32_t>(60 + pad));
+    EXPECT_LE(r.forward, 1e-5) << describe(g);
+    EXPECT_LE(r.backward, 1e-5) << describe(g);
+  }
+}
+
+// The portable transforms (what runs on CPUs without AVX2/FMA) on a few edge cases.
+TEST(WinogradConv, PortableKernels) {
+  cpu::winograd_use_portable_kernels(true);
+  double worst = 0;
+  for (int64_t pad = 0; pad <= 2; ++pad) {
+    for (const auto& g : {geometry(2, 5, 7, 13, 17, pad), geometry(1, 64, 70, 17, 37, pad), geometry(3, 3, 1, 5, 3, pad)}) {
+      const Result r = check(g, pad != 1, pad == 2, static_cast<uint32_t>(70 + pad));
+      EXPECT_LE(r.forward, 1e-5) << describe(g);
+      EXPECT_LE(r.backward, 1e-5) << describe(g);
+      worst = std::max({worst, r.forward, r.backward});
+    }
+  }
+  cpu::winograd_use_portable_kernels(false);
+  std::printf("[ portable kernels: max relative error %.3g ]\n", worst);
+}
+
+TEST(WinogradConv, ApplicableDecisions) {
+  for (const VggLayer& l : kVgg16) {
+    const auto g = geometry(8, l.c, l.o, l.size, l.size, 1);
+    EXPECT_EQ(cpu::winograd_applicable(g), l.c >= cpu::kWinogradMinChannels) << describe(g);
+  }
+  const auto base = geometry(1, 64, 64, 28, 28, 1);
+  EXPECT_TRUE(cpu::winograd_applicable(base));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 64, 64, 28, 28, 0)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 64, 64, 28, 28, 2)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(1, 64, 64, 28, 28, 3)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(1, cpu::kWinogradMinChannels - 1, 64, 28, 28, 1)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(1, 64, cpu::kWinogradMinChannels - 1, 28, 28, 1)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(1, 3, 64, 224, 224, 1)));
+  // Tiny images: 4x4 tiles mostly padding.
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(8, 512, 512, 1, 1, 1)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(8, 512, 512, 2, 2, 1)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(8, 512, 512, 5, 5, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(8, 512, 512, 7, 7, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 64, 64, 3, 3, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 16, 16, 4, 4, 1)));
+  // Big weights (36*C*O floats > 4 MiB) need enough outputs to amortise their transform.
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(1, 512, 512, 14, 14, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(2, 512, 512, 14, 14, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 512, 512, 28, 28, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 128, 128, 14, 14, 1)));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(8, 256, 256, 4, 4, 1)));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(8, 64, 64, 4, 4, 1)));
+  // Not a 3x3 stride-1 kernel.
+  auto g = base;
+  g.stride_h = g.stride_w = 2, g.oh = g.ow = 14;
+  EXPECT_FALSE(cpu::winograd_applicable(g));
+  g = base;
+  g.kh = g.kw = 1, g.pad_h = g.pad_w = 0;
+  EXPECT_FALSE(cpu::winograd_applicable(g));
+  g = base;
+  g.kh = g.kw = 5, g.pad_h = g.pad_w = 2;
+  EXPECT_FALSE(cpu::winograd_applicable(g));
+  g = base;
+  g.kw = 1, g.pad_w = 0;
+  EXPECT_FALSE(cpu::winograd_applicable(g));
+}
+
+TEST(WinogradConv, RejectsOtherGeometries) {
+  std::vector<float> buf(64 * 64 * 9 * 4, 0.0f);
+  auto g = geometry(1, 4, 4, 8, 8, 1);
+  g.stride_h = 2, g.oh = 4;
+  EXPECT_THROW(cpu::winograd_conv2d_forward(buf.data(), buf.data(), nullptr, false, buf.data(), g), Error);
+  g = geometry(1, 4, 4, 8, 8, 3);
+  EXPECT_THROW(cpu::winograd_conv2d_backward_input(buf.data(), buf.data(), buf.data(), g), Error);
+}
+
+}  // namespace
+}  // namespace nn::test
