@@ -89,6 +89,31 @@ std::vector<double> ref_backward_input(const std::vector<float>& dy, const std::
   return dx;
 }
 
+// dw[o][c][i][j] = sum_{n,oh,ow} dy[n][o][oh][ow] * x[n][c][oh+i-pad][ow+j-pad], direct, in float64.
+std::vector<double> ref_backward_weight(const std::vector<float>& dy, const std::vector<float>& x,
+                                        const Conv2dGeometry& g) {
+  std::vector<double> dw(static_cast<size_t>(g.o * g.c * 9), 0.0);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t o = 0; o < g.o; ++o)
+      for (int64_t c = 0; c < g.c; ++c)
+        for (int64_t i = 0; i < 3; ++i)
+          for (int64_t j = 0; j < 3; ++j) {
+            const float* dyo = dy.data() + (n * g.o + o) * g.oh * g.ow;
+            const float* xc = x.data() + (n * g.c + c) * g.h * g.w;
+            const int64_t lo = std::max<int64_t>(0, g.pad_w - j), hi = std::min(g.ow, g.w + g.pad_w - j);
+            double sum = 0;
+            for (int64_t oh = 0; oh < g.oh; ++oh) {
+              const int64_t ih = oh - g.pad_h + i;
+              if (ih < 0 || ih >= g.h) continue;
+              const float* row = xc + ih * g.w - g.pad_w + j;
+              const float* d = dyo + oh * g.ow;
+              for (int64_t ow = lo; ow < hi; ++ow) sum += static_cast<double>(d[ow]) * row[ow];
+            }
+            dw[static_cast<size_t>(((o * g.c + c) * 3 + i) * 3 + j)] += sum;
+          }
+  return dw;
+}
+
 // max|y - ref| / max|ref| (the absolute error when ref is all zero).
 double relative_error(const std::vector<float>& y, const std::vector<double>& ref) {
   double err = 0, scale = 0;
@@ -117,6 +142,15 @@ Result check(const Conv2dGeometry& g, bool bias, bool relu, uint32_t seed) {
   cpu::winograd_conv2d_backward_input(dy.data(), w.data(), dx.data(), g);
   return {relative_error(y, ref_forward(x, w, bias ? b.data() : nullptr, relu, g)),
           relative_error(dx, ref_backward_input(dy, w, g))};
+}
+
+// Runs the backward-weight pass on random x ~ N(0,1), dy ~ N(0,1) and returns its relative error.
+double check_weight(const Conv2dGeometry& g, uint32_t seed) {
+  const auto x = random_vector(static_cast<size_t>(g.n * g.c * g.h * g.w), seed);
+  const auto dy = random_vector(static_cast<size_t>(g.n * g.o * g.oh * g.ow), seed + 3);
+  std::vector<float> dw(static_cast<size_t>(g.o * g.c * 9), std::nanf(""));  // must be overwritten
+  cpu::winograd_conv2d_backward_weight(dy.data(), x.data(), dw.data(), g);
+  return relative_error(dw, ref_backward_weight(dy, x, g));
 }
 
 std::string describe(const Conv2dGeometry& g) {
@@ -235,6 +269,76 @@ TEST(WinogradConv, PortableKernels) {
   std::printf("[ portable kernels: max relative error %.3g ]\n", worst);
 }
 
+// Backward weight on every H, W in {1, 2, 3, 5, 7, 13} with paddings 0..2; channels cycle through
+// {1, 3, 16, 70}, batch through 1..3.
+TEST(WinogradConv, BackwardWeightOddSizes) {
+  const int64_t sizes[] = {1, 2, 3, 5, 7, 13};
+  const int64_t channels[] = {1, 3, 16, 70};
+  int64_t index = 0;
+  double worst = 0;
+  for (int64_t pad = 0; pad <= 2; ++pad)
+    for (int64_t h : sizes)
+      for (int64_t w : sizes) {
+        if (h + 2 * pad - 2 < 1 || w + 2 * pad - 2 < 1) continue;
+        const int64_t k = index++;
+        const int64_t c = channels[k % 4], o = channels[(k / 4 + k) % 4];
+        const auto g = geometry(1 + k % 3, c, o, h, w, pad);
+        const double err = check_weight(g, static_cast<uint32_t>(300 + k));
+        EXPECT_LE(err, 1e-4) << describe(g);
+        worst = std::max(worst, err);
+      }
+  EXPECT_GT(index, 70);
+  std::printf("[ backward weight, odd sizes: %lld cases, max relative error %.3g ]\n", static_cast<long long>(index),
+              worst);
+}
+
+// VGG16's channel counts, images cropped (the float64 reference is slow), batch 2 (the sum runs
+// over images too).
+TEST(WinogradConv, BackwardWeightVgg16LayerShapes) {
+  double worst = 0;
+  for (size_t i = 0; i < std::size(kVgg16); ++i) {
+    const VggLayer& l = kVgg16[i];
+    const int64_t big = std::max(l.c, l.o);
+    const int64_t h = std::min<int64_t>(l.size, big <= 128 ? 20 : big <= 256 ? 12 : 7);
+    const int64_t w = std::min<int64_t>(l.size, big <= 128 ? 24 : big <= 256 ? 12 : 8);
+    const auto g = geometry(2, l.c, l.o, h, w, 1);
+    const double err = check_weight(g, static_cast<uint32_t>(400 + i));
+    EXPECT_LE(err, 1e-4) << describe(g);
+    worst = std::max(worst, err);
+    std::printf("[ VGG16 %lld->%lld (2 x %lldx%lld of %lld): backward weight %.3g ]\n", static_cast<long long>(l.c),
+                static_cast<long long>(l.o), static_cast<long long>(h), static_cast<long long>(w),
+                static_cast<long long>(l.size), err);
+  }
+  std::printf("[ VGG16 shapes, backward weight: max relative error %.3g ]\n", worst);
+}
+
+// The threading paths of the backward-weight pass: many tiles (blocks per thread, private
+// accumulators summed at the end), few tiles (blocks split over channels), one thread, inside a
+// parallel region; and the portable transforms.
+TEST(WinogradConv, BackwardWeightThreadsAndPortable) {
+  const Conv2dGeometry many = geometry(3, 32, 40, 30, 34, 1), few = geometry(1, 128, 160, 9, 11, 0);
+  EXPECT_LE(check_weight(many, 500), 1e-4);
+  EXPECT_LE(check_weight(few, 501), 1e-4);
+  const int threads = get_num_threads();
+  set_num_threads(1);
+  EXPECT_LE(check_weight(many, 502), 1e-4);
+  set_num_threads(threads);
+  double inner[2] = {1, 1};
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    if (t < 2) inner[t] = check_weight(geometry(1 + t, 32, 24, 17 + t, 19, 1), 510u + t);
+  }
+  EXPECT_LE(inner[0], 1e-4);
+  EXPECT_LE(inner[1], 1e-4);
+  cpu::winograd_use_portable_kernels(true);
+  for (int64_t pad = 0; pad <= 2; ++pad) {
+    EXPECT_LE(check_weight(geometry(2, 5, 7, 13, 17, pad), 520u + pad), 1e-4);
+    EXPECT_LE(check_weight(geometry(1, 20, 18, 17, 37, pad), 530u + pad), 1e-4);
+  }
+  cpu::winograd_use_portable_kernels(false);
+}
+
 TEST(WinogradConv, ApplicableDecisions) {
   for (const VggLayer& l : kVgg16) {
     const auto g = geometry(8, l.c, l.o, l.size, l.size, 1);
@@ -262,6 +366,11 @@ TEST(WinogradConv, ApplicableDecisions) {
   EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 128, 128, 14, 14, 1)));
   EXPECT_FALSE(cpu::winograd_applicable(geometry(8, 256, 256, 4, 4, 1)));
   EXPECT_TRUE(cpu::winograd_applicable(geometry(8, 64, 64, 4, 4, 1)));
+  // The backward-weight pass follows the same rule.
+  for (const auto& gg : {base, geometry(1, 3, 64, 224, 224, 1), geometry(8, 512, 512, 2, 2, 1),
+                         geometry(1, 512, 512, 14, 14, 1), geometry(8, 512, 512, 7, 7, 1),
+                         geometry(32, 16, 16, 128, 128, 1)})
+    EXPECT_EQ(cpu::winograd_backward_weight_applicable(gg), cpu::winograd_applicable(gg)) << describe(gg);
   // Not a 3x3 stride-1 kernel.
   auto g = base;
   g.stride_h = g.stride_w = 2, g.oh = g.ow = 14;
@@ -284,6 +393,7 @@ TEST(WinogradConv, RejectsOtherGeometries) {
   EXPECT_THROW(cpu::winograd_conv2d_forward(buf.data(), buf.data(), nullptr, false, buf.data(), g), Error);
   g = geometry(1, 4, 4, 8, 8, 3);
   EXPECT_THROW(cpu::winograd_conv2d_backward_input(buf.data(), buf.data(), buf.data(), g), Error);
+  EXPECT_THROW(cpu::winograd_conv2d_backward_weight(buf.data(), buf.data(), buf.data(), g), Error);
 }
 
 }  // namespace

@@ -598,6 +598,14 @@ TEST(Module, SequentialFusedConvReluMatchesSeparateModules) {
   EXPECT_EQ(fused_dx, x.grad().to_vector<float>());
   EXPECT_EQ(fused_dw, conv->weight().grad().to_vector<float>());
   EXPECT_EQ(fused_db, conv->bias().grad().to_vector<float>());
+  // A range: the prefix [0, 2) fuses too; [2, 3) is the pool alone; a bad range is an error.
+  {
+    NoGradGuard no_grad;
+    Tensor prefix = seq.forward_range(x, 0, 2);
+    EXPECT_EQ(seq.forward_range(prefix, 2, 3).to_vector<float>(), fused_y);
+    EXPECT_EQ(seq.forward_range(x, 0, 0).to_vector<float>(), x.to_vector<float>());
+    EXPECT_THROW(seq.forward_range(x, 2, 4), Error);
+  }
   // Some outputs were clamped, some not: the mask mattered.
   EXPECT_GT(std::count(fused_y.begin(), fused_y.end(), 0.0f), 0);
   EXPECT_LT(std::count(fused_y.begin(), fused_y.end(), 0.0f), static_cast<long>(fused_y.size()));

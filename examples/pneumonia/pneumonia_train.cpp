@@ -258,15 +258,11 @@ int run(const Config& cfg_in) {
 
   // The frozen prefix, applied once per image and view in transfer modes.
   auto frozen_forward = [&](const Tensor& x) {
-    Tensor h = x;
-    for (int64_t i = 0; i < frozen_modules; ++i) h = (*model->features())[static_cast<size_t>(i)]->forward(h);
-    return h;
+    return model->features()->forward_range(x, 0, static_cast<size_t>(frozen_modules));
   };
   auto trainable_forward = [&](const Tensor& h) {
-    Tensor y = h;
-    for (size_t i = static_cast<size_t>(frozen_modules); i < model->features()->size(); ++i)
-      y = (*model->features())[i]->forward(y);
-    return model->forward_head(y);
+    return model->forward_head(
+        model->features()->forward_range(h, static_cast<size_t>(frozen_modules), model->features()->size()));
   };
 
   const nn::data::AugmentOptions augment = cfg.augment;

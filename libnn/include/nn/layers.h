@@ -159,6 +159,9 @@ class Sequential : public Module {
     return register_module(std::to_string(size()), std::move(module));
   }
   Tensor forward(const Tensor& x) override;
+  // Runs only the children [begin, end) (e.g. a frozen prefix, then the rest); a Conv2d followed by
+  // a ReLU inside the range runs as one fused conv (Conv2d::forward_relu).
+  Tensor forward_range(const Tensor& x, size_t begin, size_t end);
 
   size_t size() const { return submodules().size(); }
   std::shared_ptr<Module> operator[](size_t index) const;

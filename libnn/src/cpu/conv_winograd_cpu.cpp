@@ -68,6 +68,40 @@
 // 512, batch 1, cropped images) <= 8e-6 forward, <= 1.2e-5 backward input; 3-9e-6 on the odd sizes
 // with up to 70 channels. The bound asserted on VGG16 shapes is the 1e-4. (A float32
 // simulation with points 0, +-1, +-1/2, infinity gave the same error within 10%.)
+//
+// BACKWARD WEIGHT (winograd_conv2d_backward_weight). With V[p] (C x T) the forward's input
+// transform of x (the same code) and dM[p] (O x T) = A dY A^T per tile, the adjoint of the output
+// transform (dY = the tile's 4x4 of dy, zero outside the output; A = (A^T)^T above):
+//   dU[p] (O x C) = sum over all tiles  dM[p] V[p]^T,     dw(o,c) = G^T dU(o,c) G (3x3),
+// the adjoint of U = G g G^T. Per block of T tiles: input transform into V[36][C][ld], dY transform
+// into M[36][O][ld] (vertical A along whole rows, then 8 tiles per SIMD group through a 4x8
+// transpose; AVX2 and portable), then 36 sgemm with beta = 1 (beta = 0 for a thread's first block)
+// into dU[36][O][C], V[p]^T a transposed view (row stride 1) that the GEMM packs with its 8x8 AVX
+// transpose; the GEMM's depth is the block's exact tile count, so the transforms' scratch columns
+// past it are never read. At the end G^T . G per (o, c), 8 input channels per step, the threads'
+// accumulators summed on the way, parallel over o.
+// Threads: many tiles: contiguous runs of blocks per thread, each thread with a private dU
+// (36*O*C floats: 38 MB per thread at 512 -> 512 channels, 2.4 MB at 128 -> 128) in its
+// thread_local workspace (grows only). Few tiles for the accumulator's size (fewer than 2 blocks
+// per thread when O*C > 128*128, or fewer than kMinBlockTiles per thread): blocks of up to 256
+// tiles one after the other, each split over C for the input transform and over O for the dY
+// transform and the products, into one shared dU (no reduction). Block size T: every block reads
+// and writes the thread's whole dU, so T = 64 up to 128x128 channels, 128 up to 128x256, 256 (the
+// GEMM's KC) above (measured, 2 threads: 512 -> 512 at 28x28, batch 8: T = 64 173 ms, 256 117
+// ms; 64 -> 64 at 224: 64 128 ms, 256 254 ms; 512 at 28 with the shared-dU split: 105 ms).
+// Cost: GEMMs 2 * 36 * O * C * P FLOPs (the im2col path: 2 * 144 * O * C * P), transforms of x
+// and dy as in the forward (~150 and ~100 FLOPs per tile and channel), dU traffic 36*O*C*8 bytes
+// per block, the final G^T . G ~100 FLOPs per (o, c) per accumulator.
+// Measured (one shared 2-core AMD EPYC, 2 threads, best of 4, per call; im2col + GEMM -> Winograd):
+//   batch 32: 16->16@128 38.8 -> 25.5 ms, 16->32@64 16.2 -> 11.2, 32->32@64 30.6 -> 16.1,
+//   32->64@32 13.0 -> 7.8, 64->64@32 25.9 -> 12.5, 64->128@16 11.8 -> 8.0, 128->128@16 23.9 ->
+//   15.3, 128->128@8 8.0 -> 5.0 (1.45-2.1x); batch 8, VGG16: 64->64@224 280 -> 126, 128->128@112
+//   275 -> 153, 256->256@56 322 -> 109, 512->512@28 270 -> 100, 512->512@14 72 -> 42 (1.7-2.9x).
+//   Where it loses (winograd_backward_weight_applicable, the forward's rule, rejects them all):
+//   3->64@224 0.43x, 8->16@64 0.94x, 2x2 images 0.49x, 512->512@14 batch 1 0.48x.
+// Error (tests, float64 direct reference, x, dy ~ N(0,1)): max|dw - ref| / max|ref| <= 4.7e-6 on
+// VGG16's channel counts (batch 2, cropped images), <= 2.8e-6 on the odd sizes (H, W in {1, 2, 3,
+// 5, 7, 13}, padding 0..2, batch 1..3, up to 70 channels); asserted <= 1e-4.
 #include "cpu/conv_winograd_cpu.h"
 
 #include <omp.h>
@@ -106,6 +140,8 @@ constexpr int64_t kGemmColumns = 16;  // the GEMM micro-kernel's width (a partia
 // slower.
 constexpr int64_t kBlockTiles = 64;
 constexpr int64_t kMinBlockTiles = 32;
+// The backward-weight pass's deepest blocks (its GEMMs' depth; the GEMM's KC).
+constexpr int64_t kMaxWgradBlockTiles = 256;
 // Below this many GEMM FLOPs a call runs on the calling thread.
 constexpr int64_t kParallelFlops = int64_t{1} << 23;
 
@@ -141,7 +177,7 @@ void for_each_run(const Problem& P, int64_t t0, int64_t t1, const F& f) {
 
 // This thread's scratch buffers (they only grow).
 struct Workspace {
-  std::vector<float> v, m, rows, zeros, u;
+  std::vector<float> v, m, rows, zeros, u, du;
 };
 Workspace& workspace() {
   thread_local Workspace ws;
@@ -289,6 +325,42 @@ NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias,
     }
 }
 
+// ---- output-gradient transform (backward weight): dM = A dY A^T, the adjoint of A^T . A ----
+
+// The 6 points A y for the 4 values y0..y3 (one column or row of a 4x4 output tile).
+template <typename T>
+NN_INLINE void dy_1d(T y0, T y1, T y2, T y3, T* m, int64_t stride) {
+  const T e = y0 + y2, f = y1 + y3, g = y0 + 4.0f * y2, h = 2.0f * y1 + 8.0f * y3;
+  m[0 * stride] = y0;
+  m[1 * stride] = e + f;
+  m[2 * stride] = e - f;
+  m[3 * stride] = g + h;
+  m[4 * stride] = g - h;
+  m[5 * stride] = y3;
+}
+
+// Vertical pass: rows t[i] (stride wb) = sum_a A[i][a] * dy_a over columns [0, wb), where dy row a
+// holds columns [0, hi) at d[a][0 ..] and zeros beyond (past the output, or past the run).
+NN_INLINE void dy_vertical(const float* const d[4], int64_t hi, int64_t wb, float* t) {
+  for (int i = 0; i < 6; ++i) std::fill(t + i * wb + hi, t + (i + 1) * wb, 0.0f);
+  const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3];
+#pragma GCC ivdep
+  for (int64_t k = 0; k < hi; ++k) dy_1d(d0[k], d1[k], d2[k], d3[k], t + k, wb);
+}
+
+// Horizontal pass for 8 tiles (portable): the 6 rows at t (stride wb), tile k at columns 4k .. 4k+3;
+// point (i, j) of the 8 tiles is stored at m + (6i + j) * pstride.
+NN_INLINE void dy_group_generic(const float* t, int64_t wb, float* m, int64_t pstride) {
+  for (int i = 0; i < 6; ++i) {
+    const float* row = t + i * wb;
+    float s[4][kLanes];
+    for (int j = 0; j < 4; ++j)
+      for (int k = 0; k < kLanes; ++k) s[j][k] = row[4 * k + j];
+    float* mi = m + 6 * i * pstride;
+    for (int k = 0; k < kLanes; ++k) dy_1d(s[0][k], s[1][k], s[2][k], s[3][k], mi + k, pstride);
+  }
+}
+
 #if NN_WINOGRAD_X86
 // Transposes 32 floats p[0..32) = 8 groups of 4 into s[j] = {p[4k + j] : k < 8}, j < 4.
 NN_AVX2_FN NN_INLINE void transpose_8x4(const float* p, __m256& s0, __m256& s1, __m256& s2, __m256& s3) {
@@ -380,6 +452,23 @@ NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, flo
     _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
   }
 }
+
+NN_AVX2_FN NN_INLINE void dy_group_avx2(const float* t, int64_t wb, float* m, int64_t pstride) {
+  const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), eight = _mm256_set1_ps(8.0f);
+  for (int i = 0; i < 6; ++i) {
+    __m256 s0, s1, s2, s3;
+    transpose_8x4(t + i * wb, s0, s1, s2, s3);
+    const __m256 e = _mm256_add_ps(s0, s2), f = _mm256_add_ps(s1, s3);
+    const __m256 g = _mm256_fmadd_ps(four, s2, s0), h = _mm256_fmadd_ps(eight, s3, _mm256_mul_ps(two, s1));
+    float* mi = m + 6 * i * pstride;
+    _mm256_storeu_ps(mi, s0);
+    _mm256_storeu_ps(mi + pstride, _mm256_add_ps(e, f));
+    _mm256_storeu_ps(mi + 2 * pstride, _mm256_sub_ps(e, f));
+    _mm256_storeu_ps(mi + 3 * pstride, _mm256_add_ps(g, h));
+    _mm256_storeu_ps(mi + 4 * pstride, _mm256_sub_ps(g, h));
+    _mm256_storeu_ps(mi + 5 * pstride, s3);
+  }
+}
 #endif
 
 // ---- per (run, channel) drivers, in a portable and an AVX2 version ----
@@ -403,6 +492,14 @@ struct OutputArgs {
   int64_t cols;      // valid columns from 4tw (1 .. 4 len)
 };
 
+struct DyArgs {
+  const float* d[4];  // the four dy rows at the run's first column (zeros for rows past the output)
+  int64_t hi, wb, groups;  // valid columns; row width (32 * groups); groups of 8 tiles
+  float* t;                // 6 * wb scratch
+  float* m;                // dM + o * ld + run.b
+  int64_t pstride;         // point stride of dM
+};
+
 NN_INLINE void store_group(const float* tile, const OutputArgs& a, int64_t g) {
   // tile[r * 32 + col]: 4 rows of the 8 tiles' 32 columns.
   const int64_t c = std::min<int64_t>(32, a.cols - 32 * g);
@@ -422,10 +519,20 @@ void output_run_generic(const OutputArgs& a) {
   }
 }
 
+void dy_run_generic(const DyArgs& a) {
+  dy_vertical(a.d, a.hi, a.wb, a.t);
+  for (int64_t g = 0; g < a.groups; ++g) dy_group_generic(a.t + 32 * g, a.wb, a.m + kLanes * g, a.pstride);
+}
+
 #if NN_WINOGRAD_X86
 NN_AVX2_FN void input_run_avx2(const InputArgs& a) {
   input_vertical(a.d, a.lo, a.hi, a.wb, a.t);
   for (int64_t g = 0; g < a.groups; ++g) input_group_avx2(a.t + 32 * g, a.wb, a.v + kLanes * g, a.pstride);
+}
+
+NN_AVX2_FN void dy_run_avx2(const DyArgs& a) {
+  dy_vertical(a.d, a.hi, a.wb, a.t);
+  for (int64_t g = 0; g < a.groups; ++g) dy_group_avx2(a.t + 32 * g, a.wb, a.m + kLanes * g, a.pstride);
 }
 
 NN_AVX2_FN void output_run_avx2(const OutputArgs& a) {
@@ -454,14 +561,15 @@ struct Kernels {
   void (*input_run)(const InputArgs&);
   void (*output_run)(const OutputArgs&);
   void (*weight_cols)(const float*, int64_t, int64_t, bool, float*, int64_t, int64_t);
+  void (*dy_run)(const DyArgs&);
 };
 
 std::atomic<bool> force_portable{false};
 
 const Kernels& kernels() {
-  static const Kernels portable{input_run_generic, output_run_generic, weight_cols_generic};
+  static const Kernels portable{input_run_generic, output_run_generic, weight_cols_generic, dy_run_generic};
 #if NN_WINOGRAD_X86
-  static const Kernels avx2{input_run_avx2, output_run_avx2, weight_cols_avx2};
+  static const Kernels avx2{input_run_avx2, output_run_avx2, weight_cols_avx2, dy_run_avx2};
   static const bool has_avx2 = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -651,6 +759,175 @@ void run_winograd(const Problem& P, const float* w, bool backward) {
   });
 }
 
+// ---- backward weight ----
+
+// Transforms output channels [o0, o1) of the output-gradient tiles [t0, t1) (dy laid out like
+// P.out) into dM (rows o - m_row0, row stride ld, point stride pm). Tiles past the run's end in its
+// last group of 8 come out zero.
+void transform_dy(const Problem& P, const float* dy, int64_t t0, int64_t t1, int64_t o0, int64_t o1, float* dM,
+                  int64_t m_row0, int64_t ld, int64_t pm) {
+  Workspace& ws = workspace();
+  const Kernels& K = kernels();
+  for_each_run(P, t0, t1, [&](const Run& run) {
+    DyArgs a;
+    a.groups = ceil_div(run.len, kLanes);
+    a.wb = 32 * a.groups;
+    a.hi = std::min(P.ow - 4 * run.tw, 4 * run.len);
+    a.t = grow(ws.rows, 6 * a.wb);
+    a.pstride = pm;
+    const float* zeros = grow(ws.zeros, a.wb);
+    const int64_t rows = std::min<int64_t>(4, P.oh - 4 * run.th);
+    for (int64_t o = o0; o < o1; ++o) {
+      const float* first = dy + ((run.img * P.cout + o) * P.oh + 4 * run.th) * P.ow + 4 * run.tw;
+      for (int r = 0; r < 4; ++r) a.d[r] = r < rows ? first + r * P.ow : zeros;
+      a.m = dM + (o - m_row0) * ld + run.b;
+      K.dy_run(a);
+    }
+  });
+}
+
+// dU[p] (rows o0..o1 of O x C, row stride C) (+)= dM[p] (o1-o0 x n) * V[p]^T (n x C), p < 36.
+void point_products_wgrad(int64_t rows, int64_t C, int64_t n, const float* dM, int64_t pm, const float* V, int64_t pv,
+                          int64_t ld, float* dU, int64_t du_point, bool accumulate) {
+  GemmEpilogue e;
+  e.beta = accumulate ? 1.0f : 0.0f;
+  for (int p = 0; p < kPoints; ++p)
+    sgemm(rows, C, n, MatrixRef{dM + p * pm, ld, 1}, MatrixRef{V + p * pv, 1, ld}, dU + p * du_point, C, e);
+}
+
+// dw[o][c] = G^T (sum_k acc[k][.][o][c]) G for output channels [o0, o1): the adjoint of the weight
+// transform, with the threads' accumulators (each [36][O][C]) summed on the way.
+void weight_grad_rows(const float* const* acc, int64_t nacc, int64_t O, int64_t C, int64_t o0, int64_t o1,
+                      float* dw) {
+  const int64_t plane = O * C;
+  for (int64_t o = o0; o < o1; ++o)
+    for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+      const int lanes = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
+      const int64_t base = o * C + c0;
+      float u[kPoints][kLanes] = {};
+      for (int64_t k = 0; k < nacc; ++k)
+        for (int p = 0; p < kPoints; ++p)
+          for (int l = 0; l < lanes; ++l) u[p][l] += acc[k][p * plane + base + l];
+      // Vertical: tmp[u][j] = sum_i G[i][u] dU[i][j].
+      float tmp[3][6][kLanes];
+      for (int j = 0; j < 6; ++j)
+        for (int l = 0; l < kLanes; ++l) {
+          const float x0 = u[j][l], x1 = u[6 + j][l], x2 = u[12 + j][l], x3 = u[18 + j][l], x4 = u[24 + j][l],
+                      x5 = u[30 + j][l];
+          const float s12 = x1 + x2, d12 = x2 - x1, s34 = x3 + x4, d34 = x3 - x4;
+          tmp[0][j][l] = 0.25f * x0 - s12 * (1.0f / 6) + s34 * (1.0f / 24);
+          tmp[1][j][l] = d12 * (1.0f / 6) + d34 * (1.0f / 12);
+          tmp[2][j][l] = (s34 - s12) * (1.0f / 6) + x5;
+        }
+      // Horizontal: g[u][v] = sum_j tmp[u][j] G[j][v].
+      float g[9][kLanes];
+      for (int r = 0; r < 3; ++r)
+        for (int l = 0; l < kLanes; ++l) {
+          const float x0 = tmp[r][0][l], x1 = tmp[r][1][l], x2 = tmp[r][2][l], x3 = tmp[r][3][l], x4 = tmp[r][4][l],
+                      x5 = tmp[r][5][l];
+          const float s12 = x1 + x2, d12 = x2 - x1, s34 = x3 + x4, d34 = x3 - x4;
+          g[3 * r + 0][l] = 0.25f * x0 - s12 * (1.0f / 6) + s34 * (1.0f / 24);
+          g[3 * r + 1][l] = d12 * (1.0f / 6) + d34 * (1.0f / 12);
+          g[3 * r + 2][l] = (s34 - s12) * (1.0f / 6) + x5;
+        }
+      float* out = dw + base * 9;
+      for (int l = 0; l < lanes; ++l)
+        for (int k = 0; k < 9; ++k) out[l * 9 + k] = g[k][l];
+    }
+}
+
+void run_winograd_backward_weight(const Problem& P, const float* dy, float* dw) {
+  const int64_t C = P.cin, O = P.cout;
+  if (O == 0 || C == 0) return;
+  if (P.tiles == 0) {
+    std::fill(dw, dw + O * C * 9, 0.0f);
+    return;
+  }
+  ensure_threads_initialised();
+  const int64_t flops = 2 * kPoints * O * C * P.tiles;
+  const int64_t threads = (omp_in_parallel() || flops < kParallelFlops) ? 1 : get_num_threads();
+  auto pfor = [threads](int64_t begin, int64_t end, int64_t grain, const auto& f) {
+    if (threads == 1) {
+      if (begin < end) f(begin, end);
+    } else {
+      parallel_for(begin, end, grain, f);
+    }
+  };
+  const int64_t du_point = O * C;
+  // Tiles per block (the GEMMs' depth): every block reads and writes all of the thread's dU (36*O*C
+  // floats), so bigger channel counts want deeper blocks (see BACKWARD WEIGHT at the top).
+  const int64_t target = du_point <= 128 * 128   ? kBlockTiles
+                         : du_point <= 128 * 256 ? 2 * kBlockTiles
+                                                 : kMaxWgradBlockTiles;
+  // Few tiles per thread for the accumulator's size: one shared dU, blocks split over channels.
+  const bool split_channels =
+      threads > 1 && (P.tiles < threads * kMinBlockTiles || (du_point > 128 * 128 && P.tiles < threads * 2 * target));
+
+  if (!split_channels) {
+    // The threads take contiguous runs of blocks, each summing into its own dU.
+    const int64_t blocks = round_up(ceil_div(P.tiles, target), threads);
+    const int64_t block = round_up(ceil_div(P.tiles, blocks), kLanes);
+    const int64_t nblocks = ceil_div(P.tiles, block);
+    const int64_t ld = round_up(block, kGemmColumns) + kLanes;
+    std::vector<float*> acc(static_cast<size_t>(threads), nullptr);
+    pfor(0, threads, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t b0 = nblocks * k / threads, b1 = nblocks * (k + 1) / threads;
+        if (b0 >= b1) continue;
+        Workspace& ws = workspace();
+        const int64_t pv = point_stride(C, ld), pm = point_stride(O, ld);
+        float* V = grow(ws.v, kPoints * pv);
+        float* M = grow(ws.m, kPoints * pm);
+        float* dU = grow(ws.du, kPoints * du_point);
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t t0 = b * block, t1 = std::min(P.tiles, t0 + block);
+          transform_input(P, t0, t1, 0, C, V, ld, pv);
+          transform_dy(P, dy, t0, t1, 0, O, M, 0, ld, pm);
+          point_products_wgrad(O, C, t1 - t0, M, pm, V, pv, ld, dU, du_point, b > b0);
+        }
+        acc[static_cast<size_t>(k)] = dU;
+      }
+    });
+    std::vector<const float*> parts;
+    for (float* a : acc)
+      if (a) parts.push_back(a);
+    pfor(0, O, std::max<int64_t>(1, 2048 / (C + 1)), [&](int64_t o0, int64_t o1) {
+      weight_grad_rows(parts.data(), static_cast<int64_t>(parts.size()), O, C, o0, o1, dw);
+    });
+    return;
+  }
+  // Few tiles per thread: blocks one after the other, each with its input transform split over
+  // channels into a shared V, then the output-gradient transform and the products split over
+  // output channels into one shared dU (no per-thread accumulators to sum).
+  const int64_t blocks = ceil_div(P.tiles, kMaxWgradBlockTiles);
+  const int64_t block = round_up(ceil_div(P.tiles, blocks), kLanes);
+  const int64_t nblocks = ceil_div(P.tiles, block);
+  const int64_t ld = round_up(block, kGemmColumns) + kLanes;
+  const int64_t ochunks = std::min(threads, ceil_div(O, kLanes));
+  auto chunk_begin = [&](int64_t k) { return k == ochunks ? O : std::min(O, round_up(O * k / ochunks, kLanes)); };
+  Workspace& main_ws = workspace();
+  const int64_t pv = point_stride(C, ld);
+  float* V = grow(main_ws.v, kPoints * pv);
+  float* dU = grow(main_ws.du, kPoints * du_point);
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t t0 = b * block, t1 = std::min(P.tiles, t0 + block);
+    pfor(0, C, 1, [&](int64_t c0, int64_t c1) { transform_input(P, t0, t1, c0, c1, V, ld, pv); });
+    pfor(0, ochunks, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t o0 = chunk_begin(k), o1 = chunk_begin(k + 1);
+        if (o0 >= o1) continue;
+        const int64_t pm = point_stride(o1 - o0, ld);
+        float* M = grow(workspace().m, kPoints * pm);
+        transform_dy(P, dy, t0, t1, o0, o1, M, o0, ld, pm);
+        point_products_wgrad(o1 - o0, C, t1 - t0, M, pm, V, pv, ld, dU + o0 * C, du_point, b > 0);
+      }
+    });
+  }
+  const float* parts[1] = {dU};
+  pfor(0, O, std::max<int64_t>(1, 2048 / (C + 1)),
+       [&](int64_t o0, int64_t o1) { weight_grad_rows(parts, 1, O, C, o0, o1, dw); });
+}
+
 void check_geometry(const Conv2dGeometry& g, const char* what) {
   NN_CHECK(g.kh == 3 && g.kw == 3 && g.stride_h == 1 && g.stride_w == 1, what,
            ": Winograd F(4x4,3x3) needs a 3x3 kernel with stride 1");
@@ -684,12 +961,20 @@ bool winograd_applicable(const Conv2dGeometry& g) {
   return !big_weights || g.n * g.oh * g.ow >= kWinogradMinOutputsBigWeights;
 }
 
+bool winograd_backward_weight_applicable(const Conv2dGeometry& g) { return winograd_applicable(g); }
+
 void winograd_use_portable_kernels(bool portable) { force_portable = portable; }
 
 void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
                              const Conv2dGeometry& g) {
   check_geometry(g, "winograd_conv2d_forward");
   run_winograd(make_problem(x, y, bias, relu, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w), w, false);
+}
+
+void winograd_conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g) {
+  check_geometry(g, "winograd_conv2d_backward_weight");
+  run_winograd_backward_weight(
+      make_problem(x, nullptr, nullptr, false, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w), dy, dw);
 }
 
 void winograd_conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dGeometry& g) {

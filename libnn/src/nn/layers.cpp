@@ -173,11 +173,15 @@ Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
 
 // A Conv2d directly followed by a ReLU runs as one conv2d with the ReLU fused into its output pass
 // (Conv2d::forward_relu): the same values and gradients, one pass over the activation fewer.
-Tensor Sequential::forward(const Tensor& x) {
+Tensor Sequential::forward(const Tensor& x) { return forward_range(x, 0, size()); }
+
+Tensor Sequential::forward_range(const Tensor& x, size_t begin, size_t end) {
+  NN_CHECK(begin <= end && end <= size(), "Sequential::forward_range: [", begin, ", ", end, ") is not a range of its ",
+           size(), " modules");
   Tensor y = x;
   const auto& children = submodules();
-  for (size_t i = 0; i < children.size(); ++i) {
-    if (i + 1 < children.size() && std::dynamic_pointer_cast<ReLU>(children[i + 1].second)) {
+  for (size_t i = begin; i < end; ++i) {
+    if (i + 1 < end && std::dynamic_pointer_cast<ReLU>(children[i + 1].second)) {
       if (auto conv = std::dynamic_pointer_cast<Conv2d>(children[i].second)) {
         y = conv->forward_relu(y);
         ++i;
