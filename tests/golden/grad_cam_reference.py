@@ -15,7 +15,6 @@ numpy cannot be imported (the test then skips).
 """
 import json
 import os
-import struct
 import sys
 
 try:
@@ -30,22 +29,10 @@ except ImportError as e:  # the test skips on this exit code
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_writer  # noqa: E402
 
-DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64}
-
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    buf = data[8 + n:]
-    out = {}
-    for name, info in header.items():
-        b, e = info["data_offsets"]
-        arr = np.frombuffer(buf[b:e], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out, meta
+    tensors, meta = safetensors_writer.read_safetensors(path)
+    return {name: torch.from_numpy(arr) for name, arr in tensors.items()}, meta
 
 
 class VGG(nn.Module):

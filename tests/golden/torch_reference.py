@@ -10,7 +10,6 @@ the op in float32 with PyTorch, the loss sum(out * "<name>.proj"), its backward,
 parameter. The safetensors files are read and written here with json + numpy only.
 """
 import json
-import struct
 import sys
 
 import numpy as np
@@ -19,23 +18,12 @@ import torch
 import safetensors_writer  # tests/golden/, on sys.path as the script's folder
 import torch.nn.functional as F
 
-DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
-NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
+NAMES = {np.dtype(v): k for k, v in safetensors_writer.NUMPY_DTYPES.items()}
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    buf = data[8 + n:]
-    out = {}
-    for name, info in header.items():
-        b, e = info["data_offsets"]
-        arr = np.frombuffer(buf[b:e], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out, meta
+    tensors, meta = safetensors_writer.read_safetensors(path)
+    return {name: torch.from_numpy(arr) for name, arr in tensors.items()}, meta
 
 
 def write_safetensors(path, tensors):
