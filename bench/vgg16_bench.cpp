@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "vgg_flops.h"
+
 namespace {
 
 struct Args {
@@ -73,22 +75,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// Forward FLOPs per image: convolutions at their resolution plus the classifier's Linears.
-double forward_flops(const nn::models::VGG& model, int64_t size) {
-  double flops = 0;
-  for (const auto& child : model.features()->children()) {
-    if (auto conv = std::dynamic_pointer_cast<nn::Conv2d>(child)) {
-      flops += 2.0 * conv->out_channels() * size * size * conv->in_channels() * 9;
-    } else if (std::dynamic_pointer_cast<nn::MaxPool2d>(child)) {
-      size /= 2;
-    }
-  }
-  if (model.has_top())
-    for (const auto& [name, p] : model.named_parameters())
-      if (name.rfind("classifier.", 0) == 0 && p.dim() == 2) flops += 2.0 * p.size(0) * p.size(1);
-  return flops;
-}
-
 template <typename F>
 double best_seconds(const Args& a, const F& run) {
   for (int64_t i = 0; i < a.warmup; ++i) run();
@@ -117,7 +103,7 @@ int main(int argc, char** argv) {
   }
   nn::models::VGG model(options, gen);
   const nn::Tensor x = nn::randn({a.batch, 3, a.image_size, a.image_size}, gen);
-  double seconds = 0, flops = forward_flops(model, a.image_size) * static_cast<double>(a.batch);
+  double seconds = 0, flops = vgg_forward_flops(model) * static_cast<double>(a.batch);
   if (!a.train) {
     model.eval();
     nn::NoGradGuard no_grad;

@@ -6,24 +6,9 @@
 #include <nn/models/vgg.h>
 #include <nn/nn.h>
 
-namespace {
+#include "vgg_flops.h"
 
-// FLOPs of one forward pass of a model at its input size: 2 per multiply-add of every Conv2d
-// and Linear (ReLU, pooling and bias adds are not counted, as usual).
-double vgg_flops_per_image(const nn::models::VGG& model) {
-  double flops = 0;
-  int64_t size = model.options().input_size;
-  for (const auto& child : model.features()->children()) {
-    if (auto conv = std::dynamic_pointer_cast<nn::Conv2d>(child)) {
-      flops += 2.0 * conv->out_channels() * size * size * conv->in_channels() * 9;
-    } else if (std::dynamic_pointer_cast<nn::MaxPool2d>(child)) {
-      size /= 2;
-    }
-  }
-  for (const auto& [name, p] : model.named_parameters())
-    if (name.rfind("classifier.", 0) == 0 && p.dim() == 2) flops += 2.0 * p.size(0) * p.size(1);
-  return flops;
-}
+namespace {
 
 void BM_VGG16Forward(benchmark::State& state) {
   const int64_t batch = state.range(0);
@@ -36,7 +21,7 @@ void BM_VGG16Forward(benchmark::State& state) {
     nn::Tensor logits = model(x);
     benchmark::DoNotOptimize(logits.raw_data());
   }
-  state.counters["GFLOP"] = benchmark::Counter(vgg_flops_per_image(model) * batch * 1e-9,
+  state.counters["GFLOP"] = benchmark::Counter(vgg_forward_flops(model) * batch * 1e-9,
                                                benchmark::Counter::kIsIterationInvariantRate);
 }
 

@@ -666,6 +666,26 @@ void point_products(const PointWeights& pw, int64_t n, const float* V, int64_t p
 // a multiple of 4 KiB would put them all in one or two sets.
 int64_t point_stride(int64_t rows, int64_t ld) { return (ceil_div(rows * ld, 16) | 1) * 16; }
 
+// The threads one call uses: 1 inside a parallel region or below kParallelFlops of GEMM work.
+int64_t call_threads(const Problem& P) {
+  ensure_threads_initialised();
+  const int64_t flops = 2 * kPoints * P.cout * P.cin * P.tiles;
+  return (omp_in_parallel() || flops < kParallelFlops) ? 1 : get_num_threads();
+}
+
+// parallel_for over the call's threads, or the calling thread alone when it has one.
+struct Pfor {
+  int64_t threads;
+  template <typename F>
+  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
+    if (threads == 1) {
+      if (begin < end) f(begin, end);
+    } else {
+      parallel_for(begin, end, grain, f);
+    }
+  }
+};
+
 void run_winograd(const Problem& P, const float* w, bool backward) {
   const int64_t C = P.cin, O = P.cout;
   if (P.tiles == 0 || O == 0) return;
@@ -676,18 +696,8 @@ void run_winograd(const Problem& P, const float* w, bool backward) {
     }
     return;
   }
-  ensure_threads_initialised();
-  const int64_t flops = 2 * kPoints * O * C * P.tiles;
-  const int64_t threads = (omp_in_parallel() || flops < kParallelFlops) ? 1 : get_num_threads();
-
-  // parallel_for, or the calling thread alone when the call is small.
-  auto pfor = [threads](int64_t begin, int64_t end, int64_t grain, const auto& f) {
-    if (threads == 1) {
-      if (begin < end) f(begin, end);
-    } else {
-      parallel_for(begin, end, grain, f);
-    }
-  };
+  const int64_t threads = call_threads(P);
+  const Pfor pfor{threads};
 
   // Tiles per block (see kBlockTiles); with too few tiles for every thread to get a block of at
   // least kMinBlockTiles, one block split over channels.
@@ -843,16 +853,8 @@ void run_winograd_backward_weight(const Problem& P, const float* dy, float* dw) 
     std::fill(dw, dw + O * C * 9, 0.0f);
     return;
   }
-  ensure_threads_initialised();
-  const int64_t flops = 2 * kPoints * O * C * P.tiles;
-  const int64_t threads = (omp_in_parallel() || flops < kParallelFlops) ? 1 : get_num_threads();
-  auto pfor = [threads](int64_t begin, int64_t end, int64_t grain, const auto& f) {
-    if (threads == 1) {
-      if (begin < end) f(begin, end);
-    } else {
-      parallel_for(begin, end, grain, f);
-    }
-  };
+  const int64_t threads = call_threads(P);
+  const Pfor pfor{threads};
   const int64_t du_point = O * C;
   // Tiles per block (the GEMMs' depth): every block reads and writes all of the thread's dU (36*O*C
   // floats), so bigger channel counts want deeper blocks (see BACKWARD WEIGHT at the top).
