@@ -163,25 +163,34 @@ std::string describe(const Conv2dGeometry& g) {
 
 // Every H, W in {1, 2, 3, 5, 7, 13, 17} with paddings 0..2 (where the output is not empty); the
 // channel counts, batch, bias and ReLU cycle through {1, 3, 64, 70}, 1..3, on/off.
-TEST(WinogradConv, OddSizesAllPaddings) {
-  const int64_t sizes[] = {1, 2, 3, 5, 7, 13, 17};
-  const int64_t channels[] = {1, 3, 64, 70};
+// Calls f(k, h, w, pad, c, o) for every H, W in `sizes` and padding 0..2 whose output is not
+// empty, the channel counts cycling through `channels` with the case number k; returns the count.
+template <size_t S, typename F>
+int64_t for_each_odd_case(const int64_t (&sizes)[S], const int64_t (&channels)[4], const F& f) {
   int64_t index = 0;
-  double worst = 0;
   for (int64_t pad = 0; pad <= 2; ++pad)
     for (int64_t h : sizes)
       for (int64_t w : sizes) {
         if (h + 2 * pad - 2 < 1 || w + 2 * pad - 2 < 1) continue;
         const int64_t k = index++;
-        const int64_t c = channels[k % 4], o = channels[(k / 4 + k) % 4];
-        // Keep the big-channel cases on small images.
-        const int64_t n = (c >= 64 && o >= 64 && h * w > 50) ? 1 : 1 + k % 3;
-        const auto g = geometry(n, c, o, h, w, pad);
-        const Result r = check(g, k % 2 == 0, k % 3 == 0, static_cast<uint32_t>(100 + k));
-        EXPECT_LE(r.forward, 1e-5) << describe(g);
-        EXPECT_LE(r.backward, 1e-5) << describe(g);
-        worst = std::max({worst, r.forward, r.backward});
+        f(k, h, w, pad, channels[k % 4], channels[(k / 4 + k) % 4]);
       }
+  return index;
+}
+
+TEST(WinogradConv, OddSizesAllPaddings) {
+  const int64_t sizes[] = {1, 2, 3, 5, 7, 13, 17};
+  const int64_t channels[] = {1, 3, 64, 70};
+  double worst = 0;
+  const int64_t index = for_each_odd_case(sizes, channels, [&](int64_t k, int64_t h, int64_t w, int64_t pad, int64_t c, int64_t o) {
+    // Keep the big-channel cases on small images.
+    const int64_t n = (c >= 64 && o >= 64 && h * w > 50) ? 1 : 1 + k % 3;
+    const auto g = geometry(n, c, o, h, w, pad);
+    const Result r = check(g, k % 2 == 0, k % 3 == 0, static_cast<uint32_t>(100 + k));
+    EXPECT_LE(r.forward, 1e-5) << describe(g);
+    EXPECT_LE(r.backward, 1e-5) << describe(g);
+    worst = std::max({worst, r.forward, r.backward});
+  });
   EXPECT_GT(index, 100);
   std::printf("[ odd sizes: %lld cases, max relative error %.3g ]\n", static_cast<long long>(index), worst);
 }
@@ -274,19 +283,13 @@ TEST(WinogradConv, PortableKernels) {
 TEST(WinogradConv, BackwardWeightOddSizes) {
   const int64_t sizes[] = {1, 2, 3, 5, 7, 13};
   const int64_t channels[] = {1, 3, 16, 70};
-  int64_t index = 0;
   double worst = 0;
-  for (int64_t pad = 0; pad <= 2; ++pad)
-    for (int64_t h : sizes)
-      for (int64_t w : sizes) {
-        if (h + 2 * pad - 2 < 1 || w + 2 * pad - 2 < 1) continue;
-        const int64_t k = index++;
-        const int64_t c = channels[k % 4], o = channels[(k / 4 + k) % 4];
-        const auto g = geometry(1 + k % 3, c, o, h, w, pad);
-        const double err = check_weight(g, static_cast<uint32_t>(300 + k));
-        EXPECT_LE(err, 1e-4) << describe(g);
-        worst = std::max(worst, err);
-      }
+  const int64_t index = for_each_odd_case(sizes, channels, [&](int64_t k, int64_t h, int64_t w, int64_t pad, int64_t c, int64_t o) {
+    const auto g = geometry(1 + k % 3, c, o, h, w, pad);
+    const double err = check_weight(g, static_cast<uint32_t>(300 + k));
+    EXPECT_LE(err, 1e-4) << describe(g);
+    worst = std::max(worst, err);
+  });
   EXPECT_GT(index, 70);
   std::printf("[ backward weight, odd sizes: %lld cases, max relative error %.3g ]\n", static_cast<long long>(index),
               worst);
