@@ -3,13 +3,18 @@
 the ratio (ours / PyTorch in images per second: > 1 means we are faster).
 
     /usr/bin/python3 bench/vgg16_vs_pytorch.py --bench build/bin/vgg16-bench \
-        [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--threads 2] [--runs 3] [--json OUT]
+        [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--head pneumonia|imagenet]
+        [--device cpu|cuda] [--threads 2] [--runs 3] [--json OUT]
 
 Forward (default): torchvision's vgg16().features, eval, torch.no_grad(). --train: the pneumonia
 app's scratch model (VGG16 features at the width, AdaptiveAvgPool to S/32, Linear-ReLU-Dropout x2
 with 256 hidden units, Linear(1)), BCEWithLogitsLoss, backward, Adam step. PyTorch is timed in both
 memory formats (contiguous NCHW and channels_last) and the faster one is the peer. Same warm-up /
 best-of-runs rule as vgg16-bench; same thread count (torch.set_num_threads).
+--head imagenet (with --train): the full VGG16 (4096-4096-1000 classifier), cross-entropy, SGD with
+momentum 0.9. --device cuda: both on the GPU; PyTorch is then the cuDNN/cuBLAS network, in FP32
+without TF32 (torch.backends.{cudnn,cuda.matmul}.allow_tf32 = False) and with cudnn.benchmark on,
+synchronised at the end of each run.
 """
 import argparse
 import json
@@ -26,6 +31,8 @@ def parse_args():
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--train", action="store_true")
+    p.add_argument("--head", choices=["pneumonia", "imagenet"], default="pneumonia")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
@@ -62,33 +69,45 @@ def torch_run(args, channels_last):
     import torch
     import torch.nn as nn
     torch.manual_seed(16)
+    dev = torch.device(args.device)
     features, channels = make_features(args.width_mult)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size)
     if not args.train:
         model = features.eval()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.to(memory_format=torch.channels_last)
-
-        def run():
+    else:
+        side = args.image_size // 32
+        hidden, classes = (4096, 1000) if args.head == "imagenet" else (256, 1)
+        model = nn.Sequential(features, nn.AdaptiveAvgPool2d((side, side)), nn.Flatten(),
+                              nn.Linear(channels * side * side, hidden), nn.ReLU(True), nn.Dropout(0.5),
+                              nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
+                              nn.Linear(hidden, classes)).train()
+    model, x = model.to(dev), x.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    if not args.train:
+        def step():
             with torch.no_grad():
                 model(x)
     else:
-        side = args.image_size // 32
-        model = nn.Sequential(features, nn.AdaptiveAvgPool2d((side, side)), nn.Flatten(),
-                              nn.Linear(channels * side * side, 256), nn.ReLU(True), nn.Dropout(0.5),
-                              nn.Linear(256, 256), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(256, 1)).train()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.to(memory_format=torch.channels_last)
-        target = (torch.arange(args.batch) % 2).float().unsqueeze(1)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = nn.BCEWithLogitsLoss()
+        if args.head == "imagenet":
+            target = (torch.arange(args.batch) * 37 % 1000).to(dev)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+            loss_fn = nn.CrossEntropyLoss()
+        else:
+            target = (torch.arange(args.batch) % 2).float().unsqueeze(1).to(dev)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            loss_fn = nn.BCEWithLogitsLoss()
 
-        def run():
+        def step():
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), target).backward()
             opt.step()
+
+    def run():
+        step()
+        sync()
     return best_seconds(run, args.warmup, args.runs)
 
 
@@ -96,10 +115,14 @@ def main():
     args = parse_args()
     cmd = [args.bench, "--batch", str(args.batch), "--image-size", str(args.image_size), "--width-mult",
            str(args.width_mult), "--threads", str(args.threads), "--warmup", str(args.warmup), "--runs",
-           str(args.runs), "--json"] + (["--train"] if args.train else [])
+           str(args.runs), "--device", args.device, "--head", args.head, "--json"] + (["--train"] if args.train else [])
     ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     import torch
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     peer = {}
     for fmt, cl in (("contiguous", False), ("channels_last", True)):
         s = torch_run(args, cl)
@@ -108,14 +131,15 @@ def main():
     torch_spi = peer[best_fmt]["seconds_per_image"]
     ratio = torch_spi / ours["seconds_per_image"]
     what = "training step" if args.train else "features forward"
-    print(f"VGG16 {what}, batch {args.batch}, {args.image_size}x{args.image_size}, width {args.width_mult:g}, "
+    print(f"VGG16 {what} on {args.device}, batch {args.batch}, {args.image_size}x{args.image_size}, width {args.width_mult:g}, "
           f"{args.threads} threads (best of {args.runs})")
     print(f"  nn:      {ours['seconds_per_image']:.4f} s/image  ({ours['gflops']:.1f} GFLOP/s)")
     for fmt, r in peer.items():
         print(f"  PyTorch: {r['seconds_per_image']:.4f} s/image  ({fmt}{', the peer' if fmt == best_fmt else ''})")
     print(f"  ours / PyTorch (images/s): {ratio:.2f}x")
     if args.json:
-        result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        result = {"date": time.strftime("%Y-%m-%d"), "machine": (torch.cuda.get_device_name(0) if args.device == "cuda"
+                                                                else platform.processor() or platform.machine()),
                   "torch": torch.__version__, "args": vars(args), "nn": ours, "pytorch": peer,
                   "pytorch_best_format": best_fmt, "ratio_images_per_second": ratio}
         with open(args.json, "w") as f:

@@ -239,6 +239,12 @@ TEST_P(OpTable, GradientMatchesFiniteDifferences) {
   }
 }
 
+double rms(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x * x;
+  return v.empty() ? 0.0 : std::sqrt(s / static_cast<double>(v.size()));
+}
+
 TEST_P(OpTable, CudaMatchesCpu) {
   const OpCase& c = all_cases()[GetParam()];
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
@@ -246,25 +252,24 @@ TEST_P(OpTable, CudaMatchesCpu) {
   std::vector<Tensor> cpu_in = make_inputs(c, p, DType::f32, Device::cpu(), c.gradcheck);
   std::vector<Tensor> gpu_in = make_inputs(c, p, DType::f32, Device::cuda(), c.gradcheck);
   Tensor y_cpu = c.run(cpu_in);
-  Tensor y_gpu;
-  try {
-    y_gpu = c.run(gpu_in);
-  } catch (const Error& e) {
-    if (std::string(e.what()).find("has no implementation for device cuda") != std::string::npos)
-      GTEST_SKIP() << e.what();
-    throw;
-  }
+  // Every kernel of the table has a CUDA version: a missing one is a failure, not a skip.
+  Tensor y_gpu = c.run(gpu_in);
   ASSERT_EQ(y_gpu.device(), Device::cuda());
   std::vector<double> a = y_cpu.to_vector<double>(), b = y_gpu.to_vector<double>();
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5 + 1e-4 * std::abs(a[i])) << c.name << " element " << i;
+  // Relative to each element, or to the output's RMS for elements much smaller than it: long f32
+  // dot products (convolutions) that cancel to a small value carry the rounding of their terms.
+  const double scale = rms(a);
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_NEAR(a[i], b[i], 1e-5 + 1e-4 * std::max(std::abs(a[i]), scale)) << c.name << " element " << i;
   if (!c.gradcheck) return;
   sum(mul(y_cpu, projection(y_cpu.shape(), DType::f32, Device::cpu()))).backward();
   sum(mul(y_gpu, projection(y_gpu.shape(), DType::f32, Device::cuda()))).backward();
   for (size_t k = 0; k < cpu_in.size(); ++k) {
     if (!cpu_in[k].requires_grad()) continue;
     std::vector<double> ga = cpu_in[k].grad().to_vector<double>(), gb = gpu_in[k].grad().to_vector<double>();
+    const double gscale = rms(ga);
     for (size_t i = 0; i < ga.size(); ++i)
-      ASSERT_NEAR(ga[i], gb[i], 1e-5 + 1e-4 * std::abs(ga[i])) << c.name << " input " << k << " element " << i;
+      ASSERT_NEAR(ga[i], gb[i], 1e-5 + 1e-4 * std::max(std::abs(ga[i]), gscale)) << c.name << " input " << k << " element " << i;
   }
 }
 

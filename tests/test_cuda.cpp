@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 #include <nn/nn.h>
 
+#include <string>
+#include <vector>
+
+#include "kernel_table.h"
+
 namespace {
 
 #define REQUIRE_CUDA() \
@@ -45,6 +50,23 @@ TEST(Cuda, DeviceCountIsConsistent) {
     std::string msg = e.what();
     EXPECT_TRUE(msg.find("cuda") != std::string::npos) << msg;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// Runs without a device: when the CUDA backend is compiled in (its copy kernel is registered),
+// every entry of the kernel table (libnn/src/ops.def) has a CUDA version.
+TEST(CudaKernelTable, EveryKernelHasACudaVersionWhenCudaIsBuilt) {
+  const nn::KernelTable& t = nn::kernel_table(nn::DeviceType::cuda);
+  if (!t.copy) GTEST_SKIP() << "nn was built without CUDA";
+  std::vector<std::string> missing;
+#define NN_KERNEL(name, params) \
+  if (!t.name) missing.push_back(#name);
+#include "ops.def"
+#undef NN_KERNEL
+  EXPECT_TRUE(missing.empty()) << "no CUDA kernel for: " << ::testing::PrintToString(missing);
 }
 
 }  // namespace

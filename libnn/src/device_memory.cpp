@@ -6,6 +6,7 @@
 #include <new>
 #include <unordered_map>
 
+#include "nn/cuda.h"
 #include "nn/error.h"
 
 namespace nn {
@@ -135,3 +136,13 @@ int cuda_device_count() {
 bool cuda_available() { return cuda_device_count() > 0; }
 
 }  // namespace nn
+
+#ifndef NN_WITH_CUDA
+// Without the CUDA backend there is no device memory to report or release.
+namespace nn::cuda {
+MemoryStats memory_stats(int) { return {}; }
+void reset_peak_memory_stats(int) {}
+void empty_cache() {}
+void synchronize(int) {}
+}  // namespace nn::cuda
+#endif

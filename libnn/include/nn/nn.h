@@ -2,6 +2,7 @@
 #pragma once
 
 #include "nn/autograd.h"
+#include "nn/cuda.h"
 #include "nn/device.h"
 #include "nn/dtype.h"
 #include "nn/error.h"

@@ -92,7 +92,12 @@ Tensor conv2d_batched(const Tensor& x, const Tensor& weight, const Tensor& bias,
       if (dy.numel() > 0) NN_DISPATCH(conv2d_backward_weight, device)(dy, saved_x.get("conv2d"), dw, g);
       else NN_DISPATCH(fill, device)(dw, 0.0);
     }
-    if (gb) db = detail::sum_kernel(dy, {0, 2, 3}, /*keepdim=*/false);
+    if (gb) {
+      // Over each plane first (dense rows, no copy), then over the batch: summing over dims
+      // {0, 2, 3} at once would first copy all of dy into (O, N*OH*OW) order.
+      Tensor per_plane = detail::sum_kernel(dy.view({g.n, g.o, g.oh * g.ow}), {2}, /*keepdim=*/false);
+      db = detail::sum_kernel(per_plane, {0}, /*keepdim=*/false);
+    }
     return {dx, dw, db};
   });
   return y;
