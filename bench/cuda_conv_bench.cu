@@ -1,4 +1,5 @@
-// nn_bench_cuda_conv: our implicit-GEMM convolution (kernels/conv_cuda.cu) against cuDNN on the 13
+// nn_bench_cuda_conv: our convolution (kernels/conv_cuda.cu: Winograd F(4x4, 3x3) on the layers with
+// >= 16 channels, conv_winograd_cuda.cu, the implicit GEMM on the first) against cuDNN on the 13
 // conv layers of VGG16 (all 3x3, stride 1, padding 1) at batch 64, FP32, for forward, backward data
 // and backward weight.
 //
@@ -193,7 +194,7 @@ class Problem {
     out_cudnn_ = bench::DeviceArray<float>(out_count_);
     const size_t ours_bytes = pass == kBackwardData   ? nn::cuda::conv2d_backward_input_workspace_bytes(g_)
                               : pass == kBackwardWeight ? nn::cuda::conv2d_backward_weight_workspace_bytes(g_)
-                                                        : 0;
+                                                        : nn::cuda::conv2d_forward_workspace_bytes(g_);
     ours_workspace_ = bench::DeviceArray<float>((ours_bytes + 3) / 4);
 
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x_desc_));
@@ -245,7 +246,8 @@ class Problem {
   void run_ours() {
     Session& s = session();
     if (pass_ == kForward)
-      nn::cuda::conv2d_forward_f32(a_.get(), b_.get(), nullptr, out_ours_.get(), g_, false, s.stream);
+      nn::cuda::conv2d_forward_f32(a_.get(), b_.get(), nullptr, out_ours_.get(), g_, false, ours_workspace_.get(),
+                                   s.stream);
     else if (pass_ == kBackwardData)
       nn::cuda::conv2d_backward_input_f32(a_.get(), b_.get(), out_ours_.get(), g_, ours_workspace_.get(), s.stream);
     else

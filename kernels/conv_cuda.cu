@@ -35,6 +35,10 @@
 //   atomics). With one split the kernel writes dW directly.
 // Offsets: per-image offsets are 32-bit (checked), image and batch offsets 64-bit, so batches of
 // more than 2^31 elements are fine.
+// The raw launchers send 3x3 stride-1 convolutions that winograd_applicable accepts to the
+// Winograd path instead (conv_winograd_cuda.cu), all three passes; the workspace sizes follow.
+// The backward passes of layers with very few input channels (VGG's first layer, C = 3), where
+// this GEMM's tiles would be mostly empty, go to conv_few_channels_cuda.cu.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -43,6 +47,8 @@
 #include <limits>
 
 #include "conv_cuda.cuh"
+#include "conv_few_channels_cuda.cuh"
+#include "conv_winograd_cuda.cuh"
 #include "cuda_util.cuh"
 #include "device_memory.h"
 
@@ -550,10 +556,18 @@ void launch_weight_grad(const WeightGradParams& p, const WeightGradPlan& plan, c
 
 // ---- raw launchers (conv_cuda.cuh) ----
 
+size_t conv2d_forward_workspace_bytes(const Conv2dGeometry& g) {
+  return winograd_applicable(g) ? winograd_forward_workspace_bytes(g) : 0;
+}
+
 void conv2d_forward_f32(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g,
-                        bool relu, cudaStream_t stream) {
+                        bool relu, void* workspace, cudaStream_t stream) {
   check_sizes(g);
   if (g.n * g.oh * g.ow == 0 || g.o == 0) return;
+  if (winograd_applicable(g)) {
+    winograd_forward_f32(x, w, bias, y, g, relu, workspace, stream);
+    return;
+  }
   ImplicitGemmParams p{};
   p.a = w;
   p.in = x;
@@ -578,6 +592,7 @@ void conv2d_forward_f32(const float* x, const float* w, const float* bias, float
 }
 
 size_t conv2d_backward_input_workspace_bytes(const Conv2dGeometry& g) {
+  if (winograd_applicable(g)) return winograd_backward_input_workspace_bytes(g);
   return static_cast<size_t>(g.o * g.c * g.kh * g.kw) * sizeof(float);
 }
 
@@ -585,6 +600,14 @@ void conv2d_backward_input_f32(const float* dy, const float* w, float* dx, const
                                cudaStream_t stream) {
   check_sizes(g);
   if (g.n * g.h * g.w == 0 || g.c == 0) return;
+  if (winograd_applicable(g)) {
+    winograd_backward_input_f32(dy, w, dx, g, workspace, stream);
+    return;
+  }
+  if (few_channels_backward_input_applicable(g)) {
+    conv2d_backward_input_few_channels_f32(dy, w, dx, g, stream);
+    return;
+  }
   NN_CHECK(workspace != nullptr, "conv2d backward input on CUDA: needs ", conv2d_backward_input_workspace_bytes(g),
            " bytes of workspace");
   const int taps = static_cast<int>(g.kh * g.kw);
@@ -619,6 +642,8 @@ void conv2d_backward_input_f32(const float* dy, const float* w, float* dx, const
 }
 
 size_t conv2d_backward_weight_workspace_bytes(const Conv2dGeometry& g) {
+  if (winograd_applicable(g)) return winograd_backward_weight_workspace_bytes(g);
+  if (few_channels_backward_weight_applicable(g)) return conv2d_backward_weight_few_channels_workspace_bytes(g);
   const WeightGradPlan plan = plan_weight_grad(g);
   if (plan.splits <= 1) return 0;
   return static_cast<size_t>(plan.splits * g.o * g.c * g.kh * g.kw) * sizeof(float);
@@ -632,6 +657,14 @@ void conv2d_backward_weight_f32(const float* dy, const float* x, float* dw, cons
   if (dw_count == 0) return;
   if (g.n * g.oh * g.ow == 0) {
     NN_CUDA_CHECK(cudaMemsetAsync(dw, 0, static_cast<size_t>(dw_count) * sizeof(float), stream));
+    return;
+  }
+  if (winograd_applicable(g)) {
+    winograd_backward_weight_f32(dy, x, dw, g, workspace, stream);
+    return;
+  }
+  if (few_channels_backward_weight_applicable(g)) {
+    conv2d_backward_weight_few_channels_f32(dy, x, dw, g, workspace, stream);
     return;
   }
   const WeightGradPlan plan = plan_weight_grad(g);
@@ -701,7 +734,8 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
   require_f32(w, "conv2d_forward");
   if (bias.defined()) require_f32(bias, "conv2d_forward");
   cudaStream_t s = stream_for(y);
-  conv2d_forward_f32(f32(x), f32(w), bias.defined() ? f32(bias) : nullptr, f32_mut(y), g, relu, s);
+  Scratch workspace(conv2d_forward_workspace_bytes(g), y.device());
+  conv2d_forward_f32(f32(x), f32(w), bias.defined() ? f32(bias) : nullptr, f32_mut(y), g, relu, workspace.get(), s);
 }
 
 void conv2d_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {

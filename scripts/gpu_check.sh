@@ -4,8 +4,11 @@
 #   here:  cmake -S . -B build-gpu -DNN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release
 #          cmake --build build-gpu -j && scripts/gpu_check.sh --prepare build-gpu
 #   there: scripts/gpu_check.sh RESULTS_DIR build-gpu/gpu-carry.tar.xz   (or a build dir)
-# Prints the card, finds the CUDA libraries, runs the cuda tests, compute-sanitizer memcheck and
-# racecheck on a subset, the CUDA benchmarks when they exist (JSON into RESULTS_DIR), then a table.
+# Prints the card, finds the CUDA libraries, runs the cuda tests and the cuBLAS/cuDNN peer tests,
+# the kernel benchmarks (JSON into RESULTS_DIR), VGG16 against PyTorch on the GPU, compute-sanitizer
+# memcheck and racecheck on a subset, a short pneumonia-train run on the GPU, then a table.
+# Each step runs under a time limit; the benchmarks come before the slow sanitizers so that a run
+# cut short by the device's time limit still has its numbers.
 set -uo pipefail
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -44,6 +47,7 @@ mkdir -p "$results"
 log="$results/gpu_check.log"
 exec > >(tee "$log") 2>&1
 status=0
+skip=${NN_GPU_CHECK_SKIP:-}  # e.g. "sanitizer vgg pneumonia nn_bench_cuda_conv": sections to leave out
 # step NAME SECONDS CMD...: runs CMD under a time limit, so one hang cannot use up the device time.
 step() {
   local name=$1 limit=$2
@@ -82,31 +86,6 @@ if [ -x "$build/bin/nn_cuda_peer_tests" ]; then
   step "nn_cuda_peer_tests (vs cuBLAS/cuDNN)" 100 "$build/bin/nn_cuda_peer_tests" --gtest_brief=1 --gtest_output="json:$results/cuda_peer_tests.json"
 fi
 
-echo "== compute-sanitizer"
-# Caching off, so every tensor is its own exact-size cudaMalloc and memcheck sees overruns.
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-# A subset that reaches every kernel family with edge tiles, strides and broadcasting (the OOM
-# test is left out: memcheck reports the failed cudaMalloc it provokes).
-memcheck_filter=${NN_MEMCHECK_FILTER:-'Cuda.*:CudaMemory.FreedBlocks*:CudaConv.OneByOne:CudaConv.NonSquareKernelsAndStrides:CudaConv.OddSizesAcrossTiles:CudaGemm.TransposedOperandsAllFourCases:CudaGemm.StridedAndMisalignedOperands:CudaGemm.BatchedWithBroadcastOperand:CudaOps.BinaryBroadcastAndStridedMatchCpu:CudaOps.SumAndMaxOverEachDimOf3dMatchCpu:CudaOps.SoftmaxAndLogSoftmaxRowsMatchCpu:CudaOps.MaxPoolForwardBackwardMatchCpu:CudaOps.AvgPoolPaddingAndCeilModeMatchCpu:CudaLoss.*:CudaOptim.*:CudaRandom.UniformStaysBelowHigh:CudaModel.*'}
-racecheck_filter=${NN_RACECHECK_FILTER:-'CudaGemm.TransposedOperandsAllFourCases:CudaConv.OddSizesAcrossTiles:CudaOps.SoftmaxAndLogSoftmaxRowsMatchCpu:CudaOps.SumAndMaxOverEachDimOf3dMatchCpu'}
-skip=${NN_GPU_CHECK_SKIP:-}  # e.g. "sanitizer vgg": sections to leave out of a quick rerun
-if [[ " $skip " == *" sanitizer "* ]]; then
-  echo "(skipped)"
-elif [ -n "$sanitizer" ]; then
-  export NN_CUDA_CACHING=0
-  for tool in memcheck racecheck; do
-    filter=$memcheck_filter
-    [ $tool = racecheck ] && filter=$racecheck_filter
-    step "$tool" 200 "$sanitizer" --tool "$tool" --error-exitcode 3 "$build/bin/nn_tests" \
-      --gtest_filter="$filter" --gtest_brief=1 >"$results/sanitizer_$tool.txt" 2>&1 \
-      && echo "$tool: clean" || echo "$tool: FAILED (see sanitizer_$tool.txt)"
-    tail -5 "$results/sanitizer_$tool.txt"
-  done
-  unset NN_CUDA_CACHING
-else
-  echo "compute-sanitizer not found"; status=1
-fi
-
 echo "== kernel benchmarks (ours vs cuBLAS/cuDNN)"
 found=0
 for bench in "$build"/bin/nn_bench_cuda_*; do
@@ -136,6 +115,46 @@ else
   echo "(no Python with CUDA torch, or no vgg16-bench: skipped)"
 fi
 
+echo "== compute-sanitizer"
+# Caching off, so every tensor is its own exact-size cudaMalloc and memcheck sees overruns.
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+# A subset that reaches every kernel family with edge tiles, strides and broadcasting (the OOM
+# test is left out: memcheck reports the failed cudaMalloc it provokes).
+memcheck_filter=${NN_MEMCHECK_FILTER:-'Cuda.*:CudaMemory.FreedBlocks*:CudaConv.OneByOne:CudaConv.NonSquareKernelsAndStrides:CudaConv.OddSizesAcrossTiles:CudaGemm.TransposedOperandsAllFourCases:CudaGemm.StridedAndMisalignedOperands:CudaGemm.BatchedWithBroadcastOperand:CudaOps.BinaryBroadcastAndStridedMatchCpu:CudaOps.SumAndMaxOverEachDimOf3dMatchCpu:CudaOps.SoftmaxAndLogSoftmaxRowsMatchCpu:CudaOps.MaxPoolForwardBackwardMatchCpu:CudaOps.AvgPoolPaddingAndCeilModeMatchCpu:CudaLoss.*:CudaOptim.*:CudaRandom.UniformStaysBelowHigh:CudaModel.*'}
+racecheck_filter=${NN_RACECHECK_FILTER:-'CudaGemm.TransposedOperandsAllFourCases:CudaConv.OddSizesAcrossTiles:CudaOps.SoftmaxAndLogSoftmaxRowsMatchCpu:CudaOps.SumAndMaxOverEachDimOf3dMatchCpu'}
+if [[ " $skip " == *" sanitizer "* ]]; then
+  echo "(skipped)"
+elif [ -n "$sanitizer" ]; then
+  export NN_CUDA_CACHING=0
+  for tool in memcheck racecheck; do
+    filter=$memcheck_filter
+    [ $tool = racecheck ] && filter=$racecheck_filter
+    step "$tool" 150 "$sanitizer" --tool "$tool" --error-exitcode 3 "$build/bin/nn_tests" \
+      --gtest_filter="$filter" --gtest_brief=1 >"$results/sanitizer_$tool.txt" 2>&1 \
+      && echo "$tool: clean" || echo "$tool: FAILED (see sanitizer_$tool.txt)"
+    tail -5 "$results/sanitizer_$tool.txt"
+  done
+  unset NN_CUDA_CACHING
+else
+  echo "compute-sanitizer not found"; status=1
+fi
+
+echo "== the pneumonia trainer on the GPU (synthetic images: mechanics and speed, not clinical)"
+if [[ " $skip " == *" pneumonia "* ]]; then
+  echo "(skipped)"
+elif [ -x "$build/bin/pneumonia-train" ] && [ -x "$build/bin/make-synthetic-xrays" ]; then
+  work=$(mktemp -d)
+  "$build/bin/make-synthetic-xrays" --out "$work/train" --normal 500 --pneumonia 500 --size 128 --seed 1 >/dev/null
+  step "pneumonia-train --device cuda (scratch, 1000 images, 6 epochs)" 100 "$build/bin/pneumonia-train" \
+    --data "$work/train" --out "$work/run" --mode scratch --device cuda --epochs 6 --lr 3e-4 --image-size 64 \
+    --width-mult 0.25 --seed 3
+  cp "$work/run/summary.json" "$results/pneumonia_cuda_summary.json" 2>/dev/null
+  tail -3 "$work/run/metrics.jsonl" 2>/dev/null
+  rm -rf "$work"
+else
+  echo "(no pneumonia-train in this build)"
+fi
+
 echo "== summary"
 python3 - "$results" <<'PY' || true
 import json, os, sys
@@ -151,6 +170,10 @@ for f in sorted(os.listdir(d)):
             extra = "  ".join(f"{k} {b[k]:.3f}" for k in ("TFLOPs", "vs_cublas", "vs_cudnn") if k in b)
             err = "  ERROR " + b.get("error_message", "") if b.get("error_occurred") else ""
             print(f"{b['name']:58s} {b.get('real_time', 0):10.4f} {b.get('time_unit', '')}  {extra}{err}")
+p = os.path.join(d, "pneumonia_cuda_summary.json")
+if os.path.exists(p):
+    j = json.load(open(p))
+    print("pneumonia-train on cuda:", {k: v for k, v in j.items() if isinstance(v, (int, float, str))})
 for f in ("vgg16_cuda_forward.json", "vgg16_cuda_train.json"):
     p = os.path.join(d, f)
     if os.path.exists(p):

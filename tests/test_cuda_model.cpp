@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,8 @@ TEST(CudaModel, SmallVggTrainingStepsMatchCpu) {
 
 TEST(CudaMemory, FreedBlocksAreReusedAndCounted) {
   REQUIRE_CUDA();
+  const char* caching = std::getenv("NN_CUDA_CACHING");
+  if (caching && std::string(caching) == "0") GTEST_SKIP() << "caching is off (NN_CUDA_CACHING=0)";
   nn::cuda::synchronize();
   const size_t n = 300000;  // 1.2 MB: a size class of its own
   nn::cuda::MemoryStats before = nn::cuda::memory_stats();

@@ -539,11 +539,19 @@ int run(const Config& cfg_in) {
     curves.train_accuracy.push_back(r["train_accuracy"]);
     curves.val_accuracy.push_back(r["val_accuracy"]);
   }
-  pneumonia::plot_training_curves((fs::path(cfg.out) / "curves.png").string(), curves,
-                                  "VGG" + std::to_string(spec.depth) + " " + cfg.mode);
-  nn::metrics::RocCurve roc = nn::metrics::roc_curve(best.probs, val_labels);
-  pneumonia::plot_roc((fs::path(cfg.out) / "roc.png").string(), roc.fpr, roc.tpr, best.metrics.auc,
-                      1.0 - at_threshold.specificity, at_threshold.sensitivity);
+  // The charts come last and are not worth the run: without a working PLplot (e.g. its pngcairo
+  // driver missing on a GPU server) the model, metrics and summary are still written, with a warning.
+  std::string charts_error;
+  try {
+    pneumonia::plot_training_curves((fs::path(cfg.out) / "curves.png").string(), curves,
+                                    "VGG" + std::to_string(spec.depth) + " " + cfg.mode);
+    nn::metrics::RocCurve roc = nn::metrics::roc_curve(best.probs, val_labels);
+    pneumonia::plot_roc((fs::path(cfg.out) / "roc.png").string(), roc.fpr, roc.tpr, best.metrics.auc,
+                        1.0 - at_threshold.specificity, at_threshold.sensitivity);
+  } catch (const nn::Error& e) {
+    charts_error = e.what();
+    std::fprintf(stderr, "pneumonia-train: warning: curves.png/roc.png not written: %s\n", e.what());
+  }
 
   double train_seconds = 0;
   for (const json& r : history) train_seconds += r["epoch_seconds"].get<double>();
@@ -560,14 +568,18 @@ int run(const Config& cfg_in) {
                   {"total_seconds", seconds_since(t_start)},
                   {"peak_memory_mib", peak_rss_mib()},
                   {"threads", nn::get_num_threads()}};
+  if (device.is_cuda())
+    summary["cuda_peak_allocated_mib"] = nn::cuda::memory_stats(device.index).peak_allocated_bytes >> 20;
+  if (!charts_error.empty()) summary["charts_error"] = charts_error;
   save_json((fs::path(cfg.out) / "summary.json").string(), summary);
   std::printf("best epoch %d: validation AUC %.4f (95%% CI %.4f-%.4f); threshold %.3f (%s): accuracy %.4f, "
               "sensitivity %.4f, specificity %.4f\n",
               best_epoch, best.metrics.auc, ci.low, ci.high, spec.threshold, nn::metrics::to_string(rule).c_str(),
               at_threshold.accuracy,
               at_threshold.sensitivity, at_threshold.specificity);
-  std::printf("wrote %s, curves.png, roc.png, metrics.jsonl, summary.json (total %s, peak memory %ld MiB)\n",
-              model_path.c_str(), format_duration(seconds_since(t_start)).c_str(), peak_rss_mib());
+  std::printf("wrote %s, %smetrics.jsonl, summary.json (total %s, peak memory %ld MiB)\n", model_path.c_str(),
+              charts_error.empty() ? "curves.png, roc.png, " : "", format_duration(seconds_since(t_start)).c_str(),
+              peak_rss_mib());
   return 0;
 }
 

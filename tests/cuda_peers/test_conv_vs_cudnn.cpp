@@ -2,8 +2,10 @@
 // forward (cudnnConvolutionForward, then bias and ReLU on the host for the fused variant),
 // backward data and backward filter; cross-correlation, FP32, CUDNN_FMA_MATH (no TF32), with
 // cuDNN's always-available algorithms (implicit GEMM forward, ALGO_1 backward), so the test does
-// not depend on what cudnnFind picks. Shapes: a small 3x3, stride 2 without padding, 1x1, 5x5 with
-// stride 2 and one VGG16 layer (256 -> 256, 56x56) at batch 2. Compared element by element within
+// not depend on what cudnnFind picks. Shapes: small 3x3s (implicit GEMM below 16 channels,
+// Winograd F(4x4, 3x3) from 16 on, with odd sizes and every padding), stride 2 without padding,
+// 1x1, 5x5 with stride 2 and VGG16 layers (256 -> 256 at 56x56, 512 -> 512 at 14x14) at batch 2,
+// which take the Winograd path. Compared element by element within
 // 1e-4 of max(|cuDNN|, RMS of cuDNN). Everything runs on a stream of the test's own; workspaces
 // come from cudaMalloc. Skips without a device.
 #include <cuda_runtime.h>
@@ -140,7 +142,8 @@ void compare_with_cudnn(const nn::Conv2dGeometry& g, uint64_t seed) {
   CUDNN_OK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, x_desc, y_desc, conv, w_desc, bwd_filter_algo,
                                                           &filter_bytes));
   const size_t cudnn_bytes = std::max({fwd_bytes, data_bytes, filter_bytes, size_t{4}});
-  const size_t ours_bytes = std::max({nn::cuda::conv2d_backward_input_workspace_bytes(g),
+  const size_t ours_bytes = std::max({nn::cuda::conv2d_forward_workspace_bytes(g),
+                                      nn::cuda::conv2d_backward_input_workspace_bytes(g),
                                       nn::cuda::conv2d_backward_weight_workspace_bytes(g), size_t{4}});
   Buffer cudnn_workspace((cudnn_bytes + 3) / 4), ours_workspace((ours_bytes + 3) / 4);
   ASSERT_TRUE(cudnn_workspace.p && ours_workspace.p);
@@ -158,8 +161,8 @@ void compare_with_cudnn(const nn::Conv2dGeometry& g, uint64_t seed) {
   CUDA_OK(cudaMemsetAsync(y_fused.p, 0xff, y_count * sizeof(float), stream));
   CUDA_OK(cudaMemsetAsync(dx_ours.p, 0xff, x_count * sizeof(float), stream));
   CUDA_OK(cudaMemsetAsync(dw_ours.p, 0xff, w_count * sizeof(float), stream));
-  nn::cuda::conv2d_forward_f32(x.p, w.p, nullptr, y_ours.p, g, false, stream);
-  nn::cuda::conv2d_forward_f32(x.p, w.p, bias.p, y_fused.p, g, true, stream);
+  nn::cuda::conv2d_forward_f32(x.p, w.p, nullptr, y_ours.p, g, false, ours_workspace.p, stream);
+  nn::cuda::conv2d_forward_f32(x.p, w.p, bias.p, y_fused.p, g, true, ours_workspace.p, stream);
   nn::cuda::conv2d_backward_input_f32(dy.p, w.p, dx_ours.p, g, ours_workspace.p, stream);
   nn::cuda::conv2d_backward_weight_f32(dy.p, x.p, dw_ours.p, g, ours_workspace.p, stream);
   CUDA_OK(cudaStreamSynchronize(stream));
@@ -188,7 +191,15 @@ void compare_with_cudnn(const nn::Conv2dGeometry& g, uint64_t seed) {
 TEST(CudaConvVsCudnn, Small3x3Padding1) {
   REQUIRE_DEVICE();
   compare_with_cudnn(geometry(2, 3, 17, 19, 5, 3, 3, 1, 1), 1);
-  compare_with_cudnn(geometry(3, 17, 9, 9, 33, 3, 3, 1, 1), 2);
+  compare_with_cudnn(geometry(3, 17, 9, 9, 33, 3, 3, 1, 1), 2);  // Winograd
+  compare_with_cudnn(geometry(3, 15, 9, 9, 33, 3, 3, 1, 1), 3);  // implicit GEMM
+}
+
+TEST(CudaConvVsCudnn, WinogradOddSizesAllPaddings) {
+  REQUIRE_DEVICE();
+  compare_with_cudnn(geometry(3, 16, 13, 17, 17, 3, 3, 1, 0), 40);
+  compare_with_cudnn(geometry(1, 17, 7, 5, 64, 3, 3, 1, 1), 41);
+  compare_with_cudnn(geometry(2, 64, 11, 9, 16, 3, 3, 1, 2), 42);
 }
 
 TEST(CudaConvVsCudnn, Stride2NoPadding) {
@@ -205,6 +216,11 @@ TEST(CudaConvVsCudnn, OneByOne) {
 TEST(CudaConvVsCudnn, Vgg16Layer256x56Batch2) {
   REQUIRE_DEVICE();
   compare_with_cudnn(geometry(2, 256, 56, 56, 256, 3, 3, 1, 1), 30);
+}
+
+TEST(CudaConvVsCudnn, Vgg16Layer512x14Batch2) {
+  REQUIRE_DEVICE();
+  compare_with_cudnn(geometry(2, 512, 14, 14, 512, 3, 3, 1, 1), 31);
 }
 
 }  // namespace
