@@ -1,0 +1,292 @@
+// pneumonia-serve: the pneumonia web app's HTTP server.
+//
+//   pneumonia-serve --model RUN_DIR/model.safetensors [--port 8080] [--host 127.0.0.1] [--threads N]
+//                   [--device cpu|cuda] [--max-body-mib 16] [--queue 64] [--read-timeout-s 10] ...
+//
+// Threads: --threads request workers (default: one per hardware thread), each running nn with
+// --compute-threads threads (default: hardware threads / workers = 1). On 2 cores, 2 x 1 served
+// about twice the requests per second of 1 x 2 (OpenMP's fork/join costs more than it gains on
+// this small model) at nearly the same single-request latency.
+// Loads the model once (shared read-only by all worker threads: inference and Grad-CAM never
+// write to it) and serves
+//   GET  /             the page (examples/pneumonia/web/index.html, embedded at build time)
+//   GET  /api/health   {"status":"ok","model":...,"classes":[...],"input_size":N,"threshold":T,"device":...}
+//   POST /api/predict  multipart/form-data with one file field "image" (JPEG or PNG) ->
+//                      {"label","probability","threshold","heatmap" (base64 PNG of the Grad-CAM map
+//                       blended over the X-ray, at the upload's size),"model","elapsed_ms","width","height"}
+// Errors are JSON {"error": "..."} with 400/404/405/413/414/431/503/500. Uploads are decoded from
+// memory only; nothing a client sends is written to disk. The HTTP machinery and its limits are in
+// common/http_server.h. Prints "listening on http://HOST:PORT" once ready (port 0 picks a free
+// port); SIGINT/SIGTERM stop it. Exit codes: 0 stopped by a signal, 1 startup failure, 2 usage.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <nn/data/image.h>
+#include <nn/explain.h>
+#include <nn/nn.h>
+#include <nn/parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#ifdef PNEUMONIA_SERVE_ZLIB
+#include <zlib.h>
+#endif
+
+#include "http_server.h"
+#include "multipart.h"
+#include "pneumonia_model.h"
+#include "pneumonia_web_page.h"
+
+using json = nlohmann::json;
+namespace web = pneumonia::http;
+
+namespace {
+
+std::string base64(const std::vector<uint8_t>& data) {
+  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < data.size(); i += 3) {
+    uint32_t v = (uint32_t(data[i]) << 16) | (uint32_t(data[i + 1]) << 8) | data[i + 2];
+    out += table[v >> 18];
+    out += table[(v >> 12) & 63];
+    out += table[(v >> 6) & 63];
+    out += table[v & 63];
+  }
+  if (i + 1 == data.size()) {
+    uint32_t v = uint32_t(data[i]) << 16;
+    out += table[v >> 18];
+    out += table[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == data.size()) {
+    uint32_t v = (uint32_t(data[i]) << 16) | (uint32_t(data[i + 1]) << 8);
+    out += table[v >> 18];
+    out += table[(v >> 12) & 63];
+    out += table[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+// The heatmap as a PNG. nn::data::encode_png (stb_image_write: every filter tried on every row,
+// zlib level 8) took about a third of a request's time; with zlib available (CMake finds it) the
+// server writes an 8-bit RGB PNG itself with the Sub filter and zlib's fastest level instead,
+// a few times faster for a slightly larger file.
+std::vector<uint8_t> heatmap_png(const nn::data::Image& rgb) {
+#ifdef PNEUMONIA_SERVE_ZLIB
+  if (rgb.channels != 3) return nn::data::encode_png(rgb);
+  const size_t w = static_cast<size_t>(rgb.width), h = static_cast<size_t>(rgb.height), stride = w * 3;
+  std::vector<uint8_t> raw(h * (stride + 1));
+  for (size_t y = 0; y < h; ++y) {
+    uint8_t* row = &raw[y * (stride + 1)];
+    row[0] = 1;  // Sub: each byte minus the byte of the pixel to its left
+    const float* src = &rgb.pixels[y * stride];
+    uint8_t prev[3] = {0, 0, 0};
+    for (size_t i = 0; i < stride; ++i) {
+      const float v = src[i];
+      const uint8_t b = static_cast<uint8_t>(!(v > 0) ? 0 : v >= 1 ? 255 : std::lround(v * 255.0f));
+      row[1 + i] = static_cast<uint8_t>(b - prev[i % 3]);
+      prev[i % 3] = b;
+    }
+  }
+  uLongf packed_size = compressBound(static_cast<uLong>(raw.size()));
+  std::vector<uint8_t> packed(packed_size);
+  if (compress2(packed.data(), &packed_size, raw.data(), static_cast<uLong>(raw.size()), Z_BEST_SPEED) != Z_OK)
+    return nn::data::encode_png(rgb);
+  packed.resize(packed_size);
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  auto be32 = [&png](uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) png.push_back(static_cast<uint8_t>(v >> s));
+  };
+  auto chunk = [&](const char* type, const uint8_t* data, size_t n) {
+    be32(static_cast<uint32_t>(n));
+    const size_t start = png.size();
+    png.insert(png.end(), type, type + 4);
+    png.insert(png.end(), data, data + n);
+    be32(static_cast<uint32_t>(crc32(0L, &png[start], static_cast<uInt>(n + 4))));
+  };
+  const uint8_t ihdr[13] = {uint8_t(w >> 24), uint8_t(w >> 16), uint8_t(w >> 8), uint8_t(w), uint8_t(h >> 24),
+                            uint8_t(h >> 16), uint8_t(h >> 8), uint8_t(h), 8, 2, 0, 0, 0};  // 8-bit RGB
+  chunk("IHDR", ihdr, sizeof ihdr);
+  chunk("IDAT", packed.data(), packed.size());
+  chunk("IEND", nullptr, 0);
+  return png;
+#else
+  return nn::data::encode_png(rgb);
+#endif
+}
+
+web::Response json_response(int status, const json& body) { return {status, "application/json", body.dump(), {}}; }
+web::Response error_response(int status, const std::string& message) {
+  return {status, "application/json", web::json_error(message), {}};
+}
+web::Response method_not_allowed(const std::string& method, const std::string& path, const char* allowed) {
+  web::Response r = error_response(405, "method " + method + " is not allowed on " + path + " (allowed: " + allowed + ")");
+  r.headers.emplace_back("Allow", allowed);
+  return r;
+}
+
+struct App {
+  pneumonia::LoadedModel loaded;
+  nn::data::Preprocessing preset;
+  nn::Device device = nn::Device::cpu();
+  std::string device_name, model_name;
+  nn::data::ImageLimits limits;
+
+  web::Response handle(const web::Request& req) {
+    if (req.path == "/" || req.path == "/index.html") {
+      if (req.method != "GET") return method_not_allowed(req.method, req.path, "GET");
+      return {200, "text/html; charset=utf-8",
+              std::string(reinterpret_cast<const char*>(pneumonia::kWebPage), pneumonia::kWebPageSize), {}};
+    }
+    if (req.path == "/api/health") {
+      if (req.method != "GET") return method_not_allowed(req.method, req.path, "GET");
+      const pneumonia::ModelSpec& spec = loaded.spec;
+      return json_response(200, {{"status", "ok"}, {"model", model_name}, {"classes", spec.classes},
+                                 {"input_size", spec.input_size}, {"threshold", spec.threshold},
+                                 {"device", device_name}});
+    }
+    if (req.path == "/api/predict") {
+      if (req.method != "POST") return method_not_allowed(req.method, req.path, "POST");
+      return predict(req);
+    }
+    return error_response(404, "no such path: " + req.path.substr(0, 200) + " (try /, /api/health, /api/predict)");
+  }
+
+  web::Response predict(const web::Request& req) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<web::MultipartPart> parts;
+    try {
+      parts = web::parse_multipart(req.body, req.content_type);
+    } catch (const web::MultipartError& e) {
+      return error_response(400, e.what());
+    }
+    const web::MultipartPart* image = nullptr;
+    size_t files = 0, images = 0;
+    for (const web::MultipartPart& p : parts) {
+      if (p.has_filename) ++files;
+      if (p.name == "image") {
+        ++images;
+        image = &p;
+      }
+    }
+    if (images == 0) return error_response(400, "missing field 'image': upload a JPEG or PNG chest X-ray as form field 'image'");
+    if (files > 1 || images > 1)
+      return error_response(400, "expected exactly one file (field 'image'), got " + std::to_string(std::max(files, images)));
+    if (image->filename.find_first_of("/\\") != std::string::npos || image->filename.find("..") != std::string::npos ||
+        std::any_of(image->filename.begin(), image->filename.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
+      return error_response(400, "the file name of 'image' must be a plain name (no path, no control characters)");
+    if (image->data.empty()) return error_response(400, "the uploaded file 'image' is empty");
+
+    nn::data::Image decoded;
+    try {
+      decoded = nn::data::decode_image(image->data.data(), image->data.size(), "uploaded image", limits);
+    } catch (const nn::Error& e) {
+      return error_response(400, std::string("cannot use the uploaded image: ") + e.what());
+    }
+    // As pneumonia::prepare_xray: grayscale, squashed to the model's square input.
+    const pneumonia::ModelSpec& spec = loaded.spec;
+    nn::data::Image gray = nn::data::to_grayscale(decoded);
+    decoded = {};
+    nn::data::Image small = (gray.height == spec.input_size && gray.width == spec.input_size)
+                                ? gray
+                                : nn::data::resize(gray, spec.input_size, spec.input_size);
+    nn::Tensor input = pneumonia::xray_to_input(small, preset).unsqueeze(0).to(device);
+    nn::explain::GradCam cam = nn::explain::grad_cam(*loaded.model, input);
+    const double probability = 1.0 / (1.0 + std::exp(-cam.logit));
+    std::vector<uint8_t> png = heatmap_png(nn::explain::colorize_blend(cam.heatmap, gray, 0.4));
+    const double elapsed_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    const bool positive = probability >= spec.threshold;
+    return json_response(200, {{"label", spec.classes[positive ? 1 : 0]}, {"probability", probability},
+                               {"threshold", spec.threshold}, {"heatmap", base64(png)}, {"model", model_name},
+                               {"elapsed_ms", std::round(elapsed_ms * 10) / 10}, {"width", gray.width},
+                               {"height", gray.height}});
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"pneumonia-serve: the pneumonia web app (page + JSON API) over HTTP"};
+  std::string model_path, device = "cpu";
+  web::ServerOptions options;
+  int port = 8080, threads = 0, compute_threads = 0, max_requests = 100;
+  double max_body_mib = 16, read_timeout_s = 10, write_timeout_s = 30;
+  int64_t max_pixels = 16'000'000, max_side = 10'000;
+  size_t queue = 64, max_connections = 512;
+  cli.add_option("--model", model_path, "model.safetensors written by pneumonia-train")->required();
+  cli.add_option("--port", port, "TCP port (0: a free one, printed)")->check(CLI::Range(0, 65535));
+  cli.add_option("--host", options.host, "address to listen on (default 127.0.0.1: this machine only)");
+  cli.add_option("--threads", threads, "worker threads answering requests (default: the hardware threads)")
+      ->check(CLI::Range(0, 256));
+  cli.add_option("--compute-threads", compute_threads, "nn compute threads (default: hardware threads / workers)")
+      ->check(CLI::Range(0, 256));
+  cli.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cli.add_option("--max-body-mib", max_body_mib, "largest request body in MiB")->check(CLI::Range(0.001, 1024.0));
+  cli.add_option("--queue", queue, "requests waiting for a worker before 503")->check(CLI::Range(1, 100000));
+  cli.add_option("--read-timeout-s", read_timeout_s, "seconds to receive one request (headers + body)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cli.add_option("--write-timeout-s", write_timeout_s, "seconds to send one response")->check(CLI::Range(0.1, 3600.0));
+  cli.add_option("--max-connections", max_connections, "open connections at once")->check(CLI::Range(1, 100000));
+  cli.add_option("--max-requests-per-connection", max_requests, "keep-alive requests per connection")
+      ->check(CLI::Range(1, 1000000));
+  cli.add_option("--max-pixels", max_pixels, "largest uploaded image in pixels")->check(CLI::Range(1, 100'000'000));
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = cli.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  try {
+    const int hw = std::max(1u, std::thread::hardware_concurrency());
+    if (threads <= 0) threads = hw;
+    if (compute_threads <= 0) compute_threads = std::max(1, hw / threads);
+    nn::set_num_threads(compute_threads);
+
+    App app;
+    app.loaded = pneumonia::load_model(model_path);
+    app.preset = nn::data::parse_preprocessing(app.loaded.spec.preprocessing);
+    app.model_name = std::filesystem::path(model_path).filename().string();
+    app.device_name = device;
+    app.device = device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
+    app.loaded.model->to(app.device);
+    app.limits.max_pixels = max_pixels;
+    app.limits.max_side = max_side;
+    NN_CHECK(app.loaded.spec.classes.size() == 2, "the model has ", app.loaded.spec.classes.size(), " classes, expected 2");
+
+    options.port = static_cast<uint16_t>(port);
+    options.worker_threads = threads;
+    options.queue_capacity = queue;
+    options.max_body_bytes = static_cast<uint64_t>(max_body_mib * 1024 * 1024);
+    options.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(read_timeout_s * 1000));
+    options.write_timeout = std::chrono::milliseconds(static_cast<int64_t>(write_timeout_s * 1000));
+    options.max_connections = max_connections;
+    options.max_requests_per_connection = max_requests;
+    options.common_headers = {
+        {"X-Content-Type-Options", "nosniff"},
+        {"Content-Security-Policy",
+         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"},
+        {"Referrer-Policy", "no-referrer"},
+    };
+    web::HttpServer server(options, [&app](const web::Request& r) { return app.handle(r); });
+    server.listen();
+    std::printf("model %s, %d workers x %d compute threads, device %s, queue %zu, body limit %.0f MiB\n",
+                app.model_name.c_str(), threads, compute_threads, device.c_str(), queue, max_body_mib);
+    std::printf("listening on http://%s:%u\n", options.host.c_str(), static_cast<unsigned>(server.port()));
+    std::fflush(stdout);
+    server.run();
+    std::printf("stopped\n");
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pneumonia-serve: %s\n", e.what());
+    return 1;
+  }
+}
