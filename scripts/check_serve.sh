@@ -33,7 +33,9 @@ image="$work/train/PNEUMONIA/pneumonia_0000.png"
 start_server() {
   local log=$1
   shift
-  "$bin/pneumonia-serve" --model "$model" --port 0 "$@" >"$log" 2>&1 &
+  # NN_SERVE_ARGS: extra server options for every server, e.g. "--device cuda" on a GPU machine.
+  # shellcheck disable=SC2086
+  "$bin/pneumonia-serve" --model "$model" --port 0 "$@" ${NN_SERVE_ARGS:-} >"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do
     port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log")
