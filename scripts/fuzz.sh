@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs the libFuzzer targets of tests/fuzz (see tests/fuzz/README.md).
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#
+# SECONDS_PER_TARGET defaults to 600; TARGETs default to all (fuzz_safetensors fuzz_image).
+# Configures and builds build-fuzz (clang, -DNN_FUZZ=ON) when needed, writes the seed corpora
+# (tests/fuzz/make_corpus.py) to build-fuzz/seeds/<target>/, grows build-fuzz/corpus/<target>/,
+# and writes crashing, leaking, timing-out or over-allocating inputs to build-fuzz/crashes/<target>/.
+# Each target runs as one process (one worker, one job) under nice, with the memory limits of the
+# fuzzing issue: no input may make a reader allocate more than 1 GiB (-malloc_limit_mb) or grow the
+# process past 2 GiB (-rss_limit_mb). Prints, per target: executions, exec/s, coverage (cov, ft)
+# and crashes found. Exits 1 when any target found something.
+#
+# Environment: BUILD_DIR (default build-fuzz), FUZZ_ARGS (extra libFuzzer flags), NICE (default 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-600}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_image)
+build=${BUILD_DIR:-build-fuzz}
+nice_level=${NICE:-10}
+
+for t in "${targets[@]}"; do
+  case $t in
+    fuzz_safetensors | fuzz_image) ;;
+    *) echo "fuzz.sh: unknown target '$t' (fuzz_safetensors, fuzz_image)" >&2; exit 2 ;;
+  esac
+done
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  CC=clang CXX=clang++ nice -n "$nice_level" cmake -S . -B "$build" -DNN_FUZZ=ON -DNN_CUDA=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNN_BUILD_TESTS=OFF -DNN_BUILD_BENCH=OFF -DNN_BUILD_EXAMPLES=OFF
+fi
+nice -n "$nice_level" cmake --build "$build" --target "${targets[@]}" -j "$(nproc)"
+
+python3 tests/fuzz/make_corpus.py "$build/seeds" > /dev/null
+
+# Per-target input size limits: safetensors headers and images larger than this add nothing.
+max_len() {
+  case $1 in
+    fuzz_safetensors) echo 16384 ;;
+    fuzz_image) echo 65536 ;;
+  esac
+}
+dict() {
+  case $1 in
+    fuzz_safetensors) echo tests/fuzz/safetensors.dict ;;
+    fuzz_image) echo tests/fuzz/image.dict ;;
+  esac
+}
+
+summary=()
+found_any=0
+for t in "${targets[@]}"; do
+  corpus=$build/corpus/$t
+  crashes=$build/crashes/$t
+  log=$build/logs/$t.$(date -u +%Y%m%dT%H%M%SZ).log
+  mkdir -p "$corpus" "$crashes" "$(dirname "$log")"
+  before=$(find "$crashes" -type f | wc -l)
+  echo "== $t: ${seconds} s (log: $log)"
+  # The library's own threads (OpenMP) would only slow a single fuzzing process down.
+  set +e
+  OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
+    -dict="$(dict "$t")" -max_len="$(max_len "$t")" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$crashes/" \
+    ${FUZZ_ARGS:-} > "$log" 2>&1
+  rc=$?
+  set -e
+  after=$(find "$crashes" -type f | wc -l)
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
+  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last")
+  ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
+  units=$(find "$corpus" -type f | wc -l)
+  new=$((after - before))
+  if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
+    found_any=1
+    grep -E 'ERROR: |SUMMARY: |Test unit written to' "$log" | head -5 || true
+  fi
+  line=$(printf '%-17s %8s s  %10s execs  %7s exec/s  cov %6s  ft %6s  corpus %6s  crashes %s (exit %s)' \
+    "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$units" "$new" "$rc")
+  echo "$line"
+  summary+=("$line")
+done
+
+echo
+echo "== summary ($(date -u +%Y-%m-%d), crashes under $build/crashes/)"
+printf '%s\n' "${summary[@]}"
+exit "$found_any"

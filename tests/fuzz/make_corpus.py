@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""Seed corpora for the fuzz targets in tests/fuzz (python3 standard library only).
+
+    make_corpus.py OUT_DIR
+
+writes OUT_DIR/fuzz_safetensors/ (valid safetensors files and the malformed cases of
+docs/RELIABILITY.md items 1-3 and 5) and OUT_DIR/fuzz_image/ (small valid PNGs and JPEGs made
+here -- a PNG writer with every filter type, bit depth, colour type and Adam7 interlacing, and a
+baseline/progressive JPEG encoder -- plus truncated, corrupted and huge-dimension variants).
+The output is deterministic, so re-running it does not grow a corpus.
+"""
+import json
+import math
+import os
+import struct
+import sys
+import zlib
+
+
+# ---------------------------------------------------------------- safetensors
+
+def st_file(tensors, metadata=None, pad=True, header_override=None, trailing=b""):
+    """tensors: list of (name, dtype, shape, data bytes); offsets follow the list order."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    data = b""
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = header_override if header_override is not None else json.dumps(header).encode()
+    if pad:
+        text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + data + trailing
+
+
+def st_raw(header_text, data=b""):
+    if isinstance(header_text, str):
+        header_text = header_text.encode()
+    return struct.pack("<Q", len(header_text)) + header_text + data
+
+
+def f32(*values):
+    return struct.pack("<%df" % len(values), *values)
+
+
+def safetensors_seeds():
+    seeds = {}
+    # valid
+    seeds["valid_f32_2x3"] = st_file([("w", "F32", [2, 3], f32(1, 2, 3, 4, 5, 6))])
+    seeds["valid_all_dtypes"] = st_file([
+        ("a.f64", "F64", [2], struct.pack("<2d", 1.5, -2.0)),
+        ("b.i64", "I64", [1, 2], struct.pack("<2q", -1, 1 << 40)),
+        ("c.f32", "F32", [3], f32(0.0, -0.0, 3.25)),
+        ("d.i32", "I32", [2, 1], struct.pack("<2i", 7, -7)),
+        ("e.f16", "F16", [2, 2], struct.pack("<4H", 0x3c00, 0xbc00, 0x7bff, 0x0001)),
+        ("f.bf16", "BF16", [3], struct.pack("<3H", 0x3f80, 0xc000, 0x0001)),
+        ("g.u8", "U8", [5], bytes([0, 1, 127, 128, 255])),
+    ], metadata={"format": "pt", "note": "seed"})
+    seeds["valid_scalar"] = st_file([("s", "F32", [], f32(42.0))])
+    seeds["valid_empty_tensors"] = st_file([
+        ("empty0", "F32", [0], b""), ("empty1", "F32", [3, 0, 2], b""), ("x", "U8", [2], b"\x01\x02"),
+        ("empty2", "I64", [0, 5], b"")])
+    seeds["valid_no_tensors"] = st_file([])
+    seeds["valid_only_metadata"] = st_file([], metadata={"k": "v", "": ""})
+    seeds["valid_unaligned"] = st_file([("u", "U8", [3], b"abc"), ("f", "F32", [1], f32(1.0))], pad=False)
+    seeds["valid_nan_inf"] = st_file([("bad", "F32", [3], f32(float("nan"), float("inf"), 1.0)),
+                                      ("h", "F16", [1], struct.pack("<H", 0x7c00))])
+    seeds["valid_4d"] = st_file([("conv.weight", "F32", [2, 1, 2, 2], f32(*range(8))),
+                                 ("conv.bias", "F32", [2], f32(0.5, -0.5))])
+    seeds["valid_unicode_names"] = st_file([("\u00e9\u4e2d.weight", "U8", [1], b"\x05")],
+                                           metadata={"\u00fc": "\u2603"})
+    # malformed: sizes
+    seeds["bad_empty"] = b""
+    seeds["bad_short"] = b"\x05\x00\x00"
+    seeds["bad_header_len_huge"] = struct.pack("<Q", 1 << 62) + b"{}"
+    seeds["bad_header_len_over_limit"] = struct.pack("<Q", 100_000_001) + b"{}"
+    seeds["bad_header_len_past_end"] = struct.pack("<Q", 64) + b'{"a":1}'
+    seeds["bad_truncated_data"] = seeds["valid_f32_2x3"][:-5]
+    seeds["bad_truncated_header"] = seeds["valid_all_dtypes"][:40]
+    # malformed: header text
+    seeds["bad_not_json"] = st_raw("this is not json")
+    seeds["bad_not_utf8"] = st_raw(b'{"\xff\xfe": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}')
+    seeds["bad_overlong_utf8"] = st_raw(b'{"\xc0\xaf": 1}')
+    seeds["bad_json_array"] = st_raw("[1, 2, 3]")
+    seeds["bad_json_deep"] = st_raw("[" * 200 + "]" * 200)
+    seeds["bad_duplicate_names"] = st_raw(
+        '{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'
+        ' "a": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}', b"xy")
+    seeds["bad_duplicate_field"] = st_raw(
+        '{"a": {"dtype": "U8", "dtype": "F32", "shape": [1], "data_offsets": [0, 1]}}', b"x")
+    seeds["bad_metadata_not_map"] = st_raw('{"__metadata__": {"k": 1}}')
+    seeds["bad_metadata_array"] = st_raw('{"__metadata__": ["k"]}')
+    seeds["bad_unknown_dtype"] = st_raw('{"a": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}', b"x")
+    seeds["bad_dtype_not_string"] = st_raw('{"a": {"dtype": 4, "shape": [1], "data_offsets": [0, 4]}}', b"xxxx")
+    seeds["bad_missing_field"] = st_raw('{"a": {"dtype": "U8", "shape": [1]}}', b"x")
+    seeds["bad_extra_field"] = st_raw(
+        '{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1], "x": 0}}', b"x")
+    seeds["bad_entry_not_object"] = st_raw('{"a": [0, 1]}', b"x")
+    seeds["bad_empty_name"] = st_raw('{"": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', b"x")
+    # malformed: shapes and offsets
+    seeds["bad_negative_shape"] = st_raw('{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}', b"xxxx")
+    seeds["bad_float_shape"] = st_raw('{"a": {"dtype": "F32", "shape": [1.0], "data_offsets": [0, 4]}}', b"xxxx")
+    seeds["bad_huge_shape"] = st_raw(
+        '{"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}}', b"xxxx")
+    seeds["bad_shape_overflow_u64"] = st_raw(
+        '{"a": {"dtype": "F64", "shape": [18446744073709551615], "data_offsets": [0, 8]}}', b"x" * 8)
+    seeds["bad_shape_2p53"] = st_raw(
+        '{"a": {"dtype": "U8", "shape": [9007199254740993], "data_offsets": [0, 1]}}', b"x")
+    seeds["bad_zero_times_huge"] = st_raw(
+        '{"a": {"dtype": "F32", "shape": [0, 9007199254740992, 9007199254740992], "data_offsets": [0, 0]}}')
+    seeds["bad_wrong_dtype_size"] = st_raw('{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 6]}}', b"x" * 6)
+    seeds["bad_offsets_backwards"] = st_raw('{"a": {"dtype": "U8", "shape": [0], "data_offsets": [4, 0]}}', b"x" * 4)
+    seeds["bad_offsets_past_end"] = st_raw('{"a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}}', b"x" * 4)
+    seeds["bad_offsets_huge"] = st_raw(
+        '{"a": {"dtype": "U8", "shape": [1], "data_offsets": [18446744073709551615, 0]}}', b"x")
+    seeds["bad_offsets_three"] = st_raw('{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}}', b"x")
+    seeds["bad_overlap"] = st_raw(
+        '{"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},'
+        ' "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]}}', b"xyz")
+    seeds["bad_hole"] = st_raw(
+        '{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'
+        ' "b": {"dtype": "U8", "shape": [1], "data_offsets": [2, 3]}}', b"xyz")
+    seeds["bad_trailing_bytes"] = st_file([("w", "F32", [1], f32(1.0))], trailing=b"junk")
+    # other formats renamed
+    seeds["bad_zip"] = b"PK\x03\x04" + b"\x00" * 40
+    seeds["bad_hdf5"] = b"\x89HDF\r\n\x1a\n" + b"\x00" * 40
+    seeds["bad_pickle"] = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01u."
+    seeds["bad_npy"] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}"
+    return seeds
+
+
+# ---------------------------------------------------------------- PNG
+
+def png_chunk(kind, payload):
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def paeth(a, b, c):
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    if pa <= pb and pa <= pc:
+        return a
+    return b if pb <= pc else c
+
+
+def filter_rows(rows, bpp, first_filter):
+    """rows: list of bytes (packed scanlines); every filter type in turn from first_filter."""
+    out = bytearray()
+    prev = bytes(len(rows[0])) if rows else b""
+    for i, row in enumerate(rows):
+        ft = (first_filter + i) % 5
+        out.append(ft)
+        for x, v in enumerate(row):
+            a = row[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            pred = [0, a, b, (a + b) // 2, paeth(a, b, c)][ft]
+            out.append((v - pred) & 0xFF)
+        prev = row
+    return bytes(out)
+
+
+CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def pack_row(samples, depth):
+    if depth == 8:
+        return bytes(samples)
+    if depth == 16:
+        return b"".join(struct.pack(">H", s) for s in samples)
+    per = 8 // depth
+    out = bytearray()
+    for i in range(0, len(samples), per):
+        byte = 0
+        for k in range(per):
+            s = samples[i + k] if i + k < len(samples) else 0
+            byte |= (s & ((1 << depth) - 1)) << (8 - depth * (k + 1))
+        out.append(byte)
+    return bytes(out)
+
+
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def make_png(width, height, color_type=2, depth=8, interlace=False, palette=None, trns=None,
+             first_filter=0, extra_chunks=(), palette_kind=b"PLTE"):
+    ch = CHANNELS[color_type]
+    maxv = (1 << depth) - 1
+    if color_type == 3:
+        maxv = len(palette) // 3 - 1
+
+    def sample(x, y, c):
+        return ((x * 37 + y * 91 + c * 53 + x * y) % (maxv + 1))
+
+    bpp = max(1, ch * depth // 8)
+    raw = b""
+    passes = ADAM7 if interlace else [(0, 0, 1, 1)]
+    for x0, y0, dx, dy in passes:
+        xs = list(range(x0, width, dx))
+        ys = list(range(y0, height, dy))
+        if not xs or not ys:
+            continue
+        rows = [pack_row([sample(x, y, c) for x in xs for c in range(ch)], depth) for y in ys]
+        raw += filter_rows(rows, bpp, first_filter)
+    out = b"\x89PNG\r\n\x1a\n"
+    out += png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, int(interlace)))
+    for kind, payload in extra_chunks:
+        out += png_chunk(kind, payload)
+    if palette is not None:
+        out += png_chunk(palette_kind, bytes(palette))
+    if trns is not None:
+        out += png_chunk(b"tRNS", trns)
+    z = zlib.compress(raw, 9)
+    half = len(z) // 2  # two IDAT chunks: the decoder must join them
+    out += png_chunk(b"IDAT", z[:half]) + png_chunk(b"IDAT", z[half:])
+    out += png_chunk(b"IEND", b"")
+    return out
+
+
+def png_with_ihdr(width, height, depth=8, color_type=2, idat=b""):
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(idat)) + png_chunk(b"IEND", b""))
+
+
+# ---------------------------------------------------------------- JPEG
+
+ZIGZAG = sorted(((x, y) for x in range(8) for y in range(8)),
+                key=lambda p: (p[0] + p[1], -p[1] if (p[0] + p[1]) % 2 else p[1]))
+# ZIGZAG[k] = (row + col ordering): position k of the zig-zag scan as (u, v) with index v * 8 + u.
+ZIGZAG = [v * 8 + u for (u, v) in [(p[1], p[0]) for p in ZIGZAG]]
+
+COS = [[math.cos((2 * x + 1) * u * math.pi / 16) for x in range(8)] for u in range(8)]
+
+
+def fdct(block):
+    out = [0.0] * 64
+    for v in range(8):
+        for u in range(8):
+            cu = 1 / math.sqrt(2) if u == 0 else 1.0
+            cv = 1 / math.sqrt(2) if v == 0 else 1.0
+            s = 0.0
+            for y in range(8):
+                for x in range(8):
+                    s += block[y * 8 + x] * COS[u][x] * COS[v][y]
+            out[v * 8 + u] = 0.25 * cu * cv * s
+    return out
+
+
+class BitWriter:
+    def __init__(self):
+        self.out = bytearray()
+        self.acc = 0
+        self.n = 0
+
+    def put(self, code, length):
+        for i in range(length - 1, -1, -1):
+            self.acc = (self.acc << 1) | ((code >> i) & 1)
+            self.n += 1
+            if self.n == 8:
+                self.out.append(self.acc)
+                if self.acc == 0xFF:
+                    self.out.append(0)
+                self.acc = self.n = 0
+
+    def flush(self):
+        while self.n:
+            self.put(1, 1)
+
+
+# Simple Huffman tables that stay valid: DC, 12 symbols of 4 bits; AC, all 162 symbols of 8 bits.
+DC_SYMBOLS = list(range(12))
+AC_SYMBOLS = [0x00, 0xF0] + [(r << 4) | s for r in range(16) for s in range(1, 11)]
+
+
+def huff_codes(symbols, length):
+    return {s: (i, length) for i, s in enumerate(symbols)}
+
+
+DC_CODES = huff_codes(DC_SYMBOLS, 4)
+AC_CODES = huff_codes(AC_SYMBOLS, 8)
+
+
+def dht(cls, ident, symbols, length):
+    bits = [0] * 16
+    bits[length - 1] = len(symbols)
+    body = bytes([(cls << 4) | ident]) + bytes(bits) + bytes(symbols)
+    return b"\xff\xc4" + struct.pack(">H", len(body) + 2) + body
+
+
+def magnitude(v):
+    size = abs(v).bit_length()
+    bits = v if v >= 0 else v + (1 << size) - 1
+    return size, bits
+
+
+def encode_dc(w, diff):
+    size, bits = magnitude(diff)
+    w.put(*DC_CODES[size])
+    if size:
+        w.put(bits, size)
+
+
+def encode_ac(w, coefs, start=1):
+    run = 0
+    last = max([k for k in range(start, 64) if coefs[k]] or [start - 1])
+    for k in range(start, last + 1):
+        c = coefs[k]
+        if c == 0:
+            run += 1
+            continue
+        while run > 15:
+            w.put(*AC_CODES[0xF0])
+            run -= 16
+        size, bits = magnitude(c)
+        w.put(*AC_CODES[(run << 4) | size])
+        w.put(bits, size)
+        run = 0
+    if last < 63:
+        w.put(*AC_CODES[0x00])
+
+
+def make_jpeg(width, height, gray=False, subsample=False, restart=0, progressive=False, quality_step=2):
+    if progressive:
+        subsample = False  # non-interleaved scans are written for 1x1 sampling only
+    ncomp = 1 if gray else 3
+    hmax = 2 if (subsample and not gray) else 1
+    mcu = 8 * hmax
+    mx, my = -(-width // mcu), -(-height // mcu)
+
+    def rgb(x, y):
+        x, y = min(x, width - 1), min(y, height - 1)
+        return ((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1), ((x + y) * 40) % 256)
+
+    def comp_value(c, x, y):
+        r, g, b = rgb(x, y)
+        if gray or c == 0:
+            return 0.299 * r + 0.587 * g + 0.114 * b
+        if c == 1:
+            return -0.1687 * r - 0.3313 * g + 0.5 * b + 128
+        return 0.5 * r - 0.4187 * g - 0.0813 * b + 128
+
+    quant = [[min(255, 2 + k * quality_step // (1 + c)) for k in range(64)] for c in range(2)]
+
+    def block(c, bx, by, scale):  # block at block coordinates (bx, by) of component c
+        vals = []
+        for y in range(8):
+            for x in range(8):
+                if scale == 1:
+                    vals.append(comp_value(c, bx * 8 + x, by * 8 + y) - 128)
+                else:  # average of the 2x2 full-resolution pixels
+                    px, py = (bx * 8 + x) * 2, (by * 8 + y) * 2
+                    vals.append(sum(comp_value(c, px + i, py + j) for i in (0, 1) for j in (0, 1)) / 4 - 128)
+        d = fdct(vals)
+        q = quant[0 if c == 0 else 1]
+        return [int(round(d[ZIGZAG[k]] / q[k])) for k in range(64)]
+
+    samp = [(hmax, hmax)] + [(1, 1)] * (ncomp - 1)
+    # coefficients of each component's blocks, by block coordinates over the MCU-padded grid
+    coefs = []
+    for c in range(ncomp):
+        h, v = samp[c]
+        scale = hmax // h
+        coefs.append({(bx, by): block(c, bx, by, scale) for by in range(my * v) for bx in range(mx * h)})
+
+    out = b"\xff\xd8"
+    out += b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    for t in range(1 if gray else 2):
+        body = bytes([t]) + bytes(quant[t][k] for k in range(64))
+        out += b"\xff\xdb" + struct.pack(">H", len(body) + 2) + body
+    sof = struct.pack(">BHHB", 8, height, width, ncomp)
+    for c in range(ncomp):
+        sof += bytes([c + 1, (samp[c][0] << 4) | samp[c][1], 0 if c == 0 else 1])
+    out += (b"\xff\xc2" if progressive else b"\xff\xc0") + struct.pack(">H", len(sof) + 2) + sof
+    out += dht(0, 0, DC_SYMBOLS, 4) + dht(1, 0, AC_SYMBOLS, 8)
+    if restart:
+        out += b"\xff\xdd" + struct.pack(">HH", 4, restart)
+
+    def sos(comps, ss, se):
+        body = bytes([len(comps)]) + b"".join(bytes([c + 1, 0]) for c in comps) + bytes([ss, se, 0])
+        return b"\xff\xda" + struct.pack(">H", len(body) + 2) + body
+
+    def scan(units, emit):
+        """units: list of MCUs, each a list of (component, block coords); restart markers between."""
+        w = BitWriter()
+        data = bytearray()
+        pred = [0] * ncomp
+        for i, unit in enumerate(units):
+            if restart and i and i % restart == 0:
+                w.flush()
+                data += w.out + bytes([0xFF, 0xD0 + (i // restart - 1) % 8])
+                w = BitWriter()
+                pred = [0] * ncomp
+            for c, key in unit:
+                pred[c] = emit(w, c, coefs[c][key], pred[c])
+        w.flush()
+        return bytes(data + w.out)
+
+    def emit_full(w, c, co, p):
+        encode_dc(w, co[0] - p)
+        encode_ac(w, co)
+        return co[0]
+
+    def emit_dc(w, c, co, p):
+        encode_dc(w, co[0] - p)
+        return co[0]
+
+    def emit_ac(w, c, co, p):
+        encode_ac(w, co)
+        return p
+
+    interleaved = []
+    for by in range(my):
+        for bx in range(mx):
+            unit = []
+            for c in range(ncomp):
+                h, v = samp[c]
+                unit += [(c, (bx * h + i, by * v + j)) for j in range(v) for i in range(h)]
+            interleaved.append(unit)
+    if not progressive:
+        out += sos(list(range(ncomp)), 0, 63) + scan(interleaved, emit_full)
+    else:
+        out += sos(list(range(ncomp)), 0, 0) + scan(interleaved, emit_dc)
+        bw, bh = -(-width // 8), -(-height // 8)  # a non-interleaved scan covers the image only
+        for c in range(ncomp):
+            units = [[(c, (bx, by))] for by in range(bh) for bx in range(bw)]
+            out += sos([c], 1, 63) + scan(units, emit_ac)
+    return out + b"\xff\xd9"
+
+
+def jpeg_sof(width, height, ncomp=3):
+    """A JPEG whose frame header declares the given size, with no real scan data."""
+    sof = struct.pack(">BHHB", 8, height, width, ncomp) + b"".join(bytes([c + 1, 0x11, 0]) for c in range(ncomp))
+    q = b"\x00" + bytes([1] * 64)
+    return (b"\xff\xd8" + b"\xff\xdb" + struct.pack(">H", 67) + q + b"\xff\xc0" + struct.pack(">H", len(sof) + 2)
+            + sof + dht(0, 0, DC_SYMBOLS, 4) + dht(1, 0, AC_SYMBOLS, 8) + b"\xff\xda\x00\x0c\x03\x01\x00\x02\x00\x03\x00\x00\x3f\x00"
+            + b"\x00" * 16 + b"\xff\xd9")
+
+
+def image_seeds():
+    seeds = {}
+    pal = [v for i in range(16) for v in ((i * 16) % 256, (i * 40) % 256, (i * 90) % 256)]
+    seeds["png_rgb_5x3"] = make_png(5, 3)
+    seeds["png_rgb_1x1"] = make_png(1, 1)
+    seeds["png_gray_7x1"] = make_png(7, 1, color_type=0)
+    seeds["png_gray_1x9_filters"] = make_png(1, 9, color_type=0, first_filter=1)
+    seeds["png_gray1bit_13x3"] = make_png(13, 3, color_type=0, depth=1)
+    seeds["png_gray2bit_6x2"] = make_png(6, 2, color_type=0, depth=2, first_filter=3)
+    seeds["png_gray4bit_5x5"] = make_png(5, 5, color_type=0, depth=4, first_filter=4)
+    seeds["png_gray16_4x3"] = make_png(4, 3, color_type=0, depth=16)
+    seeds["png_graya_3x3"] = make_png(3, 3, color_type=4, first_filter=2)
+    seeds["png_rgba_4x4"] = make_png(4, 4, color_type=6, first_filter=4)
+    seeds["png_rgba16_3x2"] = make_png(3, 2, color_type=6, depth=16, first_filter=1)
+    seeds["png_rgb16_2x2"] = make_png(2, 2, color_type=2, depth=16, first_filter=3)
+    seeds["png_palette_6x4"] = make_png(6, 4, color_type=3, palette=pal)
+    seeds["png_palette4bit_trns_9x2"] = make_png(9, 2, color_type=3, depth=4, palette=pal, trns=bytes(range(0, 240, 15)))
+    seeds["png_rgb_trns_3x3"] = make_png(3, 3, color_type=2, trns=struct.pack(">HHH", 37, 91, 53))
+    seeds["png_gray_trns_4x2"] = make_png(4, 2, color_type=0, trns=struct.pack(">H", 0))
+    seeds["png_interlaced_rgb_11x9"] = make_png(11, 9, interlace=True, first_filter=2)
+    seeds["png_interlaced_gray_3x2"] = make_png(3, 2, color_type=0, interlace=True)
+    seeds["png_interlaced_palette_9x9"] = make_png(9, 9, color_type=3, depth=2, palette=pal[:12], interlace=True)
+    seeds["png_interlaced_rgba16_5x5"] = make_png(5, 5, color_type=6, depth=16, interlace=True, first_filter=4)
+    seeds["png_ancillary_chunks"] = make_png(2, 2, extra_chunks=[(b"gAMA", struct.pack(">I", 45455)),
+                                                                 (b"tEXt", b"Comment\x00seed")])
+    seeds["bad_png_cgbi_apple"] = b"\x89PNG\r\n\x1a\n" + png_chunk(b"CgBI", b"\x50\x00\x20\x02") + make_png(2, 2)[8:]
+    # JPEG
+    seeds["jpeg_rgb_8x8"] = make_jpeg(8, 8)
+    seeds["jpeg_rgb_13x7"] = make_jpeg(13, 7)
+    seeds["jpeg_gray_9x17"] = make_jpeg(9, 17, gray=True)
+    seeds["jpeg_420_21x19"] = make_jpeg(21, 19, subsample=True)
+    seeds["jpeg_1x1"] = make_jpeg(1, 1)
+    seeds["jpeg_restart_24x16"] = make_jpeg(24, 16, restart=2)
+    seeds["jpeg_420_restart_33x17"] = make_jpeg(33, 17, subsample=True, restart=1)
+    seeds["jpeg_progressive_rgb_12x10"] = make_jpeg(12, 10, progressive=True)
+    seeds["jpeg_progressive_gray_17x3"] = make_jpeg(17, 3, gray=True, progressive=True)
+    # malformed
+    good_png, good_jpeg = seeds["png_rgb_5x3"], seeds["jpeg_rgb_13x7"]
+    seeds["bad_png_truncated_half"] = good_png[: len(good_png) // 2]
+    seeds["bad_png_no_iend"] = good_png[:-12]
+    seeds["bad_png_signature_only"] = good_png[:8]
+    crc = bytearray(good_png)
+    crc[40] ^= 0x10
+    seeds["bad_png_crc"] = bytes(crc)
+    seeds["bad_png_huge_30000"] = png_with_ihdr(30000, 30000)
+    seeds["bad_png_huge_2p31"] = png_with_ihdr(0x7FFFFFFF, 1)
+    seeds["bad_png_zero_size"] = png_with_ihdr(0, 5)
+    seeds["bad_png_bad_depth"] = png_with_ihdr(2, 2, depth=7)
+    seeds["bad_png_bad_colortype"] = png_with_ihdr(2, 2, color_type=5)
+    seeds["bad_png_short_idat"] = png_with_ihdr(64, 64, idat=b"\x00" * 10)
+    seeds["png_idat_inflates_200x_too_much"] = png_with_ihdr(100, 100, color_type=0, idat=b"\x00" * 2_000_000)
+    seeds["bad_png_palette_missing"] = make_png(4, 4, color_type=3, palette=pal, palette_kind=b"PLTx")
+    seeds["bad_jpeg_truncated_scan"] = good_jpeg[: len(good_jpeg) - 20]
+    seeds["bad_jpeg_no_eoi"] = good_jpeg[:-2]
+    seeds["bad_jpeg_soi_only"] = b"\xff\xd8\xff"
+    seeds["bad_jpeg_huge_65535"] = jpeg_sof(65535, 65535)
+    seeds["bad_jpeg_zero_height"] = jpeg_sof(16, 0)
+    seeds["jpeg_cmyk_no_scan_data_8x8"] = jpeg_sof(8, 8, ncomp=4)
+    seeds["bad_jpeg_huffman_overflow"] = (b"\xff\xd8\xff\xc4\x00\x13\x00" + bytes([255] * 16) + b"\xff\xd9")
+    corrupt = bytearray(good_jpeg)
+    for k in range(len(corrupt) - 40, len(corrupt) - 4, 5):
+        corrupt[k] ^= 0x5A
+    seeds["bad_jpeg_corrupt_scan"] = bytes(corrupt)
+    seeds["bad_gif"] = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+    seeds["bad_text"] = b"hello, this is not an image\n"
+    seeds["bad_empty"] = b""
+    return seeds
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_corpus.py OUT_DIR")
+    for target, seeds in (("fuzz_safetensors", safetensors_seeds()), ("fuzz_image", image_seeds())):
+        folder = os.path.join(sys.argv[1], target)
+        os.makedirs(folder, exist_ok=True)
+        for name, data in seeds.items():
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+        print("%s: %d seeds in %s" % (target, len(seeds), folder))
+
+
+if __name__ == "__main__":
+    main()
