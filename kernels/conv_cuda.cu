@@ -142,6 +142,25 @@ struct ImplicitGemmParams {
   bool relu;
 };
 
+// The gathered tensor (in_*) and the output (out_*) of one implicit GEMM, with the kernel window
+// of g: the forward gathers x into y, backward-data gathers dy into dx (the same window read
+// transposed). pixels = N * out_h * out_w is the GEMM's N.
+inline void set_gather_geometry(ImplicitGemmParams& p, const Conv2dGeometry& g, int64_t in_c, int64_t in_h,
+                                int64_t in_w, int64_t out_h, int64_t out_w) {
+  p.in_c = static_cast<int>(in_c);
+  p.in_h = static_cast<int>(in_h);
+  p.in_w = static_cast<int>(in_w);
+  p.out_h = static_cast<int>(out_h);
+  p.out_w = static_cast<int>(out_w);
+  p.kh = static_cast<int>(g.kh);
+  p.kw = static_cast<int>(g.kw);
+  p.stride_h = static_cast<int>(g.stride_h);
+  p.stride_w = static_cast<int>(g.stride_w);
+  p.pad_h = static_cast<int>(g.pad_h);
+  p.pad_w = static_cast<int>(g.pad_w);
+  p.pixels = g.n * out_h * out_w;
+}
+
 template <int BM, int KH, int KW, Gather kGather>
 __global__ void __launch_bounds__(kThreads, 2) conv_implicit_gemm_kernel(const ImplicitGemmParams p) {
   using S = TileShape<BM>;
@@ -575,18 +594,7 @@ void conv2d_forward_f32(const float* x, const float* w, const float* bias, float
   p.out = y;
   p.m = static_cast<int>(g.o);
   p.k = static_cast<int>(g.c * g.kh * g.kw);
-  p.in_c = static_cast<int>(g.c);
-  p.in_h = static_cast<int>(g.h);
-  p.in_w = static_cast<int>(g.w);
-  p.out_h = static_cast<int>(g.oh);
-  p.out_w = static_cast<int>(g.ow);
-  p.kh = static_cast<int>(g.kh);
-  p.kw = static_cast<int>(g.kw);
-  p.stride_h = static_cast<int>(g.stride_h);
-  p.stride_w = static_cast<int>(g.stride_w);
-  p.pad_h = static_cast<int>(g.pad_h);
-  p.pad_w = static_cast<int>(g.pad_w);
-  p.pixels = g.n * g.oh * g.ow;
+  set_gather_geometry(p, g, g.c, g.h, g.w, g.oh, g.ow);
   p.relu = relu;
   dispatch_implicit_gemm<Gather::forward>(p, stream);
 }
@@ -624,18 +632,7 @@ void conv2d_backward_input_f32(const float* dy, const float* w, float* dx, const
   p.out = dx;
   p.m = static_cast<int>(g.c);
   p.k = static_cast<int>(g.o * taps);
-  p.in_c = static_cast<int>(g.o);
-  p.in_h = static_cast<int>(g.oh);
-  p.in_w = static_cast<int>(g.ow);
-  p.out_h = static_cast<int>(g.h);
-  p.out_w = static_cast<int>(g.w);
-  p.kh = static_cast<int>(g.kh);
-  p.kw = static_cast<int>(g.kw);
-  p.stride_h = static_cast<int>(g.stride_h);
-  p.stride_w = static_cast<int>(g.stride_w);
-  p.pad_h = static_cast<int>(g.pad_h);
-  p.pad_w = static_cast<int>(g.pad_w);
-  p.pixels = g.n * g.h * g.w;
+  set_gather_geometry(p, g, g.o, g.oh, g.ow, g.h, g.w);
   p.relu = false;
   if (g.stride_h == 1 && g.stride_w == 1) dispatch_implicit_gemm<Gather::transposed_unit_stride>(p, stream);
   else dispatch_implicit_gemm<Gather::transposed>(p, stream);
