@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# SECONDS_PER_TARGET defaults to 600; TARGETs default to all (fuzz_safetensors fuzz_image).
+# SECONDS_PER_TARGET defaults to 600; TARGETs default to all (fuzz_safetensors fuzz_image
+# fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart).
 # Configures and builds build-fuzz (clang, -DNN_FUZZ=ON) when needed, writes the seed corpora
 # (tests/fuzz/make_corpus.py) to build-fuzz/seeds/<target>/, grows build-fuzz/corpus/<target>/,
 # and writes crashing, leaking, timing-out or over-allocating inputs to build-fuzz/crashes/<target>/.
@@ -19,14 +20,15 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_image)
+all_targets=(fuzz_safetensors fuzz_image fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart)
+[ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 build=${BUILD_DIR:-build-fuzz}
 nice_level=${NICE:-10}
 
 for t in "${targets[@]}"; do
   case $t in
-    fuzz_safetensors | fuzz_image) ;;
-    *) echo "fuzz.sh: unknown target '$t' (fuzz_safetensors, fuzz_image)" >&2; exit 2 ;;
+    fuzz_safetensors | fuzz_image | fuzz_torch_checkpoint | fuzz_keras_h5 | fuzz_multipart) ;;
+    *) echo "fuzz.sh: unknown target '$t' (${all_targets[*]})" >&2; exit 2 ;;
   esac
 done
 
@@ -38,17 +40,22 @@ nice -n "$nice_level" cmake --build "$build" --target "${targets[@]}" -j "$(npro
 
 python3 tests/fuzz/make_corpus.py "$build/seeds" > /dev/null
 
-# Per-target input size limits: safetensors headers and images larger than this add nothing.
+# Per-target input size limits: larger inputs add nothing but time (fuzz_keras_h5's input is a
+# recipe for a file, not the file).
 max_len() {
   case $1 in
-    fuzz_safetensors) echo 16384 ;;
+    fuzz_safetensors | fuzz_torch_checkpoint) echo 16384 ;;
     fuzz_image) echo 65536 ;;
+    fuzz_keras_h5) echo 2048 ;;
+    fuzz_multipart) echo 8192 ;;
   esac
 }
-dict() {
+dict_flag() {
   case $1 in
-    fuzz_safetensors) echo tests/fuzz/safetensors.dict ;;
-    fuzz_image) echo tests/fuzz/image.dict ;;
+    fuzz_safetensors) echo -dict=tests/fuzz/safetensors.dict ;;
+    fuzz_image) echo -dict=tests/fuzz/image.dict ;;
+    fuzz_torch_checkpoint) echo -dict=tests/fuzz/torch_checkpoint.dict ;;
+    fuzz_multipart) echo -dict=tests/fuzz/multipart.dict ;;
   esac
 }
 
@@ -64,7 +71,7 @@ for t in "${targets[@]}"; do
   # The library's own threads (OpenMP) would only slow a single fuzzing process down.
   set +e
   OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
-    -dict="$(dict "$t")" -max_len="$(max_len "$t")" -max_total_time="$seconds" -timeout=10 \
+    $(dict_flag "$t") -max_len="$(max_len "$t")" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$crashes/" \
     ${FUZZ_ARGS:-} > "$log" 2>&1
   rc=$?
@@ -79,9 +86,10 @@ for t in "${targets[@]}"; do
   new=$((after - before))
   if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
     found_any=1
-    grep -E 'ERROR: |SUMMARY: |Test unit written to' "$log" | head -5 || true
+    echo "-- last lines of $log:"
+    tail -n 60 "$log" || true
   fi
-  line=$(printf '%-17s %8s s  %10s execs  %7s exec/s  cov %6s  ft %6s  corpus %6s  crashes %s (exit %s)' \
+  line=$(printf '%-22s %6s s  %10s execs  %7s exec/s  cov %6s  ft %6s  corpus %6s  crashes %s (exit %s)' \
     "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$units" "$new" "$rc")
   echo "$line"
   summary+=("$line")

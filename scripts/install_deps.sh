@@ -9,6 +9,7 @@ packages=(
   libplplot-dev plplot-driver-cairo             # pneumonia charts (PNG via cairo)
   libzip-dev zipcmp zipmerge ziptool libhdf5-dev  # nn-convert (libzip's CMake config names the zip tools)
   libgtest-dev libbenchmark-dev
+  clang libclang-rt-14-dev                      # libFuzzer targets (tests/fuzz; scripts/fuzz.sh)
   libboost-dev zlib1g-dev                       # pneumonia-serve: Boost.Beast / Asio (header-only), fast PNG
   chromium chromium-driver python3-selenium     # the web app's browser test (headless)
   python3-torch python3-torchvision python3-h5py python3-numpy  # golden references (/usr/bin/python3)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, configures, builds and runs every test (CTest labels: cpu, golden,
-# cuda (skips without a GPU), data (skips without ../shared/data)). CI runs this via .ci/run.
+# cuda (skips without a GPU), data (skips without ../shared/data)), then, when clang is present
+# (install_deps.sh installs it), a short run of every libFuzzer target (FUZZ_SECONDS each, default
+# 60; FUZZ_SECONDS=0 skips it; see tests/fuzz/README.md). CI runs this via .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +13,10 @@ jobs=$(nproc)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${NN_CMAKE_ARGS:-}
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
+
+fuzz_seconds=${FUZZ_SECONDS:-60}
+if [ "$fuzz_seconds" -gt 0 ] && command -v clang++ > /dev/null; then
+  BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz} scripts/fuzz.sh "$fuzz_seconds"
+else
+  echo "fuzz smoke run skipped (FUZZ_SECONDS=$fuzz_seconds, clang++ $(command -v clang++ || echo absent))"
+fi

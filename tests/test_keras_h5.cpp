@@ -683,6 +683,137 @@ TEST(KerasH5, LeavesHdf5ErrorPrintingOff) {
   EXPECT_EQ(handler, nullptr);
 }
 
+// ---- Links, external data, sizes and in-memory files -------------------------------------------
+
+// The bytes of an HDF5 file in memory give the same conversion as the file (parse_keras_h5), and
+// are refused with the same messages.
+TEST(KerasH5, ParsesFileImageInMemory) {
+  ScratchDir dir("keras_h5");
+  const KerasFile f = small_vgg11(Style::keras2, true, 23);
+  const std::string path = dir.file("vgg11_weights.h5");
+  write_keras_file(path, f);
+  const std::string bytes = read_bytes(path);
+  ConvertedWeights c = nn::weights::parse_keras_h5(bytes.data(), bytes.size(), path);
+  expect_converted(c, f, true, path);
+  for (size_t length : {size_t{0}, size_t{6}, bytes.size() / 2}) {
+    try {
+      nn::weights::parse_keras_h5(bytes.data(), length, "cut.h5");
+      ADD_FAILURE() << length << " bytes accepted";
+    } catch (const nn::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cut.h5: "), std::string::npos) << e.what();
+    }
+  }
+  const std::string text = "not an hdf5 file at all, but long enough to look at";
+  EXPECT_THROW(nn::weights::parse_keras_h5(text.data(), text.size(), "text.h5"), nn::Error);
+}
+
+// Writes the small VGG11, then lets `edit` change the open file.
+std::string edited_file(const ScratchDir& dir, const std::function<void(hid_t)>& edit) {
+  const std::string path = dir.file("edited.h5");
+  write_keras_file(path, small_vgg11(Style::keras2, true));
+  Id file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  edit(file);
+  return path;
+}
+
+// Soft and external links are refused wherever they are: a weight, a group on a weight's path, a
+// layer group, the model_weights group. An external link would otherwise open another file.
+TEST(KerasH5, RefusesSoftAndExternalLinks) {
+  ScratchDir dir("keras_h5");
+  const std::string other = dir.file("other.h5");
+  write_keras_file(other, small_vgg11(Style::keras2, true, 5));
+  const std::string soft_weight = edited_file(dir, [](hid_t file) {
+    ok(H5Ldelete(file, "/block2_conv1/block2_conv1/kernel:0", H5P_DEFAULT));
+    ok(H5Lcreate_soft("/block1_conv1/block1_conv1/kernel:0", file, "/block2_conv1/block2_conv1/kernel:0",
+                      H5P_DEFAULT, H5P_DEFAULT));
+  });
+  std::string message = refusal(soft_weight);
+  EXPECT_NE(message.find("layer 'block2_conv1'"), std::string::npos) << message;
+  EXPECT_NE(message.find("goes through a soft link at 'block2_conv1/kernel:0'"), std::string::npos) << message;
+
+  const std::string soft_group = edited_file(dir, [](hid_t file) {
+    ok(H5Lmove(file, "/fc2/fc2", file, "/fc2/real", H5P_DEFAULT, H5P_DEFAULT));
+    ok(H5Lcreate_soft("/fc2/real", file, "/fc2/fc2", H5P_DEFAULT, H5P_DEFAULT));
+  });
+  message = refusal(soft_group);
+  EXPECT_NE(message.find("soft link at 'fc2'"), std::string::npos) << message;
+
+  const std::string external_weight = edited_file(dir, [&](hid_t file) {
+    ok(H5Ldelete(file, "/fc1/fc1/bias:0", H5P_DEFAULT));
+    ok(H5Lcreate_external(other.c_str(), "/fc1/fc1/bias:0", file, "/fc1/fc1/bias:0", H5P_DEFAULT, H5P_DEFAULT));
+  });
+  message = refusal(external_weight);
+  EXPECT_NE(message.find("an external link (to another file) at 'fc1/bias:0'"), std::string::npos) << message;
+
+  const std::string external_layer = edited_file(dir, [&](hid_t file) {
+    ok(H5Ldelete(file, "/block5_conv2", H5P_DEFAULT));
+    ok(H5Lcreate_external(other.c_str(), "/block5_conv2", file, "/block5_conv2", H5P_DEFAULT, H5P_DEFAULT));
+  });
+  message = refusal(external_layer);
+  EXPECT_NE(message.find("the layer group 'block5_conv2' goes through an external link"), std::string::npos)
+      << message;
+}
+
+// Layer and weight names are relative to their group: absolute names and '..' are refused.
+TEST(KerasH5, RefusesAbsoluteAndDotDotNames) {
+  ScratchDir dir("keras_h5");
+  for (const std::string& bad : {std::string("/block1_conv1"), std::string("block1_conv1/../block1_conv1")}) {
+    const std::string path = edited_file(dir, [&](hid_t file) {
+      ok(H5Adelete(file, "layer_names"));
+      write_strings(file, "layer_names", {"input_1", bad}, false);
+    });
+    const std::string message = refusal(path);
+    EXPECT_NE(message.find("the layer group '" + bad + "'"), std::string::npos) << message;
+  }
+}
+
+// Data kept in other files: a dataset with external raw storage.
+TEST(KerasH5, RefusesExternalStorage) {
+  ScratchDir dir("keras_h5");
+  const std::string raw = dir.file("bias.raw");
+  write_bytes(raw, std::string(4 * 10, '\0'));
+  const std::string path = edited_file(dir, [&](hid_t file) {
+    ok(H5Ldelete(file, "/fc2/fc2/bias:0", H5P_DEFAULT));
+    const hsize_t n = 10;
+    Id space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+    Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    ok(H5Pset_external(dcpl, raw.c_str(), 0, 4 * 10));
+    Id dataset(H5Dcreate2(file, "/fc2/fc2/bias:0", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+               H5Dclose);
+  });
+  const std::string message = refusal(path);
+  EXPECT_NE(message.find("the dataset 'fc2/bias:0' keeps its data in other files (external storage)"),
+            std::string::npos)
+      << message;
+}
+
+// A dataset whose data was never written (it would read as fill values), and a declared shape
+// beyond the size budget: refused before anything is allocated for them.
+TEST(KerasH5, RefusesUnwrittenAndOversizedDatasets) {
+  ScratchDir dir("keras_h5");
+  auto replace_dataset = [](hid_t file, const char* name, std::vector<hsize_t> dims) {
+    ok(H5Ldelete(file, name, H5P_DEFAULT));
+    Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+    Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    std::vector<hsize_t> chunk(dims.size(), 1);
+    ok(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), chunk.data()));
+    Id dataset(H5Dcreate2(file, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose);
+  };
+  std::string message = refusal(edited_file(dir, [&](hid_t file) {
+    replace_dataset(file, "/fc2/fc2/bias:0", {10});
+  }));
+  EXPECT_NE(message.find("'fc2/bias:0' does not hold all its data (0 bytes stored for 10 elements"),
+            std::string::npos)
+      << message;
+  // fc1 declared (2^20, 2^10): 2^30 elements, 4 GiB as float32, in a file of a few KiB.
+  message = refusal(edited_file(dir, [&](hid_t file) {
+    replace_dataset(file, "/fc1/fc1/kernel:0", {hsize_t{1} << 20, hsize_t{1} << 10});
+  }));
+  EXPECT_NE(message.find("'fc1/kernel:0' has an empty or implausibly large shape (1048576, 1024; at most"),
+            std::string::npos)
+      << message;
+}
+
 // ---- Golden: files written by h5py exactly as Keras writes them --------------------------------
 
 const char* kPython = "/usr/bin/python3";

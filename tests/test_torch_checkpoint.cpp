@@ -767,6 +767,25 @@ TEST(TorchCheckpoint, RefusesMalformedCheckpoints) {
   }
 }
 
+// A small file cannot make the reader allocate without bound: tensors that together reference more
+// than max(1 GiB, twice the file) - here nine expanded views (stride 0) of one 8-byte storage, 128
+// MiB each - are refused while the pickle runs, before anything is allocated. The same holds for
+// one storage named over and over.
+TEST(TorchCheckpoint, RefusesTensorsBeyondTheAllocationBudget) {
+  Checkpoint expanded;
+  expanded.storages["0"] = {"DoubleStorage", 1, raw_of(std::vector<double>{1.5})};
+  for (int i = 0; i < 9; ++i) expanded.tensors.push_back({"t" + std::to_string(i), "0", 0, {int64_t{1} << 24}, {0}});
+  const std::string file = zip_checkpoint(expanded);
+  ASSERT_LT(file.size(), 4096u);
+  expect_error([&] { parse(file); }, {"test.pth", "the tensors reference more than 1073741824 bytes in all"});
+  expect_error([&] { parse(legacy_checkpoint(expanded, Style::legacy)); }, {"reference more than 1073741824 bytes"});
+
+  Checkpoint shared;
+  shared.storages["0"] = {"FloatStorage", int64_t{1} << 26, ""};  // 256 MiB, never read
+  for (int i = 0; i < 5; ++i) shared.tensors.push_back({"w" + std::to_string(i), "0", 0, {int64_t{1} << 26}, {1}});
+  expect_error([&] { parse(zip_checkpoint(shared)); }, {"reference more than 1073741824 bytes"});
+}
+
 TEST(TorchCheckpoint, TruncatedFilesAreErrors) {
   const std::string zip = zip_checkpoint(sample_checkpoint());
   const std::string legacy = legacy_checkpoint(legacy_view_checkpoint(), Style::legacy_2017);

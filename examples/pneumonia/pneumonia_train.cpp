@@ -18,6 +18,13 @@
 //
 // RUN_DIR gets model.safetensors (best model + metadata), checkpoint.safetensors (resume),
 // metrics.jsonl, curves.png, roc.png, summary.json. Exit codes: 0 ok, 1 failure, 2 usage.
+//
+// Faults (RELIABILITY.md items 12 and 14): RUN_DIR is created and probed for writing before any
+// work; temporary files a killed run left there are removed; checkpoints are written atomically,
+// so a kill or a full disk leaves the previous one loadable. A step whose loss or gradients are
+// NaN/inf is refused before the optimizer applies it: training stops with the epoch, the step
+// number and the first layer whose output went non-finite (the batch rerun layer by layer), and
+// the last checkpoint is not overwritten.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <nn/data/augment.h>
@@ -28,12 +35,15 @@
 #include <nn/metrics.h>
 #include <nn/nn.h>
 #include <nn/optim.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -143,15 +153,64 @@ struct Evaluation {
   nn::metrics::BinaryMetrics metrics;
 };
 
-void save_json(const std::string& path, const json& j) {
+// Writes `text` to PATH.tmp, then renames it over PATH (a reader never sees half a file).
+void save_text(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
-    NN_CHECK(out.good(), "cannot write ", tmp);
-    out << j.dump(2) << "\n";
-    NN_CHECK(out.good(), "cannot write ", tmp);
+    NN_CHECK(out.good(), "cannot write ", tmp, ": ", std::strerror(errno));
+    out << text;
+    out.flush();
+    NN_CHECK(out.good(), "cannot write ", tmp, ": ", std::strerror(errno));
   }
   fs::rename(tmp, path);
+}
+
+void save_json(const std::string& path, const json& j) { save_text(path, j.dump(2) + "\n"); }
+
+// The files the trainer writes by temporary file and rename; "NAME.tmp..." left in the run folder
+// are what a killed run was writing.
+const char* const kRunFiles[] = {"checkpoint.safetensors", "model.safetensors", "summary.json", "metrics.jsonl"};
+
+// Creates the run folder, makes sure a file can be written there (a read-only folder, a full disk
+// or an --out under a regular file fails now, not after the first epoch) and removes the
+// temporary files of an interrupted earlier run.
+void prepare_run_folder(const std::string& out) {
+  NN_CHECK(!fs::exists(out) || fs::is_directory(out), "--out ", out, " exists and is not a directory");
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  NN_CHECK(!ec, "cannot create the run folder ", out, ": ", ec.message());
+  const std::string probe = (fs::path(out) / (".write-probe." + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  NN_CHECK(fd >= 0, "the run folder ", out, " is not writable: cannot create ", probe, ": ", std::strerror(errno));
+  const bool wrote = ::write(fd, "probe\n", 6) == 6 && ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  NN_CHECK(wrote, "the run folder ", out, " is not writable: writing ", probe, " failed: ", std::strerror(error));
+
+  std::vector<std::string> stale;
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const std::string name = entry.path().filename().string();
+    for (const char* file : kRunFiles)
+      if (name.rfind(std::string(file) + ".tmp", 0) == 0 && entry.is_regular_file()) stale.push_back(name);
+  }
+  if (stale.empty()) return;
+  std::string names;
+  for (const std::string& name : stale) {
+    fs::remove(fs::path(out) / name);
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  std::printf("removed %zu unfinished file(s) an interrupted run left in %s: %s\n", stale.size(), out.c_str(),
+              names.c_str());
+}
+
+// "nan", "inf", "-inf" or the number.
+std::string number_text(double v) {
+  if (std::isnan(v)) return "nan";  // not "-nan": the sign of a NaN means nothing
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
 }
 
 long peak_rss_mib() {
@@ -173,7 +232,7 @@ int run(const Config& cfg_in) {
   if (cfg.image_size <= 0) cfg.image_size = transfer ? 224 : 128;
   if (cfg.lr <= 0) cfg.lr = cfg.mode == "finetune" ? 1e-4 : 1e-3;
   if (cfg.no_augment) cfg.augment = nn::data::AugmentOptions{0, 0, 0, 0, false, 0, 0};
-  fs::create_directories(cfg.out);
+  prepare_run_folder(cfg.out);
 
   // ---- data ----
   nn::data::ImageFolder folder = nn::data::scan_image_folder(cfg.data, {"NORMAL", "PNEUMONIA"});
@@ -331,6 +390,8 @@ int run(const Config& cfg_in) {
   const std::string model_path = (fs::path(cfg.out) / "model.safetensors").string();
   const std::string metrics_path = (fs::path(cfg.out) / "metrics.jsonl").string();
   int start_epoch = 1, best_epoch = 0, stale = 0;
+  int64_t step_number = 0;       // optimizer steps over the whole run, resumes included
+  int checkpoint_epoch = 0;      // the epoch checkpoint.safetensors holds; 0: none written by this run
   double best_auc = -1;
   json history = json::array();
   nn::StateDict best_state;
@@ -358,11 +419,31 @@ int run(const Config& cfg_in) {
     best_epoch = std::stoi(ck.metadata.at("best_epoch"));
     best_auc = std::stod(ck.metadata.at("best_auc"));
     stale = std::stoi(ck.metadata.at("stale"));
+    // Checkpoints written before steps were counted resume the count from 0.
+    if (ck.metadata.count("step")) step_number = std::stoll(ck.metadata.at("step"));
+    checkpoint_epoch = start_epoch - 1;
+    // metrics.jsonl again from the checkpoint's history: a run killed after appending an epoch's
+    // row but before its checkpoint must not leave that row twice.
+    std::string rows;
+    for (const json& row : history) rows += row.dump() + "\n";
+    save_text(metrics_path, rows);
     std::printf("resumed from %s after epoch %d (best AUC %.4f at epoch %d)\n", checkpoint_path.c_str(),
                 start_epoch - 1, best_auc, best_epoch);
   } else if (fs::exists(metrics_path)) {
     fs::remove(metrics_path);
   }
+
+  // Throws the error that stops a run whose numbers went non-finite: what happened, where it was
+  // seen first, and what became of the checkpoint.
+  int current_epoch = start_epoch;
+  auto stop_on_non_finite = [&](const std::string& what, const std::string& where) {
+    const std::string kept =
+        checkpoint_epoch > 0
+            ? checkpoint_path + " was not overwritten and still holds epoch " + std::to_string(checkpoint_epoch)
+            : "no checkpoint was written by this run (any earlier " + checkpoint_path + " is unchanged)";
+    NN_CHECK(false, "epoch ", current_epoch, ", step ", step_number, ": ", what, "; first non-finite value: ", where,
+             ". Training stopped (learning rate ", number_text(opt->lr()), "); ", kept);
+  };
 
   // Validation: logits of every validation image, then metrics at 0.5.
   auto evaluate = [&]() {
@@ -381,6 +462,12 @@ int run(const Config& cfg_in) {
       }
       Tensor x = nn::concat(xs, 0).to(device);
       Tensor logits = (transfer ? trainable_forward(x) : model->forward(x)).reshape({-1});
+      if (!nn::all_finite(logits)) {
+        auto site = model->first_non_finite_output(x, transfer ? static_cast<size_t>(frozen_modules) : 0);
+        stop_on_non_finite("validation after step " + std::to_string(step_number) +
+                           " produced non-finite outputs (every weight is finite)",
+                           site ? "the output of " + site->str() : "the outputs");
+      }
       Tensor target = nn::from_vector(yb, {static_cast<int64_t>(yb.size())}).to(device);
       loss_sum += weighted_bce(logits, target, pos_weight).item<double>() * static_cast<double>(yb.size());
       for (float p : nn::sigmoid(logits).to(nn::Device::cpu()).to_vector<float>()) ev.probs.push_back(p);
@@ -414,6 +501,7 @@ int run(const Config& cfg_in) {
 
   // ---- epochs ----
   for (int epoch = start_epoch; epoch <= cfg.epochs; ++epoch) {
+    current_epoch = epoch;
     const auto t_epoch = std::chrono::steady_clock::now();
     model->train();
     if (transfer) model->features()->eval();  // no dropout in features anyway; keeps it explicit
@@ -421,14 +509,40 @@ int run(const Config& cfg_in) {
     int64_t seen = 0, correct = 0, batches = 0;
     const int64_t total = static_cast<int64_t>(split.train.size());
     Progress progress("epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs), total);
+    // A step whose loss or gradients are not finite is refused before the optimizer sees it; the
+    // batch is then rerun layer by layer to name where the NaN/inf appeared first.
+    auto refuse_step = [&](const Tensor& x, bool loss_finite, double loss_value) {
+      progress.finish();
+      const std::string what = loss_finite ? "the loss (" + number_text(loss_value) + ") is finite but gradients are not"
+                                           : "the loss is not finite (" + number_text(loss_value) + ")";
+      std::string where;
+      auto site = model->first_non_finite_output(x, transfer ? static_cast<size_t>(frozen_modules) : 0);
+      if (site && site->layer.empty()) {
+        where = transfer ? "the input batch itself (cached frozen features)" : "the input batch itself";
+      } else if (site) {
+        where = "the output of " + site->str() + " (the batch rerun layer by layer)";
+      } else {
+        const std::vector<std::string> bad = nn::parameters_with_non_finite_grad(*model);
+        where = bad.empty() ? "the loss itself (every layer's output is finite)"
+                            : "the gradient of " + bad.front() + " (every layer's output is finite; " +
+                                  std::to_string(bad.size()) + " parameter(s) have non-finite gradients)";
+      }
+      stop_on_non_finite(what + "; the step was refused", where);
+    };
     auto step = [&](const Tensor& x, const Tensor& y) {
+      ++step_number;
       opt->zero_grad();
       Tensor logits = (transfer ? trainable_forward(x) : model->forward(x)).reshape({-1});
       Tensor loss = weighted_bce(logits, y, pos_weight);
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) refuse_step(x, false, loss_value);
       loss.backward();
+      std::vector<Tensor> grads;
+      for (const Tensor& p : params) grads.push_back(p.grad());
+      if (!nn::all_finite(grads)) refuse_step(x, true, loss_value);
       opt->step();
       const int64_t n = y.size(0);
-      loss_sum += loss.item<double>() * static_cast<double>(n);
+      loss_sum += loss_value * static_cast<double>(n);
       std::vector<float> l = logits.detach().to(nn::Device::cpu()).to_vector<float>();
       std::vector<int64_t> t = y.to(nn::Device::cpu()).to_vector<int64_t>();
       for (size_t i = 0; i < l.size(); ++i) correct += (l[i] >= 0) == (t[i] == 1);
@@ -460,6 +574,13 @@ int run(const Config& cfg_in) {
       }
     }
     progress.finish();
+    // Finite gradients can still step a weight past the float range (a huge learning rate); such a
+    // model is never validated or saved.
+    if (!nn::all_finite(params)) {
+      const std::vector<std::string> bad = nn::non_finite_parameters(*model);
+      stop_on_non_finite("the optimizer step made " + std::to_string(bad.size()) + " weight tensor(s) non-finite",
+                         bad.empty() ? "the weights" : "the weight " + bad.front());
+    }
     const double train_seconds = seconds_since(t_epoch);
     Evaluation ev = evaluate();
     const double lr_used = opt->lr();
@@ -482,6 +603,8 @@ int run(const Config& cfg_in) {
     {
       std::ofstream out(metrics_path, std::ios::app);
       out << row.dump() << "\n";
+      out.flush();
+      NN_CHECK(out.good(), "cannot append to ", metrics_path, ": ", std::strerror(errno));
     }
     std::printf("epoch %2d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f sens %.4f spec %.4f AUC %.4f | %.0f s, %.1f img/s\n",
                 epoch, cfg.epochs, row["train_loss"].get<double>(), row["train_accuracy"].get<double>(), ev.loss,
@@ -511,7 +634,9 @@ int run(const Config& cfg_in) {
                               {"epoch", std::to_string(epoch)},
                               {"best_epoch", std::to_string(best_epoch)},
                               {"best_auc", nlohmann::json(best_auc).dump()},
-                              {"stale", std::to_string(stale)}});
+                              {"stale", std::to_string(stale)},
+                              {"step", std::to_string(step_number)}});
+    checkpoint_epoch = epoch;
     if (stale >= cfg.patience) {
       std::printf("early stop: validation AUC has not improved for %d epochs\n", cfg.patience);
       break;

@@ -75,6 +75,14 @@ void run(const uint8_t* data, size_t size) {
   } catch (const nn::Error&) {
     return;
   }
+  // The post-decode steps run on images up to 128 x 128 pixels: their code paths (odd sizes, 1 x N,
+  // every channel count, down- and upscaling ratios up to 128) are all there, while resampling a
+  // 4 M pixel image through coverage-instrumented loops would cut the executions per second by
+  // about ten or more for nothing new.
+  if (image.height * image.width > 128 * 128) {
+    sink = image.at(image.height - 1, image.width - 1, image.channels - 1);
+    return;
+  }
   try {
     float s = 0.0f;
     for (float v : image.pixels) s += v;

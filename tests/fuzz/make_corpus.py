@@ -9,9 +9,11 @@ here -- a PNG writer with every filter type, bit depth, colour type and Adam7 in
 baseline/progressive JPEG encoder -- plus truncated, corrupted and huge-dimension variants).
 The output is deterministic, so re-running it does not grow a corpus.
 """
+import collections
 import json
 import math
 import os
+import random
 import struct
 import sys
 import zlib
@@ -506,10 +508,215 @@ def image_seeds():
     return seeds
 
 
+# ---- .pth checkpoints (torch.save's zip and legacy formats), without torch -------------------
+
+def fake_torch():
+    """Registers stand-ins for the torch globals a state dict pickle names (torch.FloatStorage & co.,
+    torch._utils._rebuild_tensor_v2), so the standard pickle module writes the same opcodes as
+    torch.save: globals are pickled by module and name only."""
+    import types
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "_nn_fake", False):
+        return torch
+    torch = types.ModuleType("torch")
+    torch._nn_fake = True
+    utils = types.ModuleType("torch._utils")
+    for name in ("FloatStorage", "DoubleStorage", "HalfStorage", "LongStorage", "IntStorage", "BoolStorage",
+                 "ByteStorage", "ShortStorage", "CharStorage", "BFloat16Storage"):
+        setattr(torch, name, type(name, (), {"__module__": "torch"}))
+    for name in ("_rebuild_tensor_v2", "_rebuild_tensor", "_rebuild_parameter"):
+        def f(*args):
+            return args
+        f.__name__ = f.__qualname__ = name
+        f.__module__ = "torch._utils"
+        setattr(utils, name, f)
+    torch._utils = utils
+    sys.modules["torch"] = torch
+    sys.modules["torch._utils"] = utils
+    return torch
+
+
+class Storage:
+    def __init__(self, key, kind, numel, view=None):
+        self.key, self.kind, self.numel, self.view = key, kind, numel, view
+
+
+class Tensor:
+    def __init__(self, storage, offset, size, stride, rebuild="_rebuild_tensor_v2"):
+        self.storage, self.offset, self.size, self.stride, self.rebuild = storage, offset, size, stride, rebuild
+
+    def __reduce__(self):
+        torch = fake_torch()
+        f = getattr(torch._utils, self.rebuild)
+        if self.rebuild == "_rebuild_tensor":
+            return (f, (self.storage, self.offset, tuple(self.size), tuple(self.stride)))
+        return (f, (self.storage, self.offset, tuple(self.size), tuple(self.stride), False,
+                    collections.OrderedDict()))
+
+
+def state_pickle(obj, protocol=2, legacy=False):
+    import io
+    import pickle
+    torch = fake_torch()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, o):
+            if isinstance(o, Storage):
+                pid = ("storage", getattr(torch, o.kind), o.key, "cpu", o.numel)
+                return pid + (o.view,) if legacy else pid
+            return None
+
+    out = io.BytesIO()
+    Pickler(out, protocol=protocol).dump(obj)
+    return out.getvalue()
+
+
+def pth_zip(obj, records, prefix="archive", protocol=2, byteorder=b"little", compress=False):
+    import io
+    import zipfile
+    out = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(out, "w", method) as z:
+        z.writestr(prefix + "/data.pkl", state_pickle(obj, protocol))
+        if byteorder is not None:
+            z.writestr(prefix + "/byteorder", byteorder)
+        for key, data in records.items():
+            z.writestr(prefix + "/data/" + key, data)
+        z.writestr(prefix + "/version", b"3\n")
+    return out.getvalue()
+
+
+def pth_legacy(obj, records, protocol=2):
+    import pickle
+    sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    out = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=protocol) + pickle.dumps(1001, protocol=protocol)
+    out += pickle.dumps(sys_info, protocol=protocol) + state_pickle(obj, protocol, legacy=True)
+    out += pickle.dumps(list(records.keys()), protocol=protocol)
+    for key, (numel, data) in records.items():
+        out += struct.pack("<q", numel) + data
+    return out
+
+
+def torch_checkpoint_seeds():
+    import pickle
+    seeds = {}
+    w = Storage("0", "FloatStorage", 6)
+    b = Storage("1", "FloatStorage", 3)
+    recs = {"0": f32(1, 2, 3, 4, 5, 6), "1": f32(0.5, -0.5, 0.25)}
+    sd = collections.OrderedDict([("fc.weight", Tensor(w, 0, [3, 2], [2, 1])), ("fc.bias", Tensor(b, 0, [3], [1]))])
+    seeds["zip_state_dict"] = pth_zip(sd, recs)
+    seeds["zip_state_dict_protocol4"] = pth_zip(sd, recs, protocol=4)
+    seeds["zip_deflated"] = pth_zip(sd, recs, compress=True)
+    seeds["zip_no_byteorder"] = pth_zip(sd, recs, byteorder=None)
+    seeds["bad_zip_big_endian"] = pth_zip(sd, recs, byteorder=b"big")
+    seeds["zip_training_checkpoint"] = pth_zip({"epoch": 3, "state_dict": sd, "best": 0.5}, recs)
+    seeds["zip_model_key"] = pth_zip({"model": sd}, recs)
+    # views: transposed, offset, expanded (stride 0), scalar, empty
+    views = collections.OrderedDict([
+        ("t", Tensor(w, 0, [2, 3], [1, 2])), ("off", Tensor(w, 2, [2], [1])), ("exp", Tensor(b, 0, [4, 3], [0, 1])),
+        ("scalar", Tensor(b, 1, [], [])), ("empty", Tensor(b, 0, [0, 5], [5, 1]))])
+    seeds["zip_views"] = pth_zip(views, recs)
+    types = collections.OrderedDict()
+    tr = {}
+    for i, (kind, data, n) in enumerate([("DoubleStorage", struct.pack("<2d", 1.5, -2), 2),
+                                         ("HalfStorage", struct.pack("<2H", 0x3c00, 0xc000), 2),
+                                         ("BFloat16Storage", struct.pack("<2H", 0x3f80, 0xc000), 2),
+                                         ("LongStorage", struct.pack("<2q", 7, -7), 2),
+                                         ("IntStorage", struct.pack("<2i", 7, -7), 2),
+                                         ("ShortStorage", struct.pack("<2h", 7, -7), 2),
+                                         ("CharStorage", struct.pack("<2b", 7, -7), 2),
+                                         ("ByteStorage", bytes([1, 255]), 2),
+                                         ("BoolStorage", bytes([0, 1]), 2)]):
+        types["t%d" % i] = Tensor(Storage(str(i), kind, n), 0, [n], [1])
+        tr[str(i)] = data
+    seeds["zip_every_dtype"] = pth_zip(types, tr)
+    seeds["legacy_state_dict"] = pth_legacy(sd, {"0": (6, recs["0"]), "1": (3, recs["1"])})
+    vw = Storage("0", "FloatStorage", 6, view=("0v", 2, 3))
+    seeds["legacy_storage_view"] = pth_legacy(collections.OrderedDict([("v", Tensor(vw, 0, [3], [1], "_rebuild_tensor"))]),
+                                              {"0": (6, recs["0"])})
+    # refused and malformed
+    evil = b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."
+    seeds["bad_pickle_os_system"] = evil
+    import io
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("archive/data.pkl", evil)
+        z.writestr("archive/version", b"3\n")
+    seeds["bad_zip_os_system"] = out.getvalue()
+    good = seeds["zip_state_dict"]
+    seeds["bad_zip_truncated"] = good[: len(good) // 2]
+    seeds["bad_zip_storage_short"] = pth_zip(sd, {"0": f32(1, 2), "1": recs["1"]})
+    seeds["bad_zip_out_of_range_view"] = pth_zip(collections.OrderedDict([("x", Tensor(w, 4, [3], [1]))]), recs)
+    seeds["bad_zip_missing_record"] = pth_zip(sd, {"0": recs["0"]})
+    seeds["bad_legacy_truncated"] = seeds["legacy_state_dict"][:-5]
+    seeds["bad_empty"] = b""
+    seeds["bad_text"] = b"not a checkpoint\n"
+    # bare pickles for the unpickler entry point: every protocol, nested containers, memo, big ints
+    value = {"a": [1, 2.5, None, True, b"bytes", "str\u00e9", (1, 2), {3, 4}, frozenset([5]), 2 ** 70, -2 ** 65],
+             "nested": [[[[]]]], "big": list(range(300))}
+    for proto in range(0, 6):
+        seeds["pickle_protocol%d" % proto] = pickle.dumps(value, protocol=proto)
+    shared = [1, 2]
+    seeds["pickle_memo_shared"] = pickle.dumps([shared, shared, {"k": shared}], protocol=2)
+    cyc = []
+    cyc.append(cyc)
+    seeds["pickle_cycle"] = pickle.dumps(cyc, protocol=2)
+    return seeds
+
+
+# ---- multipart/form-data bodies (the web app's uploads), as "<Content-Type>\n<body>" ----------
+
+def multipart_seeds():
+    def form(parts, boundary="XyZ", ctype=None, tail=b"--\r\n", preamble=b""):
+        body = preamble
+        for headers, data in parts:
+            body += b"--" + boundary.encode() + b"\r\n" + headers + b"\r\n\r\n" + data + b"\r\n"
+        body += b"--" + boundary.encode() + tail
+        ct = ctype if ctype is not None else "multipart/form-data; boundary=" + boundary
+        return ct.encode() + b"\n" + body
+
+    png = make_png(2, 2, color_type=0)
+    img = b'Content-Disposition: form-data; name="image"; filename="x.png"\r\nContent-Type: image/png'
+    seeds = {}
+    seeds["one_file"] = form([(img, png)])
+    seeds["quoted_boundary"] = form([(img, png)], boundary="a b'()+_,-./:=?",
+                                    ctype='multipart/form-data; boundary="a b\'()+_,-./:=?"')
+    seeds["field_and_file"] = form([(b'Content-Disposition: form-data; name="note"', b"hello"), (img, png)])
+    seeds["preamble"] = form([(img, png)], preamble=b"ignored preamble\r\n")
+    seeds["epilogue"] = form([(img, png)], tail=b"--\r\nepilogue bytes")
+    seeds["case_headers"] = form([(b'CONTENT-DISPOSITION: Form-Data; NAME=image; FILENAME="a\\"b.png"', png)])
+    seeds["empty_filename"] = form([(b'Content-Disposition: form-data; name="image"; filename=""', b"")])
+    seeds["two_files"] = form([(img, png), (img, png)])
+    seeds["bad_no_closing"] = form([(img, png)], tail=b"\r\n")
+    seeds["bad_nested"] = form([(b'Content-Disposition: form-data; name="x"\r\nContent-Type: multipart/mixed; boundary=in',
+                                 b"--in\r\n\r\nx\r\n--in--")])
+    seeds["bad_no_name"] = form([(b"Content-Disposition: form-data", b"x")])
+    seeds["bad_no_disposition"] = form([(b"Content-Type: text/plain", b"x")])
+    seeds["bad_header_no_colon"] = form([(b"garbage line", b"x")])
+    seeds["bad_lf_only"] = form([(img, png)]).replace(b"\r\n", b"\n")
+    seeds["bad_ctype_not_form"] = form([(img, png)], ctype="text/plain; boundary=XyZ")
+    seeds["bad_ctype_no_boundary"] = form([(img, png)], ctype="multipart/form-data")
+    seeds["bad_ctype_long_boundary"] = form([(img, png)], boundary="b" * 71)
+    seeds["bad_many_parts"] = form([(b'Content-Disposition: form-data; name="f%d"' % i, b"v") for i in range(20)])
+    seeds["bad_empty"] = b"multipart/form-data; boundary=XyZ\n"
+    return seeds
+
+
+def keras_h5_seeds():
+    """fuzz_keras_h5 reads a recipe, not a file: a few fixed byte strings start it off (the first
+    bytes choose a VGG template or free-form layers)."""
+    rng = random.Random(5)
+    return {"recipe_%02d" % i: bytes(rng.randrange(256) for _ in range(64 + 32 * i)) for i in range(16)}
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUT_DIR")
-    for target, seeds in (("fuzz_safetensors", safetensors_seeds()), ("fuzz_image", image_seeds())):
+    targets = (("fuzz_safetensors", safetensors_seeds()), ("fuzz_image", image_seeds()),
+               ("fuzz_torch_checkpoint", torch_checkpoint_seeds()), ("fuzz_keras_h5", keras_h5_seeds()),
+               ("fuzz_multipart", multipart_seeds()))
+    for target, seeds in targets:
         folder = os.path.join(sys.argv[1], target)
         os.makedirs(folder, exist_ok=True)
         for name, data in seeds.items():

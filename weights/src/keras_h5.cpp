@@ -8,6 +8,7 @@
 
 #include <hdf5.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -26,9 +27,12 @@
 namespace nn::weights {
 namespace {
 
-// Largest dataset accepted (elements). VGG's largest, fc1 of VGG16/19, has 25088 * 4096 ~ 1e8; the
-// limit keeps a hostile shape from turning into a huge allocation.
-constexpr int64_t kMaxElements = int64_t{1} << 32;
+// Largest dataset accepted, and largest total over all datasets (elements, read as float32: 1 GiB
+// each). VGG's largest, fc1 of VGG16/19, has 25088 * 4096 ~ 1.0e8 and VGG19 with its top ~1.44e8
+// in all; the limits keep a hostile shape from turning into a huge allocation, and are checked
+// for every dataset before any data is read.
+constexpr int64_t kMaxElements = int64_t{1} << 28;
+constexpr int64_t kMaxTotalElements = int64_t{1} << 28;
 
 // Torchvision's classifier indices of the three Linear layers (ReLU and Dropout in between).
 constexpr int64_t kClassifierIndices[] = {0, 3, 6};
@@ -107,6 +111,42 @@ bool has_attribute(hid_t loc, const std::string& name) {
   htri_t exists = H5Aexists(loc, name.c_str());
   if (exists < 0) H5Eclear2(H5E_DEFAULT);
   return exists > 0;
+}
+
+// Checks that `path` (relative to `loc`, '/'-separated, as Keras writes weight names) names an
+// object through hard links only: no soft link (which may point anywhere in the file), no external
+// link (which would open another file, anywhere on disk, on the file's say-so), no absolute path,
+// no empty or "." / ".." component. Throws, naming `what`, otherwise; false when a component is
+// absent.
+bool hard_link_path_exists(hid_t loc, const std::string& path, const std::string& where, const std::string& what) {
+  NN_CHECK(!path.empty() && path.front() != '/', where, ": ", what, " '", path,
+           "' is empty or absolute; expected a name relative to its group");
+  size_t begin = 0;
+  while (true) {
+    const size_t slash = path.find('/', begin);
+    const std::string component = path.substr(begin, slash == std::string::npos ? std::string::npos : slash - begin);
+    NN_CHECK(!component.empty() && component != "." && component != "..", where, ": ", what, " '", path,
+             "' has an empty, '.' or '..' component");
+    const std::string prefix = path.substr(0, slash);
+    const htri_t exists = H5Lexists(loc, prefix.c_str(), H5P_DEFAULT);
+    if (exists <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+#if H5_VERSION_GE(1, 12, 0)
+    H5L_info2_t info;
+    const herr_t got = H5Lget_info2(loc, prefix.c_str(), &info, H5P_DEFAULT);
+#else
+    H5L_info_t info;
+    const herr_t got = H5Lget_info(loc, prefix.c_str(), &info, H5P_DEFAULT);
+#endif
+    NN_CHECK(got >= 0, where, ": cannot read the link '", prefix, "'", hdf5_detail());
+    NN_CHECK(info.type == H5L_TYPE_HARD, where, ": ", what, " '", path, "' goes through ",
+             info.type == H5L_TYPE_SOFT ? "a soft link" : info.type == H5L_TYPE_EXTERNAL ? "an external link (to another file)" : "a user-defined link",
+             " at '", prefix, "'; refusing to follow links in a weights file");
+    if (slash == std::string::npos) return true;
+    begin = slash + 1;
+  }
 }
 
 // Reads one attribute holding strings: fixed-length byte strings (what numpy's 'S' arrays become
@@ -193,7 +233,10 @@ struct KerasParam {
 
 class KerasReader {
  public:
-  explicit KerasReader(const std::string& path) : path_(path) {}
+  // Reads the file at `path`, or, with `image`, the bytes of an HDF5 file in memory (`path` then
+  // only names them in messages).
+  explicit KerasReader(const std::string& path, const void* image = nullptr, size_t image_size = 0)
+      : path_(path), image_(image), image_size_(image_size) {}
 
   ConvertedWeights read() {
     open_file();
@@ -206,6 +249,7 @@ class KerasReader {
   std::string at_layer(const std::string& layer) const { return path_ + ": layer '" + layer + "'"; }
 
   void open_file() {
+    if (image_ != nullptr) return open_image();
     std::error_code ec;
     const auto status = std::filesystem::status(path_, ec);
     NN_CHECK(std::filesystem::exists(status), path_, ": cannot open: ",
@@ -228,6 +272,27 @@ class KerasReader {
     NN_CHECK(file_.valid(), path_, ": cannot open the HDF5 file (truncated or corrupt?)", hdf5_detail());
   }
 
+  // The in-memory file: HDF5's core driver over a copy of the bytes, no backing file.
+  void open_image() {
+    NN_CHECK(image_size_ > 0, path_, ": the file is empty; expected a Keras .h5 weights file (HDF5)");
+    // HDF5 looks for its superblock signature at 0, 512, 1024, 2048, ... bytes.
+    static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+    bool signed_file = false;
+    for (size_t at = 0; at + 8 <= image_size_ && !signed_file; at = at == 0 ? 512 : at * 2)
+      signed_file = std::memcmp(static_cast<const char*>(image_) + at, kSignature, 8) == 0;
+    NN_CHECK(signed_file, path_, ": not an HDF5 file (no HDF5 signature); expected a Keras .h5 weights file");
+    H5Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    NN_CHECK(fapl.valid() && H5Pset_fapl_core(fapl.get(), 1 << 16, 0) >= 0 &&
+                 H5Pset_file_image(fapl.get(), const_cast<void*>(image_), image_size_) >= 0,
+             path_, ": cannot set up an in-memory HDF5 file", hdf5_detail());
+    // HDF5 refuses a file image whose name exists on disk and identifies open files by name, so
+    // the name is one no file can have, unique per open.
+    static std::atomic<uint64_t> opened{0};
+    const std::string name = "/proc/self/nn-keras-h5-image-" + std::to_string(opened++);
+    file_ = H5Handle(H5Fopen(name.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+    NN_CHECK(file_.valid(), path_, ": cannot open the HDF5 file (truncated or corrupt?)", hdf5_detail());
+  }
+
   // Finds the group holding layer_names (the root, or model_weights in model.save() files) and
   // opens every layer's weight datasets in layer order.
   void collect_layers() {
@@ -238,9 +303,8 @@ class KerasReader {
       group_ = std::move(root);
       group_path_ = "";
     } else {
-      htri_t has_model_weights = H5Lexists(root.get(), "model_weights", H5P_DEFAULT);
-      if (has_model_weights < 0) H5Eclear2(H5E_DEFAULT);
-      NN_CHECK(has_model_weights > 0, path_,
+      const bool has_model_weights = hard_link_path_exists(root.get(), "model_weights", path_, "the group");
+      NN_CHECK(has_model_weights, path_,
                ": no 'layer_names' attribute at the root and no 'model_weights' group; not a Keras (1 or 2) "
                "weights file (Keras 3 .weights.h5 files are not supported)");
       group_ = H5Handle(H5Gopen2(root.get(), "model_weights", H5P_DEFAULT), H5Gclose);
@@ -254,7 +318,8 @@ class KerasReader {
 
     for (const std::string& layer : *layer_names) {
       const std::string where = at_layer(layer);
-      H5Handle group(H5Gopen2(group_.get(), layer.c_str(), H5P_DEFAULT), H5Gclose);
+      const bool exists = hard_link_path_exists(group_.get(), layer, where, "the layer group");
+      H5Handle group(exists ? H5Gopen2(group_.get(), layer.c_str(), H5P_DEFAULT) : H5I_INVALID_HID, H5Gclose);
       NN_CHECK(group.valid(), where, ": listed in layer_names but there is no group ", group_path_, "/", layer,
                hdf5_detail());
       std::optional<std::vector<std::string>> weight_names = read_keras_list(group.get(), "weight_names", where);
@@ -277,9 +342,18 @@ class KerasReader {
     const std::string where = at_layer(layer);
     KerasWeight w;
     w.name = name;
-    w.dataset = H5Handle(H5Dopen2(layer_group, name.c_str(), H5P_DEFAULT), H5Dclose);
+    const bool exists = hard_link_path_exists(layer_group, name, where, "the weight");
+    w.dataset = H5Handle(exists ? H5Dopen2(layer_group, name.c_str(), H5P_DEFAULT) : H5I_INVALID_HID, H5Dclose);
     NN_CHECK(w.dataset.valid(), where, ": weight_names lists '", name, "' but there is no dataset ", group_path_,
              "/", layer, "/", name, hdf5_detail());
+    // Data kept outside the file (external raw files, virtual datasets mapping other files) is
+    // refused like external links: the file must not make us read other files.
+    H5Handle dcpl(H5Dget_create_plist(w.dataset.get()), H5Pclose);
+    NN_CHECK(dcpl.valid(), where, ": cannot read the dataset '", name, "'", hdf5_detail());
+    const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+    NN_CHECK(layout != H5D_VIRTUAL && H5Pget_external_count(dcpl.get()) == 0, where, ": the dataset '", name,
+             "' keeps its data in other files (", layout == H5D_VIRTUAL ? "a virtual dataset" : "external storage",
+             "); refusing to read them");
     H5Handle type(H5Dget_type(w.dataset.get()), H5Tclose);
     H5Handle space(H5Dget_space(w.dataset.get()), H5Sclose);
     NN_CHECK(type.valid() && space.valid(), where, ": cannot read the dataset '", name, "'", hdf5_detail());
@@ -294,10 +368,22 @@ class KerasReader {
     int64_t numel = 1;
     for (hsize_t d : dims) {
       NN_CHECK(d > 0 && d <= static_cast<hsize_t>(kMaxElements) && numel <= kMaxElements / static_cast<int64_t>(d),
-               where, ": the dataset '", name, "' has an empty or implausibly large dimension (", d, ")");
+               where, ": the dataset '", name, "' has an empty or implausibly large shape (", dims_list(dims),
+               "; at most ", kMaxElements, " elements)");
       numel *= static_cast<int64_t>(d);
       w.shape.push_back(static_cast<int64_t>(d));
     }
+    total_elements_ += numel;
+    NN_CHECK(total_elements_ <= kMaxTotalElements, where, ": the datasets hold more than ", kMaxTotalElements,
+             " elements in all; far more than any VGG");
+    // Unfiltered (uncompressed) data must all be in the file: a dataset whose chunks were never
+    // written reads as fill values, which no weights file holds (and costs memory for nothing).
+    const int filters = H5Pget_nfilters(dcpl.get());
+    const size_t element_size = H5Tget_size(type.get());
+    if (filters == 0)
+      NN_CHECK(H5Dget_storage_size(w.dataset.get()) >= static_cast<hsize_t>(numel) * element_size, where,
+               ": the dataset '", name, "' does not hold all its data (", H5Dget_storage_size(w.dataset.get()),
+               " bytes stored for ", numel, " elements of ", element_size, " bytes)");
     return w;
   }
 
@@ -417,7 +503,17 @@ class KerasReader {
     return out;
   }
 
+  // "4, 5": the dimensions, comma-separated.
+  static std::string dims_list(const std::vector<hsize_t>& dims) {
+    std::string out;
+    for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+    return out;
+  }
+
   std::string path_;
+  const void* image_ = nullptr;
+  size_t image_size_ = 0;
+  int64_t total_elements_ = 0;
   H5Handle file_;
   H5Handle group_;          // the group holding layer_names
   std::string group_path_;  // "" (root) or "/model_weights", for messages
@@ -433,6 +529,12 @@ class KerasReader {
 ConvertedWeights read_keras_h5(const std::string& path) {
   silence_hdf5_errors();
   KerasReader reader(path);
+  return reader.read();
+}
+
+ConvertedWeights parse_keras_h5(const void* data, size_t size, const std::string& source_name) {
+  silence_hdf5_errors();
+  KerasReader reader(source_name, data, size);
   return reader.read();
 }
 

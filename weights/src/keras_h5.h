@@ -16,6 +16,7 @@
 // classifier.0, classifier.3 and classifier.6 in order.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "converted_weights.h"
@@ -30,6 +31,14 @@ namespace nn::weights {
 // data, wrong ranks or shapes, channels that do not chain, an unknown convolution count, more
 // than three dense layers. Never prints: HDF5's automatic error printing is switched off for the
 // calling thread and stays off (HDF5 would otherwise also print at exit after a corrupt file).
+// Links: every group and dataset must be reached through hard links; a soft or external link, an
+// absolute or ".." name, a dataset with external storage or a virtual dataset is refused (a
+// weights file must not make the reader open other files). Sizes: at most 2^28 elements per
+// dataset and in all (1 GiB as float32; VGG19 has 1.44e8), checked before any data is read.
 ConvertedWeights read_keras_h5(const std::string& path);
+
+// The same on the bytes of an HDF5 file in memory (HDF5's core driver; nothing touches the disk);
+// `source_name` names them in messages and in source_file.
+ConvertedWeights parse_keras_h5(const void* data, size_t size, const std::string& source_name);
 
 }  // namespace nn::weights

@@ -80,6 +80,11 @@ constexpr size_t kMaxDims = 64;
 // A tensor may have more elements than its storage only through zero strides (an expanded
 // tensor saved as is); this bounds the allocation such a file can ask for.
 constexpr int64_t kMaxExpandedNumel = int64_t{1} << 24;
+// The bytes all the tensors of a pickle may reference together: twice the file (tensors sharing a
+// storage are materialised once each) or 1 GiB, whichever is larger. Without it, a small file
+// could name one storage a million times, or many expanded tensors, and ask for terabytes; it is
+// checked as each tensor is named, before anything is allocated.
+constexpr int64_t kMinTensorBudgetBytes = int64_t{1} << 30;
 // The largest element count whose byte size cannot overflow.
 constexpr int64_t kMaxStorageNumel = std::numeric_limits<int64_t>::max() / 16;
 
@@ -123,7 +128,10 @@ std::string describe(const Value& v) {
 // The pickle hooks of one checkpoint, and the storages its persistent ids named.
 class CheckpointPickle {
  public:
-  explicit CheckpointPickle(bool legacy) : legacy_(legacy) {}
+  // `file_size`: the checkpoint's size in bytes, which sets the budget for what its tensors may
+  // reference in all (see kMinTensorBudgetBytes).
+  CheckpointPickle(bool legacy, size_t file_size)
+      : legacy_(legacy), budget_bytes_(std::max<int64_t>(kMinTensorBudgetBytes, 2 * static_cast<int64_t>(file_size))) {}
 
   Unpickler::Hooks hooks() {
     Unpickler::Hooks h;
@@ -263,6 +271,11 @@ class CheckpointPickle {
     if (numel > std::max(view->numel, kMaxExpandedNumel))
       u.fail(detail::concat_message("a tensor of size ", shape_str(ref.size), " has more elements than storage '",
                                     view->key, "' (", view->numel, ") and than an expanded tensor may have"));
+    referenced_bytes_ += numel * static_cast<int64_t>(view->type->element_size);  // both bounded above
+    if (referenced_bytes_ > budget_bytes_)
+      u.fail(detail::concat_message("the tensors reference more than ", budget_bytes_,
+                                    " bytes in all (twice the file's size, at least 1 GiB); refusing to materialise "
+                                    "them"));
     Value* result = u.make(Kind::object);
     result->module = callable.module;
     result->name = callable.name;
@@ -271,6 +284,8 @@ class CheckpointPickle {
   }
 
   bool legacy_;
+  int64_t budget_bytes_;
+  int64_t referenced_bytes_ = 0;
   std::unordered_map<std::string, StorageRecord> storages_;
 };
 
@@ -524,7 +539,7 @@ ConvertedWeights parse_zip(const void* data, size_t size, const std::string& sou
   }
 
   const std::vector<uint8_t> bytes = zip.read(zip.locate(pickle_name), pickle_name);
-  CheckpointPickle checkpoint(/*legacy=*/false);
+  CheckpointPickle checkpoint(/*legacy=*/false, size);
   Unpickler unpickler(bytes.data(), bytes.size(), source + " (" + pickle_name + ")", checkpoint.hooks());
   size_t offset = 0;
   const Value* root = unpickler.load(offset);
@@ -566,7 +581,7 @@ ConvertedWeights parse_zip(const void* data, size_t size, const std::string& sou
 // ---- legacy --------------------------------------------------------------------------------
 
 ConvertedWeights parse_legacy(const uint8_t* data, size_t size, const std::string& source) {
-  CheckpointPickle checkpoint(/*legacy=*/true);
+  CheckpointPickle checkpoint(/*legacy=*/true, size);
   Unpickler unpickler(data, size, source, checkpoint.hooks());
   size_t offset = 0;
   const Value* magic = unpickler.load(offset);

@@ -6,6 +6,7 @@
 #include "nn/device.h"
 #include "nn/dtype.h"
 #include "nn/error.h"
+#include "nn/finite.h"
 #include "nn/generator.h"
 #include "nn/init.h"
 #include "nn/io/safetensors.h"

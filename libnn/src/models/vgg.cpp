@@ -135,6 +135,15 @@ Tensor VGG::forward_head(const Tensor& features) {
   return classifier_->forward(flatten(avgpool_->forward(features), 1));
 }
 
+std::optional<NonFiniteSite> VGG::first_non_finite_output(const Tensor& x, size_t first_feature) {
+  Tensor h;
+  auto site = nn::first_non_finite_output(*features_, x, "features", first_feature, features_->size(), &h);
+  if (site || !has_top()) return site;
+  site = nn::first_non_finite_output(*avgpool_, h, "avgpool", &h);
+  if (site) return site;
+  return nn::first_non_finite_output(*classifier_, flatten(h, 1), "classifier");
+}
+
 std::shared_ptr<Linear> VGG::replace_last_layer(int64_t num_classes, Generator& gen) {
   auto head = std::dynamic_pointer_cast<Sequential>(classifier_);
   NN_CHECK(head != nullptr && head->size() > 0,

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/finite.h"
 #include "nn/generator.h"
 #include "nn/layers.h"
 #include "nn/module.h"
@@ -53,6 +54,12 @@ class VGG : public Module {
   Tensor forward_features(const Tensor& x);
   // avgpool -> flatten -> classifier, on forward_features' output. Needs the top.
   Tensor forward_head(const Tensor& features);
+
+  // For a failed training step: reruns forward (from features[first_feature], as forward_range
+  // does for a cached frozen prefix, then avgpool, flatten and the classifier) one layer at a time
+  // and returns the first whose output is not finite ("features.2 (Conv2d)"), or the input;
+  // std::nullopt when all are finite. Without autograd.
+  std::optional<NonFiniteSite> first_non_finite_output(const Tensor& x, size_t first_feature = 0);
 
   const std::shared_ptr<Sequential>& features() const { return features_; }
   // The classifier; nullptr without the top. A replaced head need not be a Sequential.
