@@ -715,6 +715,26 @@ TEST(SafetensorsValidation, DeeplyNestedHeaderIsRejectedEarly) {
   expect_rejected(make_file(std::string(1000000, '[')), "nests JSON deeper than a safetensors header");
 }
 
+// The parsed header's size is bounded before any rule runs: an array of more than 64 elements (a
+// shape of rank 65) and a header of more than 2^21 JSON values are refused while parsing; rank 64
+// is still read.
+TEST(SafetensorsValidation, HeaderJsonSizeIsBoundedWhileParsing) {
+  std::string dims = "1";
+  for (int i = 1; i < 64; ++i) dims += ",1";
+  const std::string rank64 = make_file("{\"w\":" + entry("\"F32\"", "[" + dims + "]", "[0,4]") + "}", "abcd");
+  nn::io::SafetensorsFile ok = nn::io::parse_safetensors(rank64.data(), rank64.size(), "rank64");
+  EXPECT_EQ(ok.at("w").dim(), 64);
+  expect_rejected(make_file("{\"w\":" + entry("\"F32\"", "[" + dims + ",1]", "[0,4]") + "}", "abcd"),
+                  {"an array in the header has more than 64 elements", "in the entry \"w\""});
+  std::string zeros = "0";
+  for (int i = 1; i < 65; ++i) zeros += ",0";
+  expect_rejected(make_file("[" + zeros + "]"), "an array in the header has more than 64 elements");
+  // 2^20 + 1 metadata keys with their values: more than 2^21 values in all.
+  std::string metadata = "{\"__metadata__\":{";
+  for (int i = 0; i <= (1 << 20); ++i) metadata += (i ? ",\"" : "\"") + std::to_string(i) + "\":\"\"";
+  expect_rejected(make_file(metadata + "}}"), "the header holds more than 2097152 JSON values");
+}
+
 TEST(SafetensorsValidation, NamesThatLookLikePathsAreOnlyData) {
   // Tensor names are never used as paths: a name full of ../ loads as an ordinary name.
   ScratchDir dir("safetensors");

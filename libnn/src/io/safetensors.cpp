@@ -34,6 +34,14 @@ using json = nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // JSON readers in other languages hold numbers as doubles: larger integers are not exact there.
 constexpr uint64_t kMaxDimension = uint64_t{1} << 53;
+// The parsed header's memory is bounded before the header is validated: at most this many JSON
+// values (keys, strings, numbers, objects, arrays; a tensor entry has about 17, so about 120,000
+// tensors, far more than any file holds - sharded checkpoints keep a few thousand per file) and
+// at most this many elements in one array (the rank of a shape; data_offsets has 2). Without them
+// a 100 MB header of "[0,0,0,..." or of millions of tiny keys would build a JSON tree of more than
+// 1 GiB before any rule saw it.
+constexpr size_t kMaxHeaderValues = size_t{1} << 21;
+constexpr size_t kMaxArrayElements = 64;
 
 struct DTypeName {
   DType dtype;
@@ -147,20 +155,43 @@ struct HeaderShapeError {
 // of a million '[' would otherwise build a million nested arrays before failing.
 json parse_header_json(const uint8_t* p, size_t n, const std::string& source) {
   std::vector<std::set<std::string>> open_objects;  // keys seen in each enclosing object
+  struct Open {
+    bool array;
+    size_t elements;
+  };
+  std::vector<Open> open;  // every enclosing object and array, innermost last
+  size_t values = 0;
   std::string current_tensor;
+  auto in_entry = [&] {
+    return current_tensor.empty() ? std::string() : ", in the entry \"" + current_tensor + "\"";
+  };
+  auto count_array_element = [&] {
+    if (!open.empty() && open.back().array && ++open.back().elements > kMaxArrayElements)
+      throw HeaderShapeError{"an array in the header has more than " + std::to_string(kMaxArrayElements) +
+                             " elements (a shape of higher rank?)" + in_entry()};
+  };
   auto on_event = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
+    if (++values > kMaxHeaderValues)
+      throw HeaderShapeError{"the header holds more than " + std::to_string(kMaxHeaderValues) +
+                             " JSON values; far more than a safetensors header has"};
     switch (event) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
         if (depth > 2)
           throw HeaderShapeError{
               "the header nests JSON deeper than a safetensors header (tensor entry > shape array) "
-              "allows" +
-              (current_tensor.empty() ? std::string() : ", in the entry \"" + current_tensor + "\"")};
+              "allows" + in_entry()};
+        count_array_element();
+        open.push_back({event == json::parse_event_t::array_start, 0});
         if (event == json::parse_event_t::object_start) open_objects.emplace_back();
         break;
       case json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
+      case json::parse_event_t::array_end:
+        if (!open.empty()) open.pop_back();
+        if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+        break;
+      case json::parse_event_t::value:
+        count_array_element();
         break;
       case json::parse_event_t::key: {
         const std::string& key = parsed.get_ref<const std::string&>();
