@@ -93,7 +93,11 @@ void run(const uint8_t* data, size_t size) {
     nn::data::Image small = nn::data::resize(image, h, w);
     nn::data::Image up = nn::data::resize(gray, std::min<int64_t>(image.height * 2, 37),
                                           std::min<int64_t>(image.width * 3, 41));
-    nn::data::Image shorter = nn::data::resize_shorter_side(rgb, 9);
+    // The shorter side to 9, the longer capped so a 1 x 16384 image does not become 9 x 147456
+    // (resize_shorter_side gives what it is asked; eval_transform below only computes its crop).
+    nn::data::Image shorter = std::max(image.height, image.width) <= 40 * std::min(image.height, image.width)
+                                  ? nn::data::resize_shorter_side(rgb, 9)
+                                  : nn::data::resize(rgb, 9, 9);
     nn::data::Image crop = nn::data::center_crop(shorter, std::min<int64_t>(shorter.height, 8),
                                                  std::min<int64_t>(shorter.width, 8));
     nn::Tensor t = nn::data::eval_transform(rgb, nn::data::Preprocessing::caffe, 8, 9);

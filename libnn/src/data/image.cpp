@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <utility>
 
 #include "cpu/parallel.h"
 #include "data/stb_impl.h"
@@ -232,19 +233,23 @@ struct AxisFilter {
   std::vector<float> weights;
 };
 
-AxisFilter axis_filter(int64_t in_size, int64_t out_size) {
+// The filters of the outputs [begin, begin + count) of a resize from in_size to out_size (all of
+// them by default): the same floats as those outputs' filters in the whole resize, so a window of
+// a resized image can be computed without the rest of it.
+AxisFilter axis_filter(int64_t in_size, int64_t out_size, int64_t begin = 0, int64_t count_out = -1) {
+  if (count_out < 0) count_out = out_size - begin;
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   const double filter_scale = std::max(scale, 1.0);
   const double support = 1.0 * filter_scale;  // the triangle's support is 1
   const double inv = 1.0 / filter_scale;
   AxisFilter f;
   f.ksize = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  f.first.resize(out_size);
-  f.count.resize(out_size);
-  f.weights.assign(static_cast<size_t>(out_size * f.ksize), 0.0f);
+  f.first.resize(count_out);
+  f.count.resize(count_out);
+  f.weights.assign(static_cast<size_t>(count_out * f.ksize), 0.0f);
   std::vector<double> w(static_cast<size_t>(f.ksize));
-  for (int64_t i = 0; i < out_size; ++i) {
-    const double center = (static_cast<double>(i) + 0.5) * scale;
+  for (int64_t i = 0; i < count_out; ++i) {
+    const double center = (static_cast<double>(begin + i) + 0.5) * scale;
     // C's truncating conversions, as in PIL; the clamps make the truncation of negatives harmless.
     int64_t lo = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5), 0);
     int64_t hi = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5), in_size);
@@ -303,9 +308,12 @@ void resample_columns(const float* in, int64_t row_len, const AxisFilter& f, int
   });
 }
 
-Image resize_horizontal(const Image& in, int64_t width) {
-  Image out = make_image(in.height, width, in.channels);
-  AxisFilter f = axis_filter(in.width, width);
+// Columns [left, left + count) of `in` resized to `width` columns (all of them by default).
+Image resize_horizontal(const Image& in, int64_t width, int64_t left = 0, int64_t count = -1) {
+  if (count < 0) count = width;
+  Image out = make_image(in.height, count, in.channels);
+  AxisFilter f = axis_filter(in.width, width, left, count);
+  width = count;
   const float* s = in.pixels.data();
   float* d = out.pixels.data();
   switch (in.channels) {
@@ -317,11 +325,30 @@ Image resize_horizontal(const Image& in, int64_t width) {
   return out;
 }
 
-Image resize_vertical(const Image& in, int64_t height) {
-  Image out = make_image(height, in.width, in.channels);
-  AxisFilter f = axis_filter(in.height, height);
+// Rows [top, top + count) of `in` resized to `height` rows (all of them by default).
+Image resize_vertical(const Image& in, int64_t height, int64_t top = 0, int64_t count = -1) {
+  if (count < 0) count = height;
+  Image out = make_image(count, in.width, in.channels);
+  AxisFilter f = axis_filter(in.height, height, top, count);
+  height = count;
   resample_columns(in.pixels.data(), in.width * in.channels, f, height, out.pixels.data());
   return out;
+}
+
+// The (height, width) of resize_shorter_side(size) on an h x w image: the shorter side becomes
+// `size`, the longer Python's int(size * long / short) (the exact product, one correctly rounded
+// division, truncated).
+std::pair<int64_t, int64_t> shorter_side_size(int64_t h, int64_t w, int64_t size) {
+  const int64_t shorter = std::min(h, w), longer = std::max(h, w);
+  const auto new_long = static_cast<int64_t>(static_cast<double>(size * longer) / static_cast<double>(shorter));
+  return w <= h ? std::make_pair(new_long, size) : std::make_pair(size, new_long);
+}
+
+// Where a center crop starts when it leaves `d` pixels out: int(round(d / 2.0)) with Python's
+// round (half to even), as torchvision's center_crop; d odd -> d/2 rounded to even.
+int64_t center_crop_offset(int64_t d) {
+  const int64_t half = d / 2;
+  return d % 2 == 0 || half % 2 == 0 ? half : half + 1;
 }
 
 // ---- preprocessing ----
@@ -481,12 +508,8 @@ Image resize(const Image& image, int64_t height, int64_t width) {
 Image resize_shorter_side(const Image& image, int64_t size) {
   check_image(image, "resize_shorter_side");
   NN_CHECK(size >= 1, "resize_shorter_side: the size must be positive, got ", size);
-  const int64_t h = image.height, w = image.width;
-  const int64_t shorter = std::min(h, w), longer = std::max(h, w);
-  // Python's int(size * long / short): the exact product, one correctly rounded division, truncated.
-  const auto new_long = static_cast<int64_t>(static_cast<double>(size * longer) /
-                                             static_cast<double>(shorter));
-  return w <= h ? resize(image, new_long, size) : resize(image, size, new_long);
+  const auto [out_h, out_w] = shorter_side_size(image.height, image.width, size);
+  return resize(image, out_h, out_w);
 }
 
 Image center_crop(const Image& image, int64_t height, int64_t width) {
@@ -495,12 +518,7 @@ Image center_crop(const Image& image, int64_t height, int64_t width) {
            "x", width);
   NN_CHECK(height <= image.height && width <= image.width, "center_crop: a ", height, "x", width,
            " crop does not fit in the ", image.height, "x", image.width, " image (height x width)");
-  // int(round(d / 2.0)) with Python's round (half to even): d odd -> d/2 rounded to even.
-  auto offset = [](int64_t d) {
-    int64_t half = d / 2;
-    return d % 2 == 0 || half % 2 == 0 ? half : half + 1;
-  };
-  const int64_t top = offset(image.height - height), left = offset(image.width - width);
+  const int64_t top = center_crop_offset(image.height - height), left = center_crop_offset(image.width - width);
   Image out = make_image(height, width, image.channels);
   const int64_t row = width * image.channels;
   for (int64_t y = 0; y < height; ++y) {
@@ -570,7 +588,23 @@ Tensor eval_transform(const Image& image, Preprocessing p, int64_t input_size, i
     src = &reduced;
   }
   if (src->height == input_size && src->width == input_size) return to_tensor(to_rgb(*src), p);
-  return to_tensor(to_rgb(center_crop(resize_shorter_side(*src, resize_size), input_size, input_size)), p);
+  // center_crop(resize_shorter_side(...)) computed for the crop window only: the same floats (each
+  // output pixel's filters do not depend on the others), but a very elongated image - 1 x 10000
+  // pixels would resize to 256 x 2,560,000, 7.8 GB of floats - costs no more than its crop.
+  const auto [out_h, out_w] = shorter_side_size(src->height, src->width, resize_size);
+  const int64_t top = center_crop_offset(out_h - input_size), left = center_crop_offset(out_w - input_size);
+  Image window;
+  if (out_w == src->width) {  // as resize(): no horizontal pass, so columns are only cropped
+    window = center_crop(*src, src->height, input_size);
+  } else {
+    window = resize_horizontal(*src, out_w, left, input_size);
+  }
+  if (out_h == src->height) {
+    window = center_crop(window, input_size, input_size);
+  } else {
+    window = resize_vertical(window, out_h, top, input_size);
+  }
+  return to_tensor(to_rgb(window), p);
 }
 
 Image image_from_tensor(const Tensor& chw) {
