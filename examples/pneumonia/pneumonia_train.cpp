@@ -487,9 +487,12 @@ int run(const Config& cfg_in) {
   lo.balanced = cfg.balanced;
   lo.workers = cfg.workers;
   lo.seed = cfg.seed;
-  std::unique_ptr<nn::data::DataLoader> loader;
   std::unordered_map<std::string, size_t> index_of_path;  // the loader's samples -> the cache
   for (size_t i = 0; i < samples.size(); ++i) index_of_path.emplace(samples[i].path, i);
+  // Declared after everything its workers read (index_of_path, cache, augment, preset): locals are
+  // destroyed in reverse order, so when an error ends the run in the middle of an epoch the loader
+  // joins its workers before what they are still reading is freed.
+  std::unique_ptr<nn::data::DataLoader> loader;
   if (!transfer) {
     loader = std::make_unique<nn::data::DataLoader>(
         samples, split.train,
