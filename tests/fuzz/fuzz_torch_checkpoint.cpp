@@ -14,6 +14,7 @@
 #include <string>
 
 #include "nn/error.h"
+#include "read_tensors.h"
 #include "nn/tensor.h"
 #include "pickle.h"
 #include "torch_checkpoint.h"
@@ -23,14 +24,7 @@ namespace {
 volatile uint64_t sink;
 
 uint64_t touch(const nn::weights::ConvertedWeights& w) {
-  uint64_t sum = 0;
-  for (const auto& [name, tensor] : w.tensors) {
-    sum += name.size();
-    const nn::Tensor t = tensor.contiguous();
-    const auto* p = static_cast<const uint8_t*>(t.raw_data());
-    const size_t n = static_cast<size_t>(t.numel()) * nn::dtype_size(t.dtype());
-    for (size_t i = 0; i < n; ++i) sum += p[i];
-  }
+  uint64_t sum = read_every_byte(w.tensors);
   for (const auto& [key, value] : w.metadata) sum += key.size() + value.size();
   return sum;
 }
