@@ -59,6 +59,17 @@ dict_flag() {
   esac
 }
 
+# ASan's quarantine (256 MiB by default) holds freed blocks back from reuse to catch use after free.
+# fuzz_keras_h5 frees megabytes per execution inside libhdf5 (uninstrumented), so a full quarantine
+# only made every block a fresh mapping: 16 MiB still outlasts any one execution and runs the target
+# about 1.5x faster. An ASAN_OPTIONS from the caller wins.
+asan_options() {
+  case $1 in
+    fuzz_keras_h5) echo "${ASAN_OPTIONS:-quarantine_size_mb=16}" ;;
+    *) echo "${ASAN_OPTIONS:-}" ;;
+  esac
+}
+
 summary=()
 found_any=0
 for t in "${targets[@]}"; do
@@ -74,7 +85,7 @@ for t in "${targets[@]}"; do
   echo "== $t: ${seconds} s (log: $log)"
   # The library's own threads (OpenMP) would only slow a single fuzzing process down.
   set +e
-  OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
+  ASAN_OPTIONS=$(asan_options "$t") OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
     $(dict_flag "$t") -max_len="$(max_len "$t")" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$crashes/" \
     ${FUZZ_ARGS:-} > "$log" 2>&1

@@ -282,6 +282,14 @@ uint64_t touch(const nn::weights::ConvertedWeights& w) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // the recipe's refused HDF5 calls stay quiet
+  // HDF5 keeps freed blocks on its own free lists, but by default at most 64 KiB per list, so each
+  // file's metadata cache (calloc'd, far larger than that) went back to the system at every close and
+  // every execution paid for mapping, zeroing and unmapping it twice (build, then read). Larger
+  // limits let HDF5 reuse its blocks; with the smaller ASan quarantine of scripts/fuzz.sh the target
+  // runs 1.9x faster (173 -> 333 exec/s measured on this corpus). This changes only how HDF5
+  // recycles its own memory: our reader's allocations, and every block HDF5 takes from the system,
+  // still go through ASan and -malloc_limit_mb.
+  H5set_free_list_limits(256 << 20, 64 << 20, 256 << 20, 64 << 20, 256 << 20, 64 << 20);
   return 0;
 }
 
