@@ -12,7 +12,7 @@ packages=(
   clang libclang-rt-14-dev                      # libFuzzer targets (tests/fuzz; scripts/fuzz.sh)
   libboost-dev zlib1g-dev                       # pneumonia-serve: Boost.Beast / Asio (header-only), fast PNG
   chromium chromium-driver python3-selenium     # the web app's browser test (headless)
-  python3-torch python3-torchvision python3-h5py python3-numpy  # golden references (/usr/bin/python3)
+  python3-torch python3-torchvision python3-h5py python3-numpy python3-sklearn  # golden references (/usr/bin/python3)
 )
 
 missing=()
