@@ -83,9 +83,11 @@ for t in "${targets[@]}"; do
   before=$(find "$crashes" -type f ! -name 'slow-unit-*' | wc -l)
   slow_before=$(find "$crashes" -type f -name 'slow-unit-*' | wc -l)
   echo "== $t: ${seconds} s (log: $log)"
-  # The library's own threads (OpenMP) would only slow a single fuzzing process down.
+  # The library's own threads (OpenMP) would only slow a single fuzzing process down: libnn sizes
+  # its pool from NN_NUM_THREADS (it overrides OMP_NUM_THREADS with the core count otherwise), and
+  # an idle OpenMP worker spinning in sched_yield took half a core from the other target.
   set +e
-  ASAN_OPTIONS=$(asan_options "$t") OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
+  ASAN_OPTIONS=$(asan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
     $(dict_flag "$t") -max_len="$(max_len "$t")" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$crashes/" \
     ${FUZZ_ARGS:-} > "$log" 2>&1
