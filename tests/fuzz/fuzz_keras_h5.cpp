@@ -149,7 +149,7 @@ void write_dataset(FuzzedDataProvider& p, hid_t group, const std::string& path, 
   const int layout = kind % 6;  // 0-2 contiguous, 3 chunked, 4 chunked + deflate, 5 external storage
   if ((layout == 3 || layout == 4) && !dims.empty()) {
     // Deflated chunks are larger: zlib sets up (and ASan tracks) a fresh stream for every chunk,
-    // which took 6% of the target's time with 4-element chunks; 16 still gives several per tensor.
+    // which took 6% of the target's time with 4-element chunks; larger tensors still span several.
     const hsize_t side = layout == 4 ? 16 : 4;
     std::vector<hsize_t> chunk(dims.size());
     for (size_t i = 0; i < dims.size(); ++i) chunk[i] = std::max<hsize_t>(1, std::min<hsize_t>(dims[i], side));
