@@ -4,7 +4,9 @@
 #   1. an --out that cannot be a folder fails at once, before the data is read, with the reason;
 #   2. a run whose loss goes NaN (--optimizer sgd --lr 1e30; then a resumed run whose checkpoint's
 #      learning rate was set to 1e30) is refused: exit 1, a message with the epoch, the step and the
-#      first non-finite layer; the checkpoint already in the folder stays byte-identical;
+#      first non-finite layer; the checkpoint already in the folder stays byte-identical; and a
+#      resumed run whose loss stays finite while a gradient overflows (a checkpoint with a crafted
+#      head) is refused the same way, naming the parameter;
 #   3. kill -9 in the middle of training: the checkpoint on disk is whole and consistent, --resume
 #      removes the temporary file a killed save leaves and finishes, counting steps on;
 #   4. a full disk (a file-size limit: writes fail with EFBIG) at a checkpoint write: exit 1, a
@@ -81,6 +83,7 @@ echo "1. unusable --out: fails before training with the reason"
 run="$work/nan"
 train good "${args[@]}" --out "$run" --epochs 1
 [[ $rc -eq 0 ]] || { cat "$work/good.err"; fail "the first run failed"; }
+cp -r "$run" "$work/grad_first_epoch"
 sha_checkpoint=$(sha256sum < "$run/checkpoint.safetensors")
 sha_model=$(sha256sum < "$run/model.safetensors")
 train nan "${args[@]}" --out "$run" --epochs 2 --optimizer sgd --lr 1e30
@@ -109,6 +112,37 @@ expect_in "$work/nan_resumed.err" "Training stopped \(learning rate 1e\+30\); $r
 [[ $(sha256sum < "$run/model.safetensors") == "$sha_model" ]] || fail "the resumed NaN run changed model.safetensors"
 echo "2. NaN loss refused: $(sed -n 's/^pneumonia-train: //p' "$work/nan.err" | cut -c1-150)..."
 echo "   and after --resume: $(sed -n 's/^pneumonia-train: //p' "$work/nan_resumed.err" | cut -c1-60)..."
+# Finite loss, non-finite gradient: the good run's checkpoint with its head rewritten so that every
+# forward value stays finite and small (the logit is about 0.03 for any image) while one gradient
+# overflows: fc6 outputs 1e20 (zero weights, bias 1e20), fc7 outputs 1e-24 (zero weights, bias
+# 1e-24) and the output layer's weights are 1e20. Then dL/d(fc7 output) is about 1e19 per image
+# and dL/d(fc7 weight) = that * 1e20, past the float range, whatever the labels and dropout masks.
+run="$work/grad"
+cp -r "$work/grad_first_epoch" "$run"
+"$py" - "$run/checkpoint.safetensors" <<'PY'
+import json, struct, sys
+values = {"model.classifier.0.weight": 0.0, "model.classifier.0.bias": 1e20,
+          "model.classifier.3.weight": 0.0, "model.classifier.3.bias": 1e-24,
+          "model.classifier.6.weight": 1e20, "model.classifier.6.bias": 0.0}
+with open(sys.argv[1], "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    for name, value in values.items():
+        entry = header[name]
+        assert entry["dtype"] == "F32", entry
+        begin, end = entry["data_offsets"]
+        f.seek(8 + n + begin)
+        f.write(struct.pack("<f", value) * ((end - begin) // 4))
+PY
+sha_checkpoint=$(sha256sum < "$run/checkpoint.safetensors")
+sha_model=$(sha256sum < "$run/model.safetensors")
+train grad "${args[@]}" --out "$run" --epochs 2 --resume
+[[ $rc -eq 1 ]] || { cat "$work/grad.err"; fail "the run with an overflowing gradient: exit $rc, expected 1"; }
+expect_in "$work/grad.err" "^pneumonia-train: epoch 2, step 6: the loss \(0\.[0-9]+\) is finite but gradients are not; the step was refused; first non-finite value: the gradient of classifier\.3\.weight \(every layer's output is finite; 1 parameter\(s\) have non-finite gradients\)\. Training stopped"
+expect_in "$work/grad.err" "$run/checkpoint.safetensors was not overwritten and still holds epoch 1$"
+[[ $(sha256sum < "$run/checkpoint.safetensors") == "$sha_checkpoint" ]] || fail "the refused step changed checkpoint.safetensors"
+[[ $(sha256sum < "$run/model.safetensors") == "$sha_model" ]] || fail "the refused step changed model.safetensors"
+echo "   finite loss, overflowing gradient: $(sed -n 's/^pneumonia-train: //p' "$work/grad.err" | cut -c1-170)..."
 
 # ---- 3. kill -9 during training, then --resume ----
 run="$work/kill"
