@@ -32,6 +32,25 @@ train() {
 }
 # Asserts that file $1 contains the extended regular expression $2.
 expect_in() { grep -Eq -- "$2" "$1" || { cat "$1"; fail "$1 lacks /$2/"; }; }
+# Fills tensors of safetensors file $1 in place, every element of each: fill_tensors FILE NAME=VALUE...
+# (F32 and F64 tensors only; the file keeps its size and layout).
+fill_tensors() {
+  "$py" - "$@" <<'PY'
+import json, struct, sys
+formats = {"F32": "<f", "F64": "<d"}
+with open(sys.argv[1], "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    for arg in sys.argv[2:]:
+        name, value = arg.split("=")
+        entry = header[name]
+        assert entry["dtype"] in formats, entry
+        fmt = formats[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+        f.seek(8 + n + begin)
+        f.write(struct.pack(fmt, float(value)) * ((end - begin) // struct.calcsize(fmt)))
+PY
+}
 # Whole-file check of a checkpoint: header, offsets tiling the data exactly, and "epoch"/"step"
 # metadata; prints "epoch step".
 checkpoint_epoch_step() {
@@ -94,15 +113,7 @@ expect_in "$work/nan.err" "no checkpoint was written by this run \(any earlier $
 [[ $(sha256sum < "$run/model.safetensors") == "$sha_model" ]] || fail "the NaN run changed model.safetensors"
 # The same in the middle of a resumed run, once a checkpoint exists: the checkpoint's learning rate
 # set to 1e30 in place (as if the run had diverged on its own), then --resume for epoch 2 (steps 6-10).
-"$py" - "$run/checkpoint.safetensors" <<'PY'
-import json, struct, sys
-with open(sys.argv[1], "r+b") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    entry = json.loads(f.read(n))["optimizer.param_groups.lr"]
-    assert entry["dtype"] == "F64" and entry["shape"] == [], entry
-    f.seek(8 + n + entry["data_offsets"][0])
-    f.write(struct.pack("<d", 1e30))
-PY
+fill_tensors "$run/checkpoint.safetensors" optimizer.param_groups.lr=1e30
 sha_checkpoint=$(sha256sum < "$run/checkpoint.safetensors")
 train nan_resumed "${args[@]}" --out "$run" --epochs 2 --resume
 [[ $rc -eq 1 ]] || { cat "$work/nan_resumed.err"; fail "the resumed NaN run: exit $rc, expected 1"; }
@@ -119,21 +130,8 @@ echo "   and after --resume: $(sed -n 's/^pneumonia-train: //p' "$work/nan_resum
 # and dL/d(fc7 weight) = that * 1e20, past the float range, whatever the labels and dropout masks.
 run="$work/grad"
 cp -r "$work/grad_first_epoch" "$run"
-"$py" - "$run/checkpoint.safetensors" <<'PY'
-import json, struct, sys
-values = {"model.classifier.0.weight": 0.0, "model.classifier.0.bias": 1e20,
-          "model.classifier.3.weight": 0.0, "model.classifier.3.bias": 1e-24,
-          "model.classifier.6.weight": 1e20, "model.classifier.6.bias": 0.0}
-with open(sys.argv[1], "r+b") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    header = json.loads(f.read(n))
-    for name, value in values.items():
-        entry = header[name]
-        assert entry["dtype"] == "F32", entry
-        begin, end = entry["data_offsets"]
-        f.seek(8 + n + begin)
-        f.write(struct.pack("<f", value) * ((end - begin) // 4))
-PY
+fill_tensors "$run/checkpoint.safetensors" model.classifier.0.weight=0 model.classifier.0.bias=1e20 \
+  model.classifier.3.weight=0 model.classifier.3.bias=1e-24 model.classifier.6.weight=1e20 model.classifier.6.bias=0
 sha_checkpoint=$(sha256sum < "$run/checkpoint.safetensors")
 sha_model=$(sha256sum < "$run/model.safetensors")
 train grad "${args[@]}" --out "$run" --epochs 2 --resume
