@@ -12,13 +12,15 @@
 set -uo pipefail
 
 if [ "${1:-}" = "--prepare" ]; then
-  # Copy every shared library the binaries need except glibc's and the CUDA driver's next to them:
+  # Copy every shared library the binaries need except glibc's and the CUDA driver's into lib/ beside them:
   # the GPU machine has a bare system (no HDF5, libzip, GoogleTest, Google Benchmark). cuBLAS and
   # cuDNN (needed only by the peer tests and benchmarks) are too big to carry and are looked up on
   # the GPU machine below. Then strip the binaries into $build/gpu-carry.tar.xz (29 MB on 2026-11-26; the
   # device tool carries at most 64 MiB), the file to carry.
   build=${2:-build-gpu}
-  mkdir -p "$build/lib"
+  # Staged afresh each time, so libraries of programs no longer carried do not travel.
+  stage=$(mktemp -d)
+  mkdir -p "$stage/bin" "$stage/lib"
   # Only the programs this check runs: all fifteen would be about 52 MB of xz, near the limit.
   bins=()
   for name in nn_tests nn_cuda_peer_tests vgg16-bench pneumonia-train make-synthetic-xrays; do
@@ -28,12 +30,9 @@ if [ "${1:-}" = "--prepare" ]; then
   for bin in "${bins[@]}"; do
     ldd "$bin" 2>/dev/null | awk '/=> \// {print $1, $3}' |
       grep -vE '^(libc|libm|libdl|librt|libpthread|ld-linux[^ ]*|libcuda|libcublas[^ ]*|libcudnn[^ ]*|libnvrtc[^ ]*)\.so' |
-      while read -r _ lib; do cp -Lu "$lib" "$build/lib/"; done
+      while read -r _ lib; do cp -L "$lib" "$stage/lib/"; done
+    strip -o "$stage/bin/$(basename "$bin")" "$bin"
   done
-  stage=$(mktemp -d)
-  mkdir -p "$stage/bin"
-  for bin in "${bins[@]}"; do strip -o "$stage/bin/$(basename "$bin")" "$bin"; done
-  cp -r "$build/lib" "$stage/"
   tar -C "$stage" -cf - bin lib | xz -T0 -6 > "$build/gpu-carry.tar.xz"
   rm -rf "$stage"
   du -sh "$build/gpu-carry.tar.xz"
@@ -70,7 +69,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.sm,power.limit,m
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader > "$results/card.txt" 2>/dev/null
 
 echo "== libraries"
-# Our binaries carry their own libraries in $build/lib. cuBLAS and cuDNN come from the machine:
+# Our binaries carry their own libraries in lib/ of the unpacked tarball. cuBLAS and cuDNN come from the machine:
 # the CUDA toolkit's directory, the system's cuDNN (ldconfig), else those inside a Python package.
 libdirs="$build/lib"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && libdirs="$libdirs:$d"; done
