@@ -169,4 +169,16 @@ set -e
 [[ $rc -eq 1 ]] || { echo "expected exit 1 with an unreadable image, got $rc"; exit 1; }
 grep -q "broken.png" "$work/p.err"
 "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); assert len(r)==1 and 0<=r[0]['probability']<=1" "$work/p.json"
+# The fuzzers' regression inputs (a crafted JPEG that once drove the old decoder into undefined
+# behaviour): alone, each gives exit 1 and one line on stderr that names the file.
+for f in "$root"/tests/fuzz/regressions/fuzz_image/*; do
+  set +e
+  "$bin/pneumonia-predict" --model "$work/run/model.safetensors" "$f" > "$work/r.out" 2> "$work/r.err"
+  rc=$?
+  set -e
+  [[ $rc -eq 1 ]] || { echo "expected exit 1 for $f, got $rc"; exit 1; }
+  [[ $(wc -l < "$work/r.err") -eq 1 ]] || { echo "expected one line on stderr for $f:"; cat "$work/r.err"; exit 1; }
+  grep -qF "$f" "$work/r.err" || { echo "the error does not name $f:"; cat "$work/r.err"; exit 1; }
+  [[ ! -s "$work/r.out" ]] || { echo "unexpected output for $f"; exit 1; }
+done
 echo "pneumonia $kind check passed"

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets of tests/fuzz (see tests/fuzz/README.md).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    open-ended fuzzing, to find new inputs
+#   scripts/fuzz.sh --smoke [TARGET...]                 CI's check: the same verdict on every run
 #
 # SECONDS_PER_TARGET defaults to 600; TARGETs default to all (fuzz_safetensors fuzz_image
 # fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart).
+#
+# --smoke (what scripts/test.sh and so CI run) is deterministic: per target it first replays every
+# file of tests/fuzz/regressions/<target>/ (inputs that once broke a reader; a new finding is
+# committed there together with its fix) and every seed, one execution each, then fuzzes from the
+# seeds into a fresh corpus with a fixed -seed and a fixed number of executions (-runs, below),
+# with address-space randomisation off, so the same commit gives the same verdict. Its per-target
+# executions can be scaled with SMOKE_SCALE (a percentage, default 100).
 # Configures and builds build-fuzz (clang, -DNN_FUZZ=ON) when needed, writes the seed corpora
 # (tests/fuzz/make_corpus.py) to build-fuzz/seeds/<target>/, grows build-fuzz/corpus/<target>/,
 # and writes crashing, leaking, timing-out or over-allocating inputs to build-fuzz/crashes/<target>/.
@@ -17,8 +25,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=${1:-600}
-shift || true
+smoke=0
+if [ "${1:-}" = "--smoke" ]; then
+  smoke=1
+  shift
+  seconds=0
+else
+  seconds=${1:-600}
+  shift || true
+fi
 targets=("$@")
 all_targets=(fuzz_safetensors fuzz_image fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart)
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
@@ -70,8 +85,79 @@ asan_options() {
   esac
 }
 
+# The smoke run's executions per target, sized to about a minute each on the 2-core development
+# machine (measured 2026-12-06: 23-30 s for half these numbers).
+smoke_runs() {
+  local n
+  case $1 in
+    fuzz_safetensors) n=300000 ;;
+    fuzz_image) n=80000 ;;
+    fuzz_torch_checkpoint) n=400000 ;;
+    fuzz_keras_h5) n=16000 ;;
+    fuzz_multipart) n=1200000 ;;
+  esac
+  echo $((n * ${SMOKE_SCALE:-100} / 100))
+}
+
+# Address-space randomisation off (setarch -R) where the system allows it: where blocks lie must
+# not steer the run.
+no_aslr=()
+if setarch "$(uname -m)" -R true 2> /dev/null; then no_aslr=(setarch "$(uname -m)" -R); fi
+
 summary=()
 found_any=0
+if [ "$smoke" -eq 1 ]; then
+  for t in "${targets[@]}"; do
+    log=$build/logs/$t.smoke.$(date -u +%Y%m%dT%H%M%SZ).log
+    mkdir -p "$(dirname "$log")"
+    corpus=$build/smoke/$t
+    rm -rf "$corpus" "$build/smoke-crashes/$t"
+    mkdir -p "$corpus" "$build/smoke-crashes/$t"
+    replay=()
+    [ -d "tests/fuzz/regressions/$t" ] && while IFS= read -r f; do replay+=("$f"); done < <(find "tests/fuzz/regressions/$t" -type f | sort)
+    n_regressions=${#replay[@]}
+    while IFS= read -r f; do replay+=("$f"); done < <(find "$build/seeds/$t" -type f | sort)
+    runs=$(smoke_runs "$t")
+    echo "== $t: replay of $n_regressions regression input(s) and $((${#replay[@]} - n_regressions)) seeds, then $runs executions from -seed=1 (log: $log)"
+    set +e
+    {
+      ASAN_OPTIONS=$(asan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 "${no_aslr[@]}" "$build/bin/$t" \
+        -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=120 "${replay[@]}"
+      rc_replay=$?
+      echo "replay exit $rc_replay"
+      rc_fuzz=0
+      if [ "$rc_replay" -eq 0 ]; then
+        ASAN_OPTIONS=$(asan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 "${no_aslr[@]}" "$build/bin/$t" \
+          "$corpus" "$build/seeds/$t" $(dict_flag "$t") -max_len="$(max_len "$t")" -seed=1 -runs="$runs" \
+          -reload=0 -timeout=120 -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 \
+          -artifact_prefix="$build/smoke-crashes/$t/"
+        rc_fuzz=$?
+      fi
+      echo "fuzz exit $rc_fuzz"
+      [ "$rc_replay" -eq 0 ] && [ "$rc_fuzz" -eq 0 ]
+    } > "$log" 2>&1
+    rc=$?
+    set -e
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
+    cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last")
+    ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
+    if [ "$rc" -ne 0 ]; then
+      found_any=1
+      echo "-- last lines of $log:"
+      tail -n 60 "$log" || true
+    fi
+    line=$(printf '%-22s replayed %4s  %9s execs  cov %6s  ft %6s  %s' "$t" "${#replay[@]}" "${execs:-?}" \
+      "${cov:-?}" "${ft:-?}" "$([ "$rc" -eq 0 ] && echo ok || echo FAILED)")
+    echo "$line"
+    summary+=("$line")
+  done
+  echo
+  echo "== smoke summary ($(date -u +%Y-%m-%d); logs under $build/logs/)"
+  printf '%s\n' "${summary[@]}"
+  exit "$found_any"
+fi
+
 for t in "${targets[@]}"; do
   corpus=$build/corpus/$t
   crashes=$build/crashes/$t

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libeigen3-dev libstb-dev nlohmann-json3-dev libcli11-dev
+  libeigen3-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev libcli11-dev
   libplplot-dev plplot-driver-cairo             # pneumonia charts (PNG via cairo)
   libzip-dev zipcmp zipmerge ziptool libhdf5-dev  # nn-convert (libzip's CMake config names the zip tools)
   libgtest-dev libbenchmark-dev

@@ -120,8 +120,12 @@ int main(int argc, char** argv) {
         problems.push_back(e.what());
       }
     }
+    if (inputs.empty()) {  // nothing to answer: one line per problem, each naming its file
+      for (const std::string& p : problems) std::fprintf(stderr, "pneumonia-predict: %s\n", p.c_str());
+      if (problems.empty()) std::fprintf(stderr, "pneumonia-predict: no images found\n");
+      return 1;
+    }
     for (const std::string& p : problems) std::fprintf(stderr, "skipped: %s\n", p.c_str());
-    NN_CHECK(!inputs.empty(), "no readable images");
     std::vector<double> probs = pneumonia::predict_probabilities(*loaded.model, inputs, batch);
 
     if (eval_dir.empty()) {

@@ -6,7 +6,8 @@ Writes into DIR a few images made with PIL (and, for 16-bit colour PNGs, which P
 write nor read at full depth, with a small PNG writer below that uses every PNG row filter) and
 DIR/ref.safetensors with:
 
-  decoded.<file>            the pixels PIL decodes (for the 16-bit colour PNGs: the samples written),
+  decoded.<file>            the pixels PIL decodes (for the 16-bit colour PNGs: the samples written;
+                            for the palette PNG and the CMYK JPEG: PIL's conversion to RGB),
                             float32 [H, W, C] in [0, 1] (v/255, v/65535)
   gray.<file>               PIL's convert("L") (uint8 rounded), float32 [H, W, 1]
   resize.<case>             torchvision F.resize(float tensor, [h, w], antialias=True), [C, h, w]
@@ -136,23 +137,28 @@ def main():
         assert np.array_equal(pil8, high), name
         written16[name] = samples.astype(np.float32) / np.float32(65535)
 
-    # JPEGs: baseline 4:2:0, baseline 4:4:4, progressive, grayscale.
+    # JPEGs: baseline 4:2:0, baseline 4:4:4, odd sizes (partial blocks and chroma edges), progressive,
+    # grayscale, and Adobe CMYK (PIL writes inverted CMYK with an APP14 marker; its reference is
+    # PIL's conversion to RGB).
     photo = Image.fromarray(to_u8(smooth(rng, 120, 160, 3)), "RGB")
     photo.save(p("rgb.jpg"), quality=90)
     photo.save(p("rgb444.jpg"), quality=95, subsampling=0)
     photo.save(p("progressive.jpg"), quality=85, progressive=True)
+    Image.fromarray(to_u8(smooth(rng, 37, 53, 3)), "RGB").save(p("odd420.jpg"), quality=80)
     Image.fromarray(to_u8(smooth(rng, 70, 90, 1))[:, :, 0], "L").save(p("gray.jpg"), quality=90)
+    Image.fromarray(to_u8(smooth(rng, 30, 42, 4)), "CMYK").save(p("cmyk.jpg"), quality=90)
 
     # Non-square images for the evaluation transform (colour and grayscale, landscape and portrait).
     Image.fromarray(to_u8(smooth(rng, 300, 400, 3)), "RGB").save(p("eval_rgb.png"))
     Image.fromarray(to_u8(smooth(rng, 333, 260, 1))[:, :, 0], "L").save(p("eval_gray.png"))
 
     files = ["gray.png", "gray_alpha.png", "rgb.png", "rgba.png", "palette.png", "gray16.png", "rgb16.png",
-             "rgba16.png", "gray_alpha16.png", "rgb.jpg", "rgb444.jpg", "progressive.jpg", "gray.jpg"]
+             "rgba16.png", "gray_alpha16.png", "rgb.jpg", "rgb444.jpg", "progressive.jpg", "odd420.jpg", "gray.jpg",
+             "cmyk.jpg"]
     for f in files:
         if f in written16:
             refs["decoded." + f] = written16[f]
-        elif f == "palette.png":
+        elif f in ("palette.png", "cmyk.jpg"):
             a = np.array(Image.open(p(f)).convert("RGB")).astype(np.float32) / np.float32(255)
             refs["decoded." + f] = a
         else:

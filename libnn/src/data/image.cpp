@@ -1,5 +1,6 @@
 // Image decoding, resizing, cropping and preprocessing (nn/data/image.h). The format checks, the
-// limits and the messages are here; stb (data/stb_impl.cpp) only decodes and encodes.
+// limits and the messages are here; libjpeg-turbo (data/jpeg_decode.cpp) decodes JPEG, stb
+// (data/stb_impl.cpp) decodes and encodes PNG.
 #include "nn/data/image.h"
 
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <utility>
 
 #include "cpu/parallel.h"
+#include "data/jpeg_decode.h"
 #include "data/stb_impl.h"
 
 namespace nn::data {
@@ -141,16 +143,26 @@ void check_png_chunks(const uint8_t* d, size_t n, const std::string& source) {
   }
 }
 
-// stb_image 2.27 (Debian's) builds a Huffman table from its 16 code counts before checking that
-// they sum to at most 256, and writes past the table when they do not (fixed upstream in 2.28). A
-// DHT segment holds tables until its length is used up; stb reads them the same way, past the
-// segment's end if a table overruns it, with zeros beyond the data. Refuses what stb would overflow.
+// Sides come from a header: up to 2^32 - 1 each (PNG), so the product is taken in 64 unsigned bits.
+void check_limits(uint64_t width, uint64_t height, const ImageLimits& limits,
+                  const std::string& source) {
+  const uint64_t pixels = width * height;
+  const auto max_side = static_cast<uint64_t>(limits.max_side);
+  NN_CHECK(width <= max_side && height <= max_side && pixels <= static_cast<uint64_t>(limits.max_pixels),
+           "cannot decode image '", source, "': its header declares ", width, "x", height,
+           " pixels (width x height, ", pixels, " pixels), over the limits of ", limits.max_side,
+           " per side and ", limits.max_pixels, " pixels (ImageLimits); refused before decoding");
+}
+
+// A DHT segment holds tables until its length is used up. A table declares 16 code counts that
+// must sum to at most 256 (libjpeg refuses more as a "bogus Huffman table"; stb_image 2.27, which nn
+// used before libjpeg-turbo, wrote past its table). Refused here with the numbers.
 void check_huffman_tables(const uint8_t* d, size_t n, size_t at, int64_t length,
                           const std::string& source) {
   auto byte_at = [&](size_t p) -> unsigned { return p < n ? d[p] : 0u; };
   while (length > 0) {
     const unsigned q = byte_at(at);
-    if ((q >> 4) > 1 || (q & 15) > 3) return;  // stb refuses the table itself
+    if ((q >> 4) > 1 || (q & 15) > 3) return;  // the decoder refuses the table itself
     unsigned codes = 0;
     for (size_t k = 1; k <= 16; ++k) codes += byte_at(at + k);
     NN_CHECK(codes <= 256, "cannot decode image '", source, "': corrupt JPEG (a Huffman table at byte ",
@@ -160,27 +172,34 @@ void check_huffman_tables(const uint8_t* d, size_t n, size_t at, int64_t length,
   }
 }
 
-// Follows a JPEG's marker segments from SOI to EOI the way stb_image does (bytes other than 0xFF
-// before a marker are skipped, fill bytes too; the entropy-coded data after a start-of-scan runs
-// to the next 0xFF that is not a stuffed 0xFF00 or a restart marker) and refuses:
-// - data that ends before the end-of-image marker: stb decodes a JPEG cut short in its scan data
-//   without complaint (the missing data reads as zeros, a grey smear);
-// - Huffman tables that stb would overflow (check_huffman_tables).
-// Runs before stb sees the data, stbi_info included (it reads the tables before the frame header).
+// A start-of-frame marker: SOF0-SOF3, SOF5-SOF7, SOF9-SOF11, SOF13-SOF15 (C4 is DHT, C8 reserved,
+// CC DAC).
+bool is_start_of_frame(uint8_t marker) {
+  return marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc;
+}
+
+// Follows a JPEG's marker segments from SOI to EOI (bytes other than 0xFF before a marker are
+// skipped, fill bytes too; the entropy-coded data after a start-of-scan runs to the next 0xFF that
+// is not a stuffed 0xFF00 or a restart marker) and refuses, before the decoder sees the data:
+// - data that ends before the end-of-image marker (a decoder would fill the rest in grey);
+// - a frame over `limits` (from the first start-of-frame segment, so the numbers in the message
+//   are the file's even where libjpeg would refuse the frame on its own, above 65500 per side);
+// - Huffman tables with more than 256 codes (check_huffman_tables).
 // Data after EOI is allowed.
-void check_jpeg_structure(const uint8_t* d, size_t n, const std::string& source) {
+void check_jpeg_structure(const uint8_t* d, size_t n, const std::string& source, const ImageLimits& limits) {
   auto truncated = [&](const char* where) {
     NN_CHECK(false, "cannot decode image '", source, "': truncated JPEG (the data ends ", where,
              ", before the end-of-image marker)");
   };
+  bool seen_frame = false;
   size_t i = 2;  // after SOI
   while (true) {
-    while (i < n && d[i] != 0xff) ++i;  // stray bytes (stb skips them too, or refuses them)
+    while (i < n && d[i] != 0xff) ++i;  // stray bytes (skipped by the decoder too, or refused)
     while (i < n && d[i] == 0xff) ++i;  // fill bytes
     if (i >= n) truncated("between segments");
     const uint8_t marker = d[i++];
     if (marker == 0xd9) return;  // EOI
-    // Markers without a length: TEM, RSTn, and ones stb refuses (a lone 0xFF00, a second SOI).
+    // Markers without a length: TEM, RSTn, and ones the decoder refuses (a lone 0xFF00, a second SOI).
     if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue;
     if (n - i < 2) truncated("in a segment's length");
     const size_t length = (size_t{d[i]} << 8) | d[i + 1];  // includes its own two bytes
@@ -188,6 +207,11 @@ void check_jpeg_structure(const uint8_t* d, size_t n, const std::string& source)
              hex_byte(marker), " at byte ", i - 2, " has length ", length, ")");
     if (marker == 0xc4) check_huffman_tables(d, n, i + 2, static_cast<int64_t>(length) - 2, source);
     if (n - i < length) truncated("inside a segment");
+    if (is_start_of_frame(marker) && !seen_frame && length >= 7) {
+      seen_frame = true;  // precision, height, width (big-endian), ...
+      const uint64_t height = (uint64_t{d[i + 3]} << 8) | d[i + 4], width = (uint64_t{d[i + 5]} << 8) | d[i + 6];
+      check_limits(width, height, limits, source);
+    }
     i += length;
     if (marker != 0xda) continue;
     while (true) {  // entropy-coded data
@@ -203,17 +227,6 @@ void check_jpeg_structure(const uint8_t* d, size_t n, const std::string& source)
       i = j + 1;
     }
   }
-}
-
-// Sides come from a header: up to 2^32 - 1 each (PNG), so the product is taken in 64 unsigned bits.
-void check_limits(uint64_t width, uint64_t height, const ImageLimits& limits,
-                  const std::string& source) {
-  const uint64_t pixels = width * height;
-  const auto max_side = static_cast<uint64_t>(limits.max_side);
-  NN_CHECK(width <= max_side && height <= max_side && pixels <= static_cast<uint64_t>(limits.max_pixels),
-           "cannot decode image '", source, "': its header declares ", width, "x", height,
-           " pixels (width x height, ", pixels, " pixels), over the limits of ", limits.max_side,
-           " per side and ", limits.max_pixels, " pixels (ImageLimits); refused before decoding");
 }
 
 struct StbFree {
@@ -357,11 +370,82 @@ constexpr float kTorchvisionMean[3] = {0.485f, 0.456f, 0.406f};
 constexpr float kTorchvisionStd[3] = {0.229f, 0.224f, 0.225f};
 constexpr float kCaffeMeanBGR[3] = {103.939f, 116.779f, 123.68f};
 
+// v / 255 for every 8-bit sample value.
+const std::array<float, 256> kLevels = [] {
+  std::array<float, 256> t{};
+  for (int v = 0; v < 256; ++v) t[v] = static_cast<float>(v) / 255.0f;
+  return t;
+}();
+
 uint8_t to_8_bit(float v) {
   float x = v * 255.0f;
   if (!(x > 0.0f)) return 0;  // also NaN
   if (x >= 255.0f) return 255;
   return static_cast<uint8_t>(x + 0.5f);
+}
+
+// ---- decoders ----
+
+// What a decoder may allocate for an image of this many pixels from `size` bytes of data: a
+// legitimate file needs at most ~16 bytes per pixel (16-bit RGBA PNG: inflated rows plus the image;
+// progressive CMYK JPEG: coefficients, planes and the image) plus a copy of the compressed data;
+// small buffers fit in the constant. A zlib stream that inflates past it is refused rather than
+// followed up to 4 GiB (a decompression bomb).
+size_t decode_budget(size_t size, uint64_t width, uint64_t height) {
+  return (size_t{64} << 20) + 2 * size + size_t{32} * static_cast<size_t>(width) * static_cast<size_t>(height);
+}
+
+Image decode_png(const uint8_t* d, size_t size, const std::string& source, const ImageLimits& limits) {
+  NN_CHECK(size <= static_cast<size_t>(INT_MAX), "cannot decode image '", source, "': ", size,
+           " bytes is over the 2 GiB the decoder reads");
+  const int n = static_cast<int>(size);
+  // A PNG's size is in its first chunk (IHDR, at a fixed place): checked even where stb would
+  // refuse the header itself (sides above 2^24), so the message gives the numbers.
+  if (starts_with(d, size, 12, "IHDR", 4) && size >= 24) check_limits(read_be32(d + 16), read_be32(d + 20), limits, source);
+  check_png_chunks(d, size, source);
+  int width = 0, height = 0, channels = 0;
+  NN_CHECK(detail::stb_info(d, n, &width, &height, &channels), "cannot decode image '", source,
+           "': corrupt PNG header (", detail::stb_failure_reason(), ")");
+  check_limits(static_cast<uint64_t>(width), static_cast<uint64_t>(height), limits, source);
+
+  const bool sixteen_bit = detail::stb_is_16_bit(d, n);
+  const size_t budget = decode_budget(size, static_cast<uint64_t>(width), static_cast<uint64_t>(height));
+  int w = 0, h = 0, c = 0;
+  std::unique_ptr<void, StbFree> samples(detail::stb_load(d, n, sixteen_bit, budget, &w, &h, &c));
+  NN_CHECK(samples != nullptr, "cannot decode image '", source, "': corrupt or truncated PNG (",
+           detail::stb_failure_reason(), ")");
+  NN_ASSERT(w == width && h == height && c >= 1 && c <= 4, "stb decoded ", w, "x", h, "x", c,
+            " from a header that declared ", width, "x", height);
+
+  Image image = make_image(h, w, c);
+  const size_t count = image.pixels.size();
+  float* out = image.pixels.data();
+  if (sixteen_bit) {
+    const auto* s = static_cast<const uint16_t*>(samples.get());
+    for (size_t i = 0; i < count; ++i) out[i] = static_cast<float>(s[i]) / 65535.0f;
+  } else {
+    const auto* s = static_cast<const uint8_t*>(samples.get());
+    for (size_t i = 0; i < count; ++i) out[i] = kLevels[s[i]];
+  }
+  return image;
+}
+
+Image decode_jpeg(const uint8_t* d, size_t size, const std::string& source, const ImageLimits& limits) {
+  check_jpeg_structure(d, size, source, limits);
+  detail::JpegDecoder decoder(d, size);
+  NN_CHECK(decoder.read_header(), "cannot decode image '", source, "': corrupt JPEG header (", decoder.error(), ")");
+  const auto width = static_cast<uint64_t>(decoder.width()), height = static_cast<uint64_t>(decoder.height());
+  check_limits(width, height, limits, source);
+  std::vector<uint8_t> samples;
+  int channels = 0;
+  NN_CHECK(decoder.decode(decode_budget(size, width, height), &samples, &channels), "cannot decode image '",
+           source, "': corrupt or truncated JPEG (", decoder.error(), ")");
+  Image image = make_image(static_cast<int64_t>(height), static_cast<int64_t>(width), channels);
+  NN_ASSERT(samples.size() == image.pixels.size(), "the JPEG decoder gave ", samples.size(), " samples for ",
+            width, "x", height, "x", channels);
+  float* out = image.pixels.data();
+  for (size_t i = 0; i < samples.size(); ++i) out[i] = kLevels[samples[i]];
+  return image;
 }
 
 }  // namespace
@@ -383,51 +467,7 @@ Image decode_image(const void* data, size_t size, const std::string& source,
   NN_CHECK(data != nullptr, "cannot decode image '", source, "': null data");
   const auto* d = static_cast<const uint8_t*>(data);
   const Format format = detect_format(d, size, source);
-  const char* format_name = format == Format::png ? "PNG" : "JPEG";
-  NN_CHECK(size <= static_cast<size_t>(INT_MAX), "cannot decode image '", source, "': ", size,
-           " bytes is over the 2 GiB the decoder reads");
-  const int n = static_cast<int>(size);
-
-  // A PNG's size is in its first chunk (IHDR, at a fixed place): checked even where stb would
-  // refuse the header itself (sides above 2^24), so the message gives the numbers.
-  if (format == Format::png) {
-    if (starts_with(d, size, 12, "IHDR", 4) && size >= 24)
-      check_limits(read_be32(d + 16), read_be32(d + 20), limits, source);
-    check_png_chunks(d, size, source);
-  }
-  if (format == Format::jpeg) check_jpeg_structure(d, size, source);
-  int width = 0, height = 0, channels = 0;
-  NN_CHECK(detail::stb_info(d, n, &width, &height, &channels), "cannot decode image '", source,
-           "': corrupt ", format_name, " header (", detail::stb_failure_reason(), ")");
-  check_limits(static_cast<uint64_t>(width), static_cast<uint64_t>(height), limits, source);
-
-  const bool sixteen_bit = format == Format::png && detail::stb_is_16_bit(d, n);
-  // What stb may allocate while decoding: a legitimate file needs at most ~16 bytes per pixel
-  // (16-bit RGBA PNG: inflated rows plus the image; progressive CMYK JPEG: coefficients, planes
-  // and the image) plus a copy of the compressed data; MCU padding and small buffers fit in the
-  // constant. A zlib stream that inflates past it is refused rather than followed up to 4 GiB.
-  const size_t budget = (size_t{64} << 20) + 2 * size + size_t{32} * static_cast<size_t>(width) *
-                                                            static_cast<size_t>(height);
-  int w = 0, h = 0, c = 0;
-  std::unique_ptr<void, StbFree> samples(detail::stb_load(d, n, sixteen_bit, budget, &w, &h, &c));
-  NN_CHECK(samples != nullptr, "cannot decode image '", source, "': corrupt or truncated ",
-           format_name, " (", detail::stb_failure_reason(), ")");
-  NN_ASSERT(w == width && h == height && c >= 1 && c <= 4, "stb decoded ", w, "x", h, "x", c,
-            " from a header that declared ", width, "x", height);
-
-  Image image = make_image(h, w, c);
-  const size_t count = image.pixels.size();
-  float* out = image.pixels.data();
-  if (sixteen_bit) {
-    const auto* s = static_cast<const uint16_t*>(samples.get());
-    for (size_t i = 0; i < count; ++i) out[i] = static_cast<float>(s[i]) / 65535.0f;
-  } else {
-    float table[256];
-    for (int v = 0; v < 256; ++v) table[v] = static_cast<float>(v) / 255.0f;
-    const auto* s = static_cast<const uint8_t*>(samples.get());
-    for (size_t i = 0; i < count; ++i) out[i] = table[s[i]];
-  }
-  return image;
+  return format == Format::png ? decode_png(d, size, source, limits) : decode_jpeg(d, size, source, limits);
 }
 
 Image load_image(const std::string& path, const ImageLimits& limits) {

@@ -1,25 +1,25 @@
-// stb_image (JPEG and PNG decoding) and stb_image_write (PNG encoding), from Debian's libstb-dev
-// headers, compiled here and nowhere else. Everything of stb is static to this file (the wrappers
-// in stb_impl.h are the interface), so a program that links nn and its own stb has no clashes.
-// stb reads from memory only (nn reads the files) and only the formats nn accepts.
+// stb_image (PNG decoding) and stb_image_write (PNG encoding), from Debian's libstb-dev headers,
+// compiled here and nowhere else. Everything of stb is static to this file (the wrappers in
+// stb_impl.h are the interface), so a program that links nn and its own stb has no clashes. stb
+// reads from memory only (nn reads the files). JPEG is libjpeg-turbo's (jpeg_decode.cpp): stb
+// 2.27's JPEG decoder has undefined behaviour on crafted Huffman data (a shift by 32) that no check
+// in front of it could rule out.
 //
 // Hardening, because image files are untrusted input (found by fuzzing under AddressSanitizer):
-// - Allocations are zeroed (calloc): stb 2.27 leaves its JPEG decoder state uninitialised, so a
-//   scan that names a Huffman table the file never defined decodes with garbage tables.
+// - Allocations are zeroed (calloc), so no decoder state is ever read uninitialised.
 // - STBI_ASSERT is always on and throws instead of aborting (assert() would end the process in
 //   debug builds and vanish in release builds, where stb would then index out of bounds). The
 //   wrappers catch it, free every block the abandoned decode still held, and report a failure.
 // - Each decode has a memory budget (from the image's declared size, see image.cpp): allocations
 //   past it fail, which stops decompression bombs.
-// - Huffman tables with more than 256 codes, which stb 2.27 overflows, are refused by image.cpp
-//   before stb sees the data.
 #include "data/stb_impl.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace nn::data::detail {
 namespace {
@@ -32,9 +32,11 @@ struct StbAssertion {
 [[noreturn]] void stb_assertion_failed(const char* condition) { throw StbAssertion{condition}; }
 
 // The blocks stb has allocated on this thread and not yet freed (the in-flight call's), with their
-// sizes, and the memory budget of that call.
+// sizes, and the memory budget of that call. stb holds a handful at a time, so a list searched
+// from the newest is quick, and it makes the work done independent of where the blocks lie (the
+// fuzzing smoke run in CI must take the same path on every run).
 struct Blocks {
-  std::unordered_map<void*, size_t> sizes;
+  std::vector<std::pair<void*, size_t>> sizes;
   size_t bytes = 0;
   size_t budget = SIZE_MAX;
   bool over_budget = false;
@@ -60,27 +62,33 @@ void* stb_malloc(size_t size) {
   if (!within_budget(size)) return nullptr;
   void* p = std::calloc(1, size != 0 ? size : 1);
   if (p != nullptr) {
-    blocks().sizes[p] = size;
+    blocks().sizes.emplace_back(p, size);
     blocks().bytes += size;
   }
   return p;
 }
 
+// The entry of block p in b.sizes, or end().
+std::vector<std::pair<void*, size_t>>::iterator find_block(Blocks& b, void* p) {
+  auto it = std::find_if(b.sizes.rbegin(), b.sizes.rend(), [p](const auto& e) { return e.first == p; });
+  return it == b.sizes.rend() ? b.sizes.end() : std::prev(it.base());
+}
+
 void* stb_realloc(void* p, size_t size) {
   if (p == nullptr) return stb_malloc(size);
   Blocks& b = blocks();
-  auto it = b.sizes.find(p);
+  auto it = find_block(b, p);
   const size_t old = it != b.sizes.end() ? it->second : 0;
   if (size > old && !within_budget(size - old)) return nullptr;
   if (it != b.sizes.end()) b.sizes.erase(it);  // before realloc: p's value is dead after it
   b.bytes -= old;
   void* q = std::realloc(p, size != 0 ? size : 1);
   if (q == nullptr) {  // p is still valid and still stb's
-    b.sizes[p] = old;
+    b.sizes.emplace_back(p, old);
     b.bytes += old;
     return nullptr;
   }
-  b.sizes[q] = size;
+  b.sizes.emplace_back(q, size);
   b.bytes += size;
   return q;
 }
@@ -88,7 +96,7 @@ void* stb_realloc(void* p, size_t size) {
 void stb_free_block(void* p) {
   if (p == nullptr) return;
   Blocks& b = blocks();
-  auto it = b.sizes.find(p);
+  auto it = find_block(b, p);
   if (it != b.sizes.end()) {
     b.bytes -= it->second;
     b.sizes.erase(it);
@@ -99,7 +107,7 @@ void stb_free_block(void* p) {
 // Unregisters a block that leaves stb's hands (a decoded image, now the caller's).
 void release_to_caller(void* p) {
   Blocks& b = blocks();
-  auto it = b.sizes.find(p);
+  auto it = find_block(b, p);
   if (it == b.sizes.end()) return;
   b.bytes -= it->second;
   b.sizes.erase(it);
@@ -121,7 +129,6 @@ thread_local std::string failure_override;
 
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_PNG
 #define STBI_NO_STDIO
 #define STBI_NO_LINEAR
@@ -176,7 +183,7 @@ Result guarded(size_t budget, const Call& call, Result failed) {
   return failed;
 }
 
-// Headers need little memory (the JPEG decoder's state, about 18 KiB).
+// Reading a PNG header needs little memory.
 constexpr size_t kHeaderBudget = size_t{16} << 20;
 
 }  // namespace

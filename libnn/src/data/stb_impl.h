@@ -1,6 +1,6 @@
 // The library's only contact with stb_image / stb_image_write (compiled in stb_impl.cpp with
-// static linkage, so they never clash with a consumer's own copy of stb). Thin wrappers: checks and
-// messages are image.cpp's.
+// static linkage, so they never clash with a consumer's own copy of stb): PNG decoding and
+// encoding. Thin wrappers: checks and messages are image.cpp's.
 #pragma once
 
 #include <cstddef>

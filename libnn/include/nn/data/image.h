@@ -1,5 +1,6 @@
-// Images: decoding (JPEG and PNG, through stb_image compiled inside the library), PNG writing,
-// resizing, cropping and the preprocessing that turns an image into a model's input tensor.
+// Images: decoding (JPEG through libjpeg-turbo, PNG through stb_image compiled inside the library),
+// PNG writing, resizing, cropping and the preprocessing that turns an image into a model's input
+// tensor.
 //
 // An Image is interleaved HWC float32 with values in [0, 1] (8-bit samples v/255, 16-bit v/65535),
 // with 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, as stored in the file. The
@@ -31,20 +32,24 @@ struct Image {  // interleaved HWC, values in [0, 1] (8-bit v/255, 16-bit v/6553
   float at(int64_t y, int64_t x, int64_t c) const;
 };
 
-// Checked from the header (stbi_info) BEFORE decoding: a side above max_side or more than
-// max_pixels pixels (height * width) is refused without allocating anything.
+// Checked from the header BEFORE decoding: a side above max_side or more than max_pixels pixels
+// (height * width) is refused without allocating anything.
 struct ImageLimits {
   int64_t max_pixels = 50'000'000;
   int64_t max_side = 30'000;
 };
 
-// Decodes a JPEG (baseline or progressive; gray or colour, CMYK converted to RGB) or a PNG (1, 2,
-// 4, 8 or 16 bits per sample; gray, gray + alpha, RGB, RGBA or palette, interlaced or not; a tRNS
-// chunk adds an alpha channel). `source` names the data in error messages. Refused, with the
-// reason: empty data, other formats (named by their magic bytes: GIF, BMP, WEBP, TIFF, ...),
-// images over `limits`, truncated data (a JPEG must reach its end-of-image marker, a PNG its IEND
-// chunk), corrupt data (a PNG's critical chunks must match their CRCs; otherwise stb_image's
-// reason). Data after the end of the image is ignored.
+// Decodes a JPEG (8-bit baseline, extended, progressive or arithmetic-coded, with or without
+// restart intervals; gray, YCbCr or RGB; CMYK and YCCK converted to RGB as a screen shows Adobe's
+// inverted CMYK) with libjpeg-turbo, giving the same pixels as Pillow's decoder (the same library
+// and settings), or a PNG (1, 2, 4, 8 or 16 bits per sample; gray, gray + alpha, RGB, RGBA or
+// palette, interlaced or not; a tRNS chunk adds an alpha channel). `source` names the data in error
+// messages. Refused, with the reason: empty data, other formats (named by their magic bytes: GIF,
+// BMP, WEBP, TIFF, DICOM, ...), images over `limits`, truncated data (a JPEG must reach its
+// end-of-image marker, a PNG its IEND chunk), corrupt data (a PNG's critical chunks must match
+// their CRCs; a JPEG whose entropy-coded data is corrupt, 12-bit and lossless JPEGs, more than 256
+// scans; a decoder's reason otherwise), a PNG that inflates past what its size needs. Data after
+// the end of the image is ignored.
 Image decode_image(const void* data, size_t size, const std::string& source = "<memory>",
                    const ImageLimits& limits = {});
 // Reads the file and decodes it; errors name the path and the reason (missing, unreadable, ...).
