@@ -1,4 +1,4 @@
-// The pneumonia data pipeline: image folders, patient ids, splits, class weights, epoch orders,
+// The data pipeline: image folders, grouped and stratified splits, class weights, epoch orders,
 // augmentation and the multithreaded loader. Every image is made here (PNG files in a temporary
 // folder); only DataPipelineRealData reads ../shared/data and skips when it is absent.
 #include <gtest/gtest.h>
@@ -115,7 +115,7 @@ std::vector<Sample> make_samples(int64_t n0, int64_t n1) {
     Sample x;
     x.path = "mem/" + std::to_string(i) + ".png";
     x.label = i < n0 ? 0 : 1;
-    x.patient = "p" + std::to_string(i);
+    x.group = "p" + std::to_string(i);
     s.push_back(x);
   }
   return s;
@@ -129,7 +129,7 @@ std::vector<int64_t> iota(int64_t n) {
 
 }  // namespace
 
-// ---------------------------------------------------------------- folders and patient ids
+// ---------------------------------------------------------------- folders
 
 TEST(DataPipelineFolder, ScansClassesAndSkipsJunk) {
   DataTempDir dir;
@@ -148,7 +148,9 @@ TEST(DataPipelineFolder, ScansClassesAndSkipsJunk) {
   write_file(r / ".DS_Store", "junk");
   write_file(r / "readme.txt", "top-level file");
 
-  nn::data::ImageFolder f = nn::data::scan_image_folder(dir.str());
+  // Groups from the callback: here the first four characters of the file name.
+  auto group_of = [](const std::string& path) { return "g:" + fs::path(path).filename().string().substr(0, 4); };
+  nn::data::ImageFolder f = nn::data::scan_image_folder(dir.str(), {}, group_of);
   EXPECT_EQ(f.root, dir.str());
   ASSERT_EQ(f.classes, (std::vector<std::string>{"NORMAL", "PNEUMONIA"}));
   std::vector<std::string> names;
@@ -162,11 +164,12 @@ TEST(DataPipelineFolder, ScansClassesAndSkipsJunk) {
                                               "PNEUMONIA/broken.jpeg", "PNEUMONIA/person1_bacteria_1.jpeg",
                                               "PNEUMONIA/person1_virus_2.jpeg"}));
   EXPECT_EQ(labels, (std::vector<int64_t>{0, 0, 0, 1, 1, 1}));
-  EXPECT_EQ(f.samples[0].patient, "IM-0001");
-  EXPECT_EQ(f.samples[1].patient, "IM-0001");
-  EXPECT_EQ(f.samples[2].patient, "NORMAL2-IM-0003");
-  EXPECT_EQ(f.samples[4].patient, "person1");
-  EXPECT_EQ(f.samples[5].patient, "person1");
+  EXPECT_EQ(f.samples[0].group, "g:IM-0");
+  EXPECT_EQ(f.samples[1].group, "g:IM-0");
+  EXPECT_EQ(f.samples[2].group, "g:NORM");
+  EXPECT_EQ(f.samples[4].group, "g:pers");
+  EXPECT_EQ(f.samples[5].group, "g:pers");
+  for (const Sample& x : nn::data::scan_image_folder(dir.str()).samples) EXPECT_TRUE(x.group.empty()) << x.path;
 
   auto skipped = [&](const std::string& rel, const std::string& reason) {
     const std::string path = (r / rel).string();
@@ -222,20 +225,6 @@ TEST(DataPipelineFolder, Errors) {
   EXPECT_TRUE(contains(e, "twice")) << e;
 }
 
-TEST(DataPipelineFolder, PatientIds) {
-  using nn::data::patient_id;
-  EXPECT_EQ(patient_id("person1000_bacteria_2931.jpeg"), "person1000");
-  EXPECT_EQ(patient_id("/data/train/PNEUMONIA/person1_virus_6.jpeg"), "person1");
-  EXPECT_EQ(patient_id("person447_virus_921_1.jpeg"), "person447");
-  EXPECT_EQ(patient_id("IM-0115-0001.jpeg"), "IM-0115");
-  EXPECT_EQ(patient_id("IM-0429-0001-0002.jpeg"), "IM-0429");
-  EXPECT_EQ(patient_id("NORMAL2-IM-1427-0001.jpeg"), "NORMAL2-IM-1427");
-  EXPECT_EQ(patient_id("NORMAL/NORMAL2-IM-0395-0001-0001.jpeg"), "NORMAL2-IM-0395");
-  EXPECT_EQ(patient_id("scan.png"), "scan");
-  EXPECT_EQ(patient_id("dir/IM-abc.jpeg"), "IM-abc");
-  EXPECT_EQ(patient_id("personX_1.png"), "personX_1");
-}
-
 // ---------------------------------------------------------------- splits, weights, orders
 
 TEST(DataPipelineSplit, StratifiedProportionsAndDisjoint) {
@@ -266,34 +255,41 @@ TEST(DataPipelineSplit, StratifiedProportionsAndDisjoint) {
   EXPECT_TRUE(contains(error_of([&] { nn::data::stratified_split(samples, 1.0, 1); }), "val_fraction"));
 }
 
-TEST(DataPipelineSplit, ByPatientKeepsPatientsTogether) {
-  // Patients with 1..4 images each; labels per patient.
+TEST(DataPipelineSplit, GroupedKeepsGroupsTogether) {
+  // Patients with 1..4 images each; labels per patient. Half of them carry their group in the
+  // samples, the others alone (every image its own group); the callback overload groups them all.
+  auto patient_of = [](const std::string& path) { return fs::path(path).stem().string().substr(0, fs::path(path).stem().string().find('_')); };
   std::vector<Sample> samples;
   for (int p = 0; p < 120; ++p) {
     const int images = 1 + p % 4;
     for (int k = 0; k < images; ++k) {
       Sample s;
       s.label = p % 3 == 0 ? 0 : 1;
-      s.path = s.label == 0 ? "NORMAL/IM-" + std::to_string(1000 + p) + "-000" + std::to_string(k) + ".jpeg"
-                            : "PNEUMONIA/person" + std::to_string(p) + "_bacteria_" + std::to_string(k) + ".jpeg";
-      if (p % 2 == 0) s.patient = nn::data::patient_id(s.path);  // the others fall back to the path
+      s.path = (s.label == 0 ? "NORMAL/p" : "PNEUMONIA/p") + std::to_string(p) + "_" + std::to_string(k) + ".jpeg";
+      if (p % 2 == 0) s.group = patient_of(s.path);
       samples.push_back(s);
     }
   }
-  nn::data::Split s = nn::data::stratified_split(samples, 0.2, 3, /*by_patient=*/true);
-  EXPECT_EQ(s.train.size() + s.val.size(), samples.size());
-  std::set<std::string> train_patients, val_patients;
-  for (int64_t i : s.train) train_patients.insert(nn::data::patient_id(samples[i].path));
-  for (int64_t i : s.val) val_patients.insert(nn::data::patient_id(samples[i].path));
-  for (const std::string& p : val_patients) EXPECT_EQ(train_patients.count(p), 0u) << p;
-  // About 20% of each label's samples (whole patients of at most 4 images: within 4).
-  std::map<int64_t, int64_t> total, in_val;
-  for (const Sample& x : samples) ++total[x.label];
-  for (int64_t i : s.val) ++in_val[samples[i].label];
-  for (auto [label, n] : total) {
-    EXPECT_NEAR(static_cast<double>(in_val[label]), 0.2 * n, 4.0) << "label " << label;
-    EXPECT_GT(in_val[label], 0);
+  for (const bool by_callback : {false, true}) {
+    nn::data::Split s = by_callback ? nn::data::stratified_group_split(samples, 0.2, 3, patient_of)
+                                    : nn::data::stratified_split(samples, 0.2, 3, /*grouped=*/true);
+    EXPECT_EQ(s.train.size() + s.val.size(), samples.size());
+    std::set<std::string> train_patients, val_patients;
+    for (int64_t i : s.train)
+      if (by_callback || !samples[i].group.empty()) train_patients.insert(patient_of(samples[i].path));
+    for (int64_t i : s.val)
+      if (by_callback || !samples[i].group.empty()) val_patients.insert(patient_of(samples[i].path));
+    for (const std::string& p : val_patients) EXPECT_EQ(train_patients.count(p), 0u) << p;
+    // About 20% of each label's samples (whole patients of at most 4 images: within 4).
+    std::map<int64_t, int64_t> total, in_val;
+    for (const Sample& x : samples) ++total[x.label];
+    for (int64_t i : s.val) ++in_val[samples[i].label];
+    for (auto [label, n] : total) {
+      EXPECT_NEAR(static_cast<double>(in_val[label]), 0.2 * n, 4.0) << "label " << label;
+      EXPECT_GT(in_val[label], 0);
+    }
   }
+  nn::data::Split s = nn::data::stratified_split(samples, 0.2, 3, true);
   EXPECT_EQ(nn::data::stratified_split(samples, 0.2, 3, true).val, s.val);
   EXPECT_NE(nn::data::stratified_split(samples, 0.2, 4, true).val, s.val);
 }
@@ -539,7 +535,9 @@ TEST(DataPipelineAugment, RangeAndSeeds) {
         ASSERT_GE(v, 0.0f);
         ASSERT_LE(v, 1.0f);
       }
-      if (!previous.empty()) EXPECT_NE(a.pixels, previous) << "different seeds, different outputs";
+      if (!previous.empty()) {
+        EXPECT_NE(a.pixels, previous) << "different seeds, different outputs";
+      }
       previous = a.pixels;
       // A second draw from the same generator differs from the first.
       EXPECT_NE(nn::data::augment(im, o, g1).pixels, a.pixels);
@@ -710,7 +708,9 @@ TEST(DataPipelineLoader, FailedFilesAreReported) {
       // With batch_size 1 the broken sample's batch is skipped; its failure comes with the next
       // batch unless it was the last one.
       EXPECT_LE(failed.size(), 1u);
-      if (batch_size == 4) EXPECT_EQ(failed, all);
+      if (batch_size == 4) {
+        EXPECT_EQ(failed, all);
+      }
     }
   }
 
@@ -867,18 +867,12 @@ TEST(DataPipelineRealData, ScanSplitLoad) {
   for (const Sample& s : f.samples) labels.push_back(s.label);
   EXPECT_EQ(std::count(labels.begin(), labels.end(), 0), 1341);
   EXPECT_EQ(std::count(labels.begin(), labels.end(), 1), 3875);
-  for (const Sample& s : f.samples) EXPECT_NE(s.patient, fs::path(s.path).stem().string()) << s.path;
-
-  nn::data::Split split = nn::data::stratified_split(f.samples, 0.1, 0, /*by_patient=*/true);
-  std::set<std::string> train_patients;
-  for (int64_t i : split.train) train_patients.insert(f.samples[i].patient);
+  // (The patient-level split of this folder: ChestXrayFolderRealData in test_chest_xray_folder.cpp.)
+  nn::data::Split split = nn::data::stratified_split(f.samples, 0.1, 0);
   int64_t val_normal = 0;
-  for (int64_t i : split.val) {
-    EXPECT_EQ(train_patients.count(f.samples[i].patient), 0u) << f.samples[i].path;
-    val_normal += labels[i] == 0;
-  }
-  EXPECT_NEAR(static_cast<double>(split.val.size()), 521.6, 15.0);
-  EXPECT_NEAR(static_cast<double>(val_normal), 134.1, 5.0);
+  for (int64_t i : split.val) val_normal += labels[i] == 0;
+  EXPECT_EQ(split.val.size(), 522u);
+  EXPECT_EQ(val_normal, 134);
   std::vector<double> w = nn::data::class_weights(labels, 2);
   EXPECT_NEAR(w[0], 5216.0 / 2682.0, 1e-12);
 

@@ -101,7 +101,7 @@ TEST(FirstNonFiniteOutput, NamesTheFirstLayerWhoseOutputIsNotFinite) {
 
   // All finite: no site, and the output is the model's own.
   nn::Tensor out;
-  EXPECT_FALSE(nn::first_non_finite_output(model, x, "", 0, model.size(), &out).has_value());
+  EXPECT_FALSE(nn::first_non_finite_output(model, x, "", "", &out).has_value());
   const std::vector<float> expected = model.forward(x).to_vector<float>();
   const std::vector<float> got = out.to_vector<float>();
   ASSERT_EQ(got.size(), expected.size());
@@ -109,7 +109,7 @@ TEST(FirstNonFiniteOutput, NamesTheFirstLayerWhoseOutputIsNotFinite) {
 
   // An infinite weight in the nested Linear: found there, by dotted name.
   poke(inner->at<nn::Linear>(0)->weight(), 6, kInf);
-  auto site = nn::first_non_finite_output(model, x, "net");
+  auto site = nn::first_non_finite_output(model, x, "", "net");
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->layer, "net.2.0");
   EXPECT_EQ(site->type, "Linear");
@@ -121,7 +121,7 @@ TEST(FirstNonFiniteOutput, NamesTheFirstLayerWhoseOutputIsNotFinite) {
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->str(), "0 (Linear)");
   // Starting after it, the nested layer is first again.
-  site = nn::first_non_finite_output(model, nn::relu(random_input({6, 4}, 10)), "", 2);
+  site = nn::first_non_finite_output(model, nn::relu(random_input({6, 4}, 10)), "1");
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->str(), "2.0 (Linear)");
 
@@ -145,26 +145,26 @@ TEST(FirstNonFiniteOutput, VggNamesFeatureAndClassifierLayersAndHonoursTheFrozen
   nn::models::VGG vgg(o, gen);
   vgg.eval();
   const nn::Tensor x = random_input({2, 3, 32, 32}, 13);
-  EXPECT_FALSE(vgg.first_non_finite_output(x).has_value());
+  EXPECT_FALSE(nn::first_non_finite_output(vgg, x).has_value());
 
   // VGG11 features: 0 conv, 1 relu, 2 pool, 3 conv, ...; classifier: 0 linear, 1 relu, 2 dropout, 3 linear.
   poke(vgg.classifier()->named_parameters()[2].second, 0, kNaN);  // classifier.3.weight
   ASSERT_EQ(vgg.classifier()->named_parameters()[2].first, "3.weight");
-  auto site = vgg.first_non_finite_output(x);
+  auto site = nn::first_non_finite_output(vgg, x);
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->str(), "classifier.3 (Linear)");
 
   poke(vgg.features()->at<nn::Conv2d>(3)->weight(), 0, -kInf);
-  site = vgg.first_non_finite_output(x);
+  site = nn::first_non_finite_output(vgg, x);
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->str(), "features.3 (Conv2d)");
 
   // From a cached prefix: the input is features.2's output (N, C, 16, 16).
   const int64_t c = vgg.features()->at<nn::Conv2d>(0)->weight().size(0);
-  site = vgg.first_non_finite_output(nn::relu(random_input({2, c, 16, 16}, 14)), 3);
+  site = nn::first_non_finite_output(vgg, nn::relu(random_input({2, c, 16, 16}, 14)), "features.2");
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->str(), "features.3 (Conv2d)");
-  site = vgg.first_non_finite_output(nn::full({2, c, 16, 16}, kNaN), 3);
+  site = nn::first_non_finite_output(vgg, nn::full({2, c, 16, 16}, kNaN), "features.2");
   ASSERT_TRUE(site.has_value());
   EXPECT_EQ(site->str(), "the input");
 }

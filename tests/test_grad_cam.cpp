@@ -67,12 +67,13 @@ bool identical(const Tensor& a, const Tensor& b) {
 TEST(GradCam, HeatmapShapeRangeAndMax) {
   auto model = small_vgg(3, 1);
   Tensor x = random_input(2);
-  EXPECT_EQ(ex::default_cam_layer(*model), 19u);  // VGG11: the ReLU before the last pool (20)
+  const std::string layer = nn::models::vgg_cam_layer(*model);
+  EXPECT_EQ(layer, "features.19");  // VGG11: the ReLU before the last pool (20)
   int nonzero = 0;
   for (int64_t t = 0; t < 3; ++t) {
-    ex::GradCam r = ex::grad_cam(*model, x, t);
+    ex::GradCam r = ex::grad_cam(*model, x, layer, t);
     EXPECT_EQ(r.target_class, t);
-    EXPECT_EQ(r.layer_end, 19u);
+    EXPECT_EQ(r.layer, "features.19");
     ASSERT_EQ(r.heatmap.shape(), (nn::Shape{64, 64}));
     ASSERT_EQ(r.activations_cam.shape(), (nn::Shape{4, 4}));
     std::vector<float> h = r.heatmap.to_vector<float>();
@@ -95,12 +96,13 @@ TEST(GradCam, ArgmaxTargetAndLogit) {
     auto model = small_vgg(k, 3);
     Tensor x = random_input(4);
     std::vector<float> logits = logits_of(*model, x).to_vector<float>();
-    ex::GradCam r = ex::grad_cam(*model, x, -1);
+    const std::string layer = nn::models::vgg_cam_layer(*model);
+    ex::GradCam r = ex::grad_cam(*model, x, layer, -1);
     const int64_t argmax = std::max_element(logits.begin(), logits.end()) - logits.begin();
     EXPECT_EQ(r.target_class, argmax) << "k=" << k;
     EXPECT_NEAR(r.logit, logits[static_cast<size_t>(argmax)], 1e-4 * (1 + std::fabs(logits[argmax])));
-    EXPECT_THROW(ex::grad_cam(*model, x, k), nn::Error);
-    EXPECT_THROW(ex::grad_cam(*model, x, -2), nn::Error);
+    EXPECT_THROW(ex::grad_cam(*model, x, layer, k), nn::Error);
+    EXPECT_THROW(ex::grad_cam(*model, x, layer, -2), nn::Error);
   }
 }
 
@@ -109,9 +111,10 @@ TEST(GradCam, LeavesTheModelUntouched) {
   Tensor x = random_input(6);
   std::vector<std::vector<float>> before;
   for (const Tensor& p : model->parameters()) before.push_back(p.to_vector<float>());
-  ex::GradCam eval_result = ex::grad_cam(*model, x, 1);
+  const std::string layer = nn::models::vgg_cam_layer(*model);
+  ex::GradCam eval_result = ex::grad_cam(*model, x, layer, 1);
   model->train();  // the result uses eval semantics (Dropout off) and keeps the mode
-  ex::GradCam train_result = ex::grad_cam(*model, x, 1);
+  ex::GradCam train_result = ex::grad_cam(*model, x, layer, 1);
   EXPECT_TRUE(model->is_training());
   EXPECT_TRUE(identical(eval_result.heatmap, train_result.heatmap));
   size_t i = 0;
@@ -127,13 +130,14 @@ TEST(GradCam, LeavesTheModelUntouched) {
 TEST(GradCam, DeterministicAndConcurrent) {
   auto model = small_vgg(3, 7);
   Tensor x = random_input(8);
-  ex::GradCam a = ex::grad_cam(*model, x, -1), b = ex::grad_cam(*model, x, -1);
+  const std::string layer = nn::models::vgg_cam_layer(*model);
+  ex::GradCam a = ex::grad_cam(*model, x, layer), b = ex::grad_cam(*model, x, layer);
   EXPECT_TRUE(identical(a.heatmap, b.heatmap));
   EXPECT_TRUE(identical(a.activations_cam, b.activations_cam));
   EXPECT_EQ(a.logit, b.logit);
   ex::GradCam r[2];
-  std::thread t0([&] { r[0] = ex::grad_cam(*model, x, -1); });
-  std::thread t1([&] { r[1] = ex::grad_cam(*model, x, -1); });
+  std::thread t0([&] { r[0] = ex::grad_cam(*model, x, layer); });
+  std::thread t1([&] { r[1] = ex::grad_cam(*model, x, layer); });
   t0.join();
   t1.join();
   for (const ex::GradCam& c : r) EXPECT_TRUE(identical(c.heatmap, a.heatmap));
@@ -143,14 +147,19 @@ TEST(GradCam, DeterministicAndConcurrent) {
 TEST(GradCam, ExplicitLayerAndErrors) {
   auto model = small_vgg(3, 9);
   Tensor x = random_input(10);
-  ex::GradCam r = ex::grad_cam(*model, x, 0, 14);  // the ReLU before the fourth pool: 8x8
+  ex::GradCam r = ex::grad_cam(*model, x, "features.14", 0);  // the ReLU before the fourth pool: 8x8
   EXPECT_EQ(r.activations_cam.shape(), (nn::Shape{8, 8}));
   EXPECT_EQ(r.heatmap.shape(), (nn::Shape{64, 64}));
-  EXPECT_THROW(ex::grad_cam(*model, x, 0, model->features()->size() - 1), nn::Error);
-  EXPECT_THROW(ex::grad_cam(*model, nn::zeros({2, 3, 64, 64}), 0), nn::Error);
+  // After the last max-pool (2x2), a layer that gives no (1, C, h, w) map, the last layer, and a
+  // name the model does not have.
+  EXPECT_EQ(ex::grad_cam(*model, x, "features.20", 0).activations_cam.shape(), (nn::Shape{2, 2}));
+  EXPECT_THROW(ex::grad_cam(*model, x, "classifier.0", 0), nn::Error);
+  EXPECT_THROW(ex::grad_cam(*model, x, "classifier.6", 0), nn::Error);
+  EXPECT_THROW(ex::grad_cam(*model, x, "features.99", 0), nn::Error);
+  EXPECT_THROW(ex::grad_cam(*model, nn::zeros({2, 3, 64, 64}), "features.14", 0), nn::Error);
   {
     nn::NoGradGuard g;
-    EXPECT_THROW(ex::grad_cam(*model, x, 0), nn::Error);
+    EXPECT_THROW(ex::grad_cam(*model, x, "features.14", 0), nn::Error);
   }
 }
 
@@ -189,7 +198,7 @@ TEST(GradCam, JetColours) {
 
 TEST(GradCam, ColorizeBlendEncodesToPng) {
   auto model = small_vgg(3, 11);
-  ex::GradCam r = ex::grad_cam(*model, random_input(12), -1);
+  ex::GradCam r = ex::grad_cam(*model, random_input(12), nn::models::vgg_cam_layer(*model));
   nn::data::Image gray;  // an X-ray-like gray image of another size
   gray.height = 100;
   gray.width = 80;
@@ -258,7 +267,7 @@ TEST(GradCamGolden, MatchesPyTorchHooks) {
   for (const Case& c : cases)
     for (int64_t t : c.targets) {
       const std::string key = c.prefix + std::to_string(t);
-      ex::GradCam r = ex::grad_cam(*c.model, x, t, c.layer);
+      ex::GradCam r = ex::grad_cam(*c.model, x, "features." + std::to_string(c.layer), t);
       const Tensor& want = ref.at("heatmap." + key);
       ASSERT_EQ(r.heatmap.shape(), want.shape()) << key;
       std::vector<float> a = r.heatmap.to_vector<float>(), b = want.to_vector<float>();

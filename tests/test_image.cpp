@@ -1021,7 +1021,9 @@ TEST_F(ImageGolden, DecodingMatchesPIL) {
   auto files = nlohmann::json::parse(ref_.metadata.at("files"));
   for (const std::string file : files) {
     Image im = nn::data::load_image(*dir_ / file);
-    if (file == "palette.png") ASSERT_EQ(im.channels, 3);
+    if (file == "palette.png") {
+      ASSERT_EQ(im.channels, 3);
+    }
     const bool jpeg = file.size() > 4 && file.substr(file.size() - 4) == ".jpg";
     Diff d = diff(im.pixels, "decoded." + file, {im.height, im.width, im.channels});
     // PNG (8- and 16-bit, palette, every row filter) is lossless; JPEG (baseline 4:2:0 and 4:4:4,

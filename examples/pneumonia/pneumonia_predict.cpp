@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "chest_xray_folder.h"
 #include "pneumonia_model.h"
 
 namespace fs = std::filesystem;
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> files, problems;
     std::vector<int64_t> labels;
     if (!eval_dir.empty()) {
-      nn::data::ImageFolder folder = nn::data::scan_image_folder(eval_dir, spec.classes);
+      nn::data::ImageFolder folder = pneumonia::scan_xray_folder(eval_dir, spec.classes);
       for (const nn::data::Sample& s : folder.samples) {
         files.push_back(s.path);
         labels.push_back(s.label);

@@ -33,10 +33,6 @@
 #include <string>
 #include <thread>
 
-#ifdef PNEUMONIA_SERVE_ZLIB
-#include <zlib.h>
-#endif
-
 #include "http_server.h"
 #include "multipart.h"
 #include "pneumonia_model.h"
@@ -74,53 +70,9 @@ std::string base64(const std::vector<uint8_t>& data) {
   return out;
 }
 
-// The heatmap as a PNG. nn::data::encode_png (stb_image_write: every filter tried on every row,
-// zlib level 8) took about a third of a request's time; with zlib available (CMake finds it) the
-// server writes an 8-bit RGB PNG itself with the Sub filter and zlib's fastest level instead,
-// a few times faster for a slightly larger file.
-std::vector<uint8_t> heatmap_png(const nn::data::Image& rgb) {
-#ifdef PNEUMONIA_SERVE_ZLIB
-  if (rgb.channels != 3) return nn::data::encode_png(rgb);
-  const size_t w = static_cast<size_t>(rgb.width), h = static_cast<size_t>(rgb.height), stride = w * 3;
-  std::vector<uint8_t> raw(h * (stride + 1));
-  for (size_t y = 0; y < h; ++y) {
-    uint8_t* row = &raw[y * (stride + 1)];
-    row[0] = 1;  // Sub: each byte minus the byte of the pixel to its left
-    const float* src = &rgb.pixels[y * stride];
-    uint8_t prev[3] = {0, 0, 0};
-    for (size_t i = 0; i < stride; ++i) {
-      const float v = src[i];
-      const uint8_t b = static_cast<uint8_t>(!(v > 0) ? 0 : v >= 1 ? 255 : std::lround(v * 255.0f));
-      row[1 + i] = static_cast<uint8_t>(b - prev[i % 3]);
-      prev[i % 3] = b;
-    }
-  }
-  uLongf packed_size = compressBound(static_cast<uLong>(raw.size()));
-  std::vector<uint8_t> packed(packed_size);
-  if (compress2(packed.data(), &packed_size, raw.data(), static_cast<uLong>(raw.size()), Z_BEST_SPEED) != Z_OK)
-    return nn::data::encode_png(rgb);
-  packed.resize(packed_size);
-  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  auto be32 = [&png](uint32_t v) {
-    for (int s = 24; s >= 0; s -= 8) png.push_back(static_cast<uint8_t>(v >> s));
-  };
-  auto chunk = [&](const char* type, const uint8_t* data, size_t n) {
-    be32(static_cast<uint32_t>(n));
-    const size_t start = png.size();
-    png.insert(png.end(), type, type + 4);
-    png.insert(png.end(), data, data + n);
-    be32(static_cast<uint32_t>(crc32(0L, &png[start], static_cast<uInt>(n + 4))));
-  };
-  const uint8_t ihdr[13] = {uint8_t(w >> 24), uint8_t(w >> 16), uint8_t(w >> 8), uint8_t(w), uint8_t(h >> 24),
-                            uint8_t(h >> 16), uint8_t(h >> 8), uint8_t(h), 8, 2, 0, 0, 0};  // 8-bit RGB
-  chunk("IHDR", ihdr, sizeof ihdr);
-  chunk("IDAT", packed.data(), packed.size());
-  chunk("IEND", nullptr, 0);
-  return png;
-#else
-  return nn::data::encode_png(rgb);
-#endif
-}
+// The heatmap as a PNG, at zlib's fastest level: the encoding is a fair part of a request's time,
+// and a slightly larger file costs the network far less.
+std::vector<uint8_t> heatmap_png(const nn::data::Image& rgb) { return nn::data::encode_png(rgb, 1); }
 
 web::Response json_response(int status, const json& body) { return {status, "application/json", body.dump(), {}}; }
 web::Response error_response(int status, const std::string& message) {
@@ -137,6 +89,7 @@ struct App {
   nn::data::Preprocessing preset;
   nn::Device device = nn::Device::cpu();
   std::string device_name, model_name;
+  std::string cam_layer;  // the Grad-CAM layer (nn::models::vgg_cam_layer)
   nn::data::ImageLimits limits;
 
   web::Response handle(const web::Request& req) {
@@ -198,7 +151,7 @@ struct App {
                                 ? gray
                                 : nn::data::resize(gray, spec.input_size, spec.input_size);
     nn::Tensor input = pneumonia::xray_to_input(small, preset).unsqueeze(0).to(device);
-    nn::explain::GradCam cam = nn::explain::grad_cam(*loaded.model, input);
+    nn::explain::GradCam cam = nn::explain::grad_cam(*loaded.model, input, cam_layer);
     const double probability = 1.0 / (1.0 + std::exp(-cam.logit));
     std::vector<uint8_t> png = heatmap_png(nn::explain::colorize_blend(cam.heatmap, gray, 0.4));
     const double elapsed_ms =
@@ -258,6 +211,7 @@ int main(int argc, char** argv) {
     app.device_name = device;
     app.device = device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
     app.loaded.model->to(app.device);
+    app.cam_layer = nn::models::vgg_cam_layer(*app.loaded.model);
     app.limits.max_pixels = max_pixels;
     app.limits.max_side = max_side;
     NN_CHECK(app.loaded.spec.classes.size() == 2, "the model has ", app.loaded.spec.classes.size(), " classes, expected 2");

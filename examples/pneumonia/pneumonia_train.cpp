@@ -33,6 +33,7 @@
 #include <nn/data/loader.h>
 #include <nn/io/safetensors.h>
 #include <nn/metrics.h>
+#include <nn/named_layers.h>
 #include <nn/nn.h>
 #include <nn/optim.h>
 #include <fcntl.h>
@@ -51,6 +52,7 @@
 #include <unordered_map>
 
 #include "charts.h"
+#include "chest_xray_folder.h"
 #include "pneumonia_model.h"
 
 namespace fs = std::filesystem;
@@ -235,7 +237,7 @@ int run(const Config& cfg_in) {
   prepare_run_folder(cfg.out);
 
   // ---- data ----
-  nn::data::ImageFolder folder = nn::data::scan_image_folder(cfg.data, {"NORMAL", "PNEUMONIA"});
+  nn::data::ImageFolder folder = pneumonia::scan_xray_folder(cfg.data);
   for (const std::string& s : folder.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
   std::vector<nn::data::Sample> samples = limit_samples(folder.samples, cfg.max_images, cfg.seed);
   nn::data::Split split = nn::data::stratified_split(samples, cfg.val_fraction, cfg.seed, !cfg.image_split);
@@ -315,14 +317,11 @@ int run(const Config& cfg_in) {
               static_cast<long long>(spec.input_size), spec.head.c_str(),
               static_cast<long long>(model->num_parameters(true)), static_cast<long long>(model->num_parameters()));
 
-  // The frozen prefix, applied once per image and view in transfer modes.
-  auto frozen_forward = [&](const Tensor& x) {
-    return model->features()->forward_range(x, 0, static_cast<size_t>(frozen_modules));
-  };
-  auto trainable_forward = [&](const Tensor& h) {
-    return model->forward_head(
-        model->features()->forward_range(h, static_cast<size_t>(frozen_modules), model->features()->size()));
-  };
+  // The frozen prefix (up to and including the layer frozen_end), applied once per image and view in
+  // transfer modes; the trainable rest runs on its cached output.
+  const std::string frozen_end = frozen_modules > 0 ? "features." + std::to_string(frozen_modules - 1) : "";
+  auto frozen_forward = [&](const Tensor& x) { return nn::forward_to(*model, x, frozen_end); };
+  auto trainable_forward = [&](const Tensor& h) { return nn::forward_from(*model, h, frozen_end); };
 
   const nn::data::AugmentOptions augment = cfg.augment;
   auto sample_input = [&](int64_t index, bool augmented, nn::Generator& g) {
@@ -463,7 +462,7 @@ int run(const Config& cfg_in) {
       Tensor x = nn::concat(xs, 0).to(device);
       Tensor logits = (transfer ? trainable_forward(x) : model->forward(x)).reshape({-1});
       if (!nn::all_finite(logits)) {
-        auto site = model->first_non_finite_output(x, transfer ? static_cast<size_t>(frozen_modules) : 0);
+        auto site = nn::first_non_finite_output(*model, x, transfer ? frozen_end : "");
         stop_on_non_finite("validation after step " + std::to_string(step_number) +
                            " produced non-finite outputs (every weight is finite)",
                            site ? "the output of " + site->str() : "the outputs");
@@ -519,7 +518,7 @@ int run(const Config& cfg_in) {
       const std::string what = loss_finite ? "the loss (" + number_text(loss_value) + ") is finite but gradients are not"
                                            : "the loss is not finite (" + number_text(loss_value) + ")";
       std::string where;
-      auto site = model->first_non_finite_output(x, transfer ? static_cast<size_t>(frozen_modules) : 0);
+      auto site = nn::first_non_finite_output(*model, x, transfer ? frozen_end : "");
       if (site && site->layer.empty()) {
         where = transfer ? "the input batch itself (cached frozen features)" : "the input batch itself";
       } else if (site) {

@@ -12,6 +12,8 @@ namespace nn {
 
 namespace {
 thread_local bool grad_mode = true;
+// The leaves the innermost GradientsOnlyFor scope of this thread allows; null outside any scope.
+thread_local const std::vector<const TensorImpl*>* gradient_leaves = nullptr;
 
 // The node of an op: a backward function and the tensors its closure saved.
 class FunctionNode : public Node {
@@ -69,6 +71,26 @@ bool grad_mode_enabled() { return grad_mode; }
 NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
 NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
 
+GradientsOnlyFor::GradientsOnlyFor(const std::vector<Tensor>& leaves) : previous_(gradient_leaves) {
+  for (const Tensor& t : leaves) {
+    NN_CHECK(t.defined() && t.is_leaf() && t.requires_grad(),
+             "GradientsOnlyFor: every tensor given must be a leaf that requires grad");
+    leaves_.push_back(t.impl());
+  }
+  gradient_leaves = &leaves_;
+}
+GradientsOnlyFor::~GradientsOnlyFor() { gradient_leaves = previous_; }
+
+namespace {
+// A leaf that a GradientsOnlyFor scope of this thread makes a constant.
+bool is_constant_leaf(const Tensor& t) {
+  return gradient_leaves != nullptr && t.is_leaf() &&
+         std::find(gradient_leaves->begin(), gradient_leaves->end(), t.impl()) == gradient_leaves->end();
+}
+}  // namespace
+
+bool wants_grad(const Tensor& t) { return grad_mode && t.requires_grad() && !is_constant_leaf(t); }
+
 SavedTensor::SavedTensor(const Tensor& t) {
   if (!t.defined()) return;
   tensor_ = t.detach();
@@ -86,7 +108,7 @@ Tensor SavedTensor::get(const std::string& op_name) const {
 namespace {
 bool any_requires_grad(const Tensor* begin, const Tensor* end) {
   if (!grad_mode) return false;
-  return std::any_of(begin, end, [](const Tensor& t) { return t.requires_grad(); });
+  return std::any_of(begin, end, [](const Tensor& t) { return wants_grad(t); });
 }
 }  // namespace
 
@@ -98,6 +120,7 @@ bool needs_grad(std::initializer_list<Tensor> inputs) { return any_requires_grad
 
 std::shared_ptr<Node> gradient_edge(const Tensor& t) {
   if (!t.defined() || !t.requires_grad()) return nullptr;
+  if (is_constant_leaf(t)) return nullptr;
   TensorImpl* impl = t.impl();
   if (impl->grad_fn) return impl->grad_fn;
   if (!impl->grad_accumulator) impl->grad_accumulator = std::make_shared<AccumulateGrad>(t.impl_ptr());

@@ -31,6 +31,28 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Gradients for chosen leaves only (per thread, for its scope): every other leaf that requires
+// grad - a model's parameters - is treated as a constant. Ops compute no gradient for it and
+// record no edge to it, so backward never writes its .grad and never even attaches a gradient
+// accumulator to it: a model can be differentiated with respect to an activation (Grad-CAM) by
+// several threads at once without being written. Non-leaf tensors are unaffected. Scopes nest; the
+// innermost one decides.
+class GradientsOnlyFor {
+ public:
+  explicit GradientsOnlyFor(const std::vector<Tensor>& leaves);
+  ~GradientsOnlyFor();
+  GradientsOnlyFor(const GradientsOnlyFor&) = delete;
+  GradientsOnlyFor& operator=(const GradientsOnlyFor&) = delete;
+
+ private:
+  std::vector<const TensorImpl*> leaves_;
+  const std::vector<const TensorImpl*>* previous_;
+};
+
+// Whether an op should compute and pass on a gradient for this input: grad mode is on, `t`
+// requires grad, and no GradientsOnlyFor scope makes it a constant.
+bool wants_grad(const Tensor& t);
+
 class Node {
  public:
   virtual ~Node() = default;
@@ -75,7 +97,7 @@ class SavedTensor {
 
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
-// True when grad mode is on and at least one input requires grad.
+// True when at least one input wants_grad().
 bool needs_grad(std::initializer_list<Tensor> inputs);
 bool needs_grad(const std::vector<Tensor>& inputs);
 

@@ -1,37 +1,30 @@
-// Explanations of a VGG's predictions: Grad-CAM (Selvaraju et al. 2017) and its colour overlay.
+// Explanations of a model's predictions: Grad-CAM (Selvaraju et al. 2017) and its colour overlay.
 //
-// grad_cam(model, x, target, layer_end):
-//   A      = features[0 .. layer_end](x)                  the last conv block's activations (1,C,h,w)
-//   y      = head(features[layer_end+1 ..](A))            logits (1, K); y_t the target's logit
-//   w_c    = mean over (h, w) of dy_t/dA_c                 one weight per channel
-//   cam    = relu(sum_c w_c A_c)                           (h, w): activations_cam
-//   up     = bilinear(cam -> H x W)                        torch interpolate(mode='bilinear',
-//                                                          align_corners=False)
+// grad_cam(model, x, layer, target), for any model whose forward is a chain of steps
+// (Module::steps; Sequential, VGG and the other models) and that gives logits (1, K):
+//   A       = forward_to(model, x, layer)                  the layer's activations (1, C, h, w)
+//   y       = forward_from(model, A, layer)                logits (1, K); y_t the target's logit
+//   w_c     = mean over (h, w) of dy_t/dA_c                 one weight per channel
+//   cam     = relu(sum_c w_c A_c)                           (h, w): activations_cam
+//   up      = bilinear(cam -> H x W)                        torch interpolate(mode='bilinear',
+//                                                           align_corners=False)
 //   heatmap = up / max(up)  (all zeros when max(up) == 0)  values in [0, 1], max exactly 1
-// The default layer_end is the last ReLU of the features (the module before the last MaxPool2d;
-// VGG16: 29), the usual Grad-CAM target layer of torchvision's VGG.
+// The usual layer for VGG is the last ReLU of its features (nn::models::vgg_cam_layer).
 //
-// Thread-safety and no mutation: grad_cam never writes to the model. The prefix runs with grad
-// mode off (NoGradGuard: per thread), so it records nothing. The rest runs on a fresh leaf A (a
-// detached alias of the prefix's output that requires grad) through the model's layers evaluated
-// functionally with *detached aliases* of their parameters (same storage, requires_grad false, no
-// autograd state): the only leaf of the graph is A, so backward fills A.grad and nothing else -
-// no parameter gets a .grad nor even a gradient accumulator, and the model's training flag is
-// neither read for the computation nor changed. Dropout always acts as in eval mode (identity).
-// Several threads may therefore call grad_cam on one shared model at the same time, as long as
-// nobody writes its parameters meanwhile (training, load_state_dict, to()). Supported tail layers:
-// Sequential, Conv2d, Linear, ReLU, MaxPool2d, AdaptiveAvgPool2d, Flatten, Dropout; any other
-// module in the tail (e.g. a custom head given to set_classifier) is run through its own forward()
-// only when none of its parameters requires grad (freeze it with set_requires_grad(false)), and is
-// refused with an nn::Error otherwise.
+// Thread-safety and no mutation: grad_cam never writes to the model. Both passes run as in eval
+// mode (EvalModeGuard: Dropout is the identity, whatever the model's flag, which is neither read
+// for the computation nor changed). The first runs without autograd; the second differentiates
+// only with respect to A (GradientsOnlyFor): every parameter is a constant, so none gets a .grad
+// or even a gradient accumulator. Several threads may therefore call grad_cam on one shared model
+// at the same time, as long as nobody writes its parameters meanwhile (training,
+// load_state_dict, to()).
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
-#include <limits>
+#include <string>
 
 #include "nn/data/image.h"
-#include "nn/models/vgg.h"
+#include "nn/module.h"
 #include "nn/tensor.h"
 
 namespace nn::explain {
@@ -41,22 +34,14 @@ struct GradCam {
   Tensor activations_cam;  // (h, w) f32 on the CPU: relu(sum_c w_c A_c) before upsampling
   double logit = 0;        // the target's logit
   int64_t target_class = 0;
-  size_t layer_end = 0;    // the features index after which the activations were taken
+  std::string layer;       // the layer whose activations were taken
 };
 
-// "Choose the layer automatically": the last ReLU of the features (the module before the last
-// MaxPool2d).
-constexpr size_t kAutoLayer = std::numeric_limits<size_t>::max();
-
-// The default layer_end of grad_cam for this model (see above); nn::Error if there is none.
-size_t default_cam_layer(const models::VGG& model);
-
-// Grad-CAM for one preprocessed input (1, in_channels, H, W) on the model's device. target_class
+// Grad-CAM for one preprocessed input (1, C, H, W) on the model's device, at the named layer
+// (nn::layer_names; its output must be (1, C, h, w) and it must not be the last layer). target_class
 // -1 takes the argmax of the logits (for a 1-logit binary head: the single logit, 0); otherwise it
-// must be in [0, K). layer_end must be an index of model.features() that is not its last module.
-// The model needs its top (logits). Does not modify the model (see the header comment).
-GradCam grad_cam(models::VGG& model, const Tensor& input, int64_t target_class = -1,
-                 size_t layer_end = kAutoLayer);
+// must be in [0, K). Does not modify the model (see the header comment).
+GradCam grad_cam(Module& model, const Tensor& input, const std::string& layer, int64_t target_class = -1);
 
 // Bilinear resampling of a 2-D map (h, w) -> (height, width), exactly as PyTorch's
 // F.interpolate(x[None, None], size=(height, width), mode='bilinear', align_corners=False)

@@ -8,13 +8,10 @@
 // forward pass and is meant for the failure path only.
 #pragma once
 
-#include <cstddef>
-#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "nn/layers.h"
 #include "nn/module.h"
 #include "nn/tensor.h"
 
@@ -40,19 +37,15 @@ struct NonFiniteSite {
   std::string str() const;
 };
 
-// Runs `input` through the children [begin, end) of `seq` one at a time (descending into nested
-// Sequentials, and without the Conv2d+ReLU fusion of forward_range, so each layer's own output is
-// looked at) and returns the first layer whose output is not finite, named `prefix` + child
-// index; std::nullopt when every output is. A non-finite input is reported as such. `output`, when
-// given, receives the last output computed. Runs without autograd; the mode (train/eval) is the
-// module's own.
-std::optional<NonFiniteSite> first_non_finite_output(Sequential& seq, const Tensor& input,
-                                                     const std::string& prefix = "", size_t begin = 0,
-                                                     size_t end = std::numeric_limits<size_t>::max(),
-                                                     Tensor* output = nullptr);
-// The same for any module: a Sequential is searched layer by layer, any other module is run whole
-// and reported under `name`.
-std::optional<NonFiniteSite> first_non_finite_output(Module& module, const Tensor& input, const std::string& name,
-                                                     Tensor* output = nullptr);
+// Runs `input` through `model` one layer at a time - the layers of nn::layer_names, descending into
+// chains such as Sequential and the models, without fusing Conv2d + ReLU, so that each layer's
+// own output is looked at - starting just after the layer `after` ("" = from the start; `input`
+// is then that layer's output, e.g. a cached frozen prefix), and returns the first layer whose
+// output is not finite, named `prefix` + its dotted name; std::nullopt when every output is. A
+// non-finite input is reported as such. A module that is not a chain is one layer, reported under
+// `prefix`. `output`, when given, receives the last output computed. Runs without autograd; the
+// mode (train/eval) is the module's own.
+std::optional<NonFiniteSite> first_non_finite_output(Module& model, const Tensor& input, const std::string& after = "",
+                                                     const std::string& prefix = "", Tensor* output = nullptr);
 
 }  // namespace nn

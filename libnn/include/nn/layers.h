@@ -139,6 +139,8 @@ class Flatten : public Module {
       : start_dim_(start_dim), end_dim_(end_dim) {}
 
   Tensor forward(const Tensor& x) override;
+  int64_t start_dim() const { return start_dim_; }
+  int64_t end_dim() const { return end_dim_; }
   std::string name() const override { return "Flatten"; }
   std::string extra_repr() const override;
 
@@ -159,9 +161,11 @@ class Sequential : public Module {
     return register_module(std::to_string(size()), std::move(module));
   }
   Tensor forward(const Tensor& x) override;
-  // Runs only the children [begin, end) (e.g. a frozen prefix, then the rest); a Conv2d followed by
-  // a ReLU inside the range runs as one fused conv (Conv2d::forward_relu).
+  // Runs only the children [begin, end); a Conv2d followed by a ReLU inside the range runs as one
+  // fused conv (Conv2d::forward_relu). By name, for any model: nn::forward_to / forward_from.
   Tensor forward_range(const Tensor& x, size_t begin, size_t end);
+  // Its children, in order.
+  std::vector<Step> steps() override;
 
   size_t size() const { return submodules().size(); }
   std::shared_ptr<Module> operator[](size_t index) const;

@@ -29,6 +29,16 @@ struct LoadStateDictResult {
   std::vector<std::string> unexpected_keys;  // in the state dict, not in the module
 };
 
+class Module;
+
+// One step of a module whose forward is a chain (see Module::steps): a named child run on the
+// previous step's output, or an unnamed function between children (a reshape such as flatten).
+struct Step {
+  std::string name;                                // the child's name; empty for a function
+  std::shared_ptr<Module> module;                  // the child, or null for a function
+  std::function<Tensor(const Tensor&)> function;   // set when module is null
+};
+
 class Module {
  public:
   Module() = default;
@@ -39,7 +49,17 @@ class Module {
 
   // The computation; the base class has none (an error naming the module type).
   virtual Tensor forward(const Tensor& input);
-  Tensor operator()(const Tensor& input) { return forward(input); }
+  // forward(), then the forward hooks this thread has set on this module (nn/named_layers.h).
+  // Containers run their children through it, so a hook sees a child's output wherever it runs.
+  Tensor operator()(const Tensor& input);
+
+  // A module whose forward is a chain - the output of one step is the input of the next, and
+  // forward(x) is exactly the steps applied in order - lists them here (Sequential: its children;
+  // VGG: features, avgpool, flatten, classifier). That is what lets a model run up to or from a
+  // named layer, have each layer's output checked, or be explained with Grad-CAM at any layer
+  // (nn/named_layers.h). Empty (the default) means forward is not a chain: the module is then one
+  // layer as far as those are concerned.
+  virtual std::vector<Step> steps() { return {}; }
 
   // ---- registration: names are non-empty, contain no '.', and are unique within this module
   // across parameters, buffers and submodules ----
@@ -81,7 +101,8 @@ class Module {
   // Training mode switches layers like Dropout; recursive.
   void train(bool on = true);
   void eval() { train(false); }
-  bool is_training() const { return training_; }
+  // The training flag, unless an EvalModeGuard is active on this thread (then false).
+  bool is_training() const;
   // Moves every parameter, buffer and gradient to `device` in place (same tensor objects, still
   // leaves that require grad).
   void to(Device device);
@@ -142,5 +163,17 @@ class Module {
 };
 
 std::ostream& operator<<(std::ostream& out, const Module& module);
+
+// Within its scope (per thread), every module runs as in eval mode (Dropout is the identity,
+// batch statistics are not used or updated), whatever its train()/eval() flag, and the flags are
+// left as they are: threads that share a model can evaluate it without changing its mode under
+// each other's feet. Scopes nest.
+class EvalModeGuard {
+ public:
+  EvalModeGuard();
+  ~EvalModeGuard();
+  EvalModeGuard(const EvalModeGuard&) = delete;
+  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
+};
 
 }  // namespace nn

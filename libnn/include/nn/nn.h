@@ -12,6 +12,7 @@
 #include "nn/io/safetensors.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "nn/named_layers.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
 #include "nn/parallel.h"

@@ -1,11 +1,10 @@
-// Image folders, patient ids, splits, class weights, epoch orders (nn/data/dataset.h).
+// Image folders, grouped and stratified splits, class weights, epoch orders (nn/data/dataset.h).
 #include "nn/data/dataset.h"
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <regex>
 #include <set>
 #include <system_error>
 
@@ -50,7 +49,7 @@ class Stream {
   int used_ = 4;
 };
 
-enum StreamTag : uint64_t { kSplitSamples = 1, kSplitPatients = 2, kEpochShuffle = 3, kEpochBalanced = 4 };
+enum StreamTag : uint64_t { kSplitSamples = 1, kSplitGroups = 2, kEpochShuffle = 3, kEpochBalanced = 4 };
 
 uint64_t stream_id(StreamTag tag, uint64_t value) {
   return (static_cast<uint64_t>(tag) << 56) ^ (value & ((uint64_t{1} << 56) - 1));
@@ -69,7 +68,8 @@ int64_t val_count(int64_t n, double fraction) {
 
 }  // namespace
 
-ImageFolder scan_image_folder(const std::string& root, const std::vector<std::string>& classes) {
+ImageFolder scan_image_folder(const std::string& root, const std::vector<std::string>& classes,
+                              const GroupOf& group_of) {
   std::error_code ec;
   NN_CHECK(!root.empty(), "scan_image_folder: empty root path");
   fs::file_status st = fs::status(root, ec);
@@ -162,28 +162,27 @@ ImageFolder scan_image_folder(const std::string& root, const std::vector<std::st
       Sample s;
       s.path = full;
       s.label = static_cast<int64_t>(label);
-      s.patient = patient_id(full);
+      if (group_of) s.group = group_of(full);
       folder.samples.push_back(std::move(s));
     }
   }
   return folder;
 }
 
-std::string patient_id(const std::string& path) {
-  const std::string stem = fs::path(path).stem().string();
-  static const std::regex person(R"(^(person\d+)_.*$)");
-  static const std::regex im(R"(^((?:[A-Za-z0-9]+-)?IM-\d+)-\d+(?:-\d+)*$)");
-  std::smatch m;
-  if (std::regex_match(stem, m, person) || std::regex_match(stem, m, im)) return m[1].str();
-  return stem;
+Split stratified_group_split(const std::vector<Sample>& samples, double val_fraction, uint64_t seed,
+                             const GroupOf& group_of) {
+  NN_CHECK(static_cast<bool>(group_of), "stratified_group_split: no group function given");
+  std::vector<Sample> grouped = samples;
+  for (Sample& s : grouped) s.group = group_of(s.path);
+  return stratified_split(grouped, val_fraction, seed, true);
 }
 
 Split stratified_split(const std::vector<Sample>& samples, double val_fraction, uint64_t seed,
-                       bool by_patient) {
+                       bool grouped) {
   NN_CHECK(std::isfinite(val_fraction) && val_fraction >= 0.0 && val_fraction < 1.0,
            "stratified_split: val_fraction must be in [0, 1), got ", val_fraction);
   std::vector<bool> in_val(samples.size(), false);
-  if (!by_patient) {
+  if (!grouped) {
     std::map<int64_t, std::vector<int64_t>> by_label;
     for (size_t i = 0; i < samples.size(); ++i) by_label[samples[i].label].push_back(static_cast<int64_t>(i));
     for (auto& [label, members] : by_label) {
@@ -193,40 +192,41 @@ Split stratified_split(const std::vector<Sample>& samples, double val_fraction, 
       for (int64_t j = 0; j < k; ++j) in_val[members[j]] = true;
     }
   } else {
-    // Patients in first-appearance order, their samples and label counts.
-    std::map<std::string, size_t> patient_index;
-    std::vector<std::vector<int64_t>> patient_samples;
-    std::vector<std::map<int64_t, int64_t>> patient_labels;
+    // Groups in first-appearance order, their samples and label counts. A sample without a group
+    // is alone (keyed by its path, with a prefix no group name can take).
+    std::map<std::string, size_t> group_index;
+    std::vector<std::vector<int64_t>> group_samples;
+    std::vector<std::map<int64_t, int64_t>> group_labels;
     for (size_t i = 0; i < samples.size(); ++i) {
-      const std::string id = samples[i].patient.empty() ? patient_id(samples[i].path) : samples[i].patient;
-      auto [it, fresh] = patient_index.emplace(id, patient_samples.size());
+      const std::string id = samples[i].group.empty() ? std::string(1, '\0') + samples[i].path : samples[i].group;
+      auto [it, fresh] = group_index.emplace(id, group_samples.size());
       if (fresh) {
-        patient_samples.emplace_back();
-        patient_labels.emplace_back();
+        group_samples.emplace_back();
+        group_labels.emplace_back();
       }
-      patient_samples[it->second].push_back(static_cast<int64_t>(i));
-      ++patient_labels[it->second][samples[i].label];
+      group_samples[it->second].push_back(static_cast<int64_t>(i));
+      ++group_labels[it->second][samples[i].label];
     }
-    // Patients of each label, in sorted patient-id order (independent of the sample order).
-    std::map<int64_t, std::vector<size_t>> patients_of_label;
+    // Groups of each label, in sorted group-name order (independent of the sample order).
+    std::map<int64_t, std::vector<size_t>> groups_of_label;
     std::map<int64_t, int64_t> samples_of_label;
-    for (const auto& [id, p] : patient_index) {
+    for (const auto& [id, p] : group_index) {
       int64_t best = 0, best_count = -1;
-      for (const auto& [label, count] : patient_labels[p])
+      for (const auto& [label, count] : group_labels[p])
         if (count > best_count) best = label, best_count = count;  // map order: ties -> smallest
-      patients_of_label[best].push_back(p);
-      samples_of_label[best] += static_cast<int64_t>(patient_samples[p].size());
+      groups_of_label[best].push_back(p);
+      samples_of_label[best] += static_cast<int64_t>(group_samples[p].size());
     }
-    for (auto& [label, patients] : patients_of_label) {
-      if (patients.size() < 2 || val_fraction <= 0.0) continue;
-      Stream rng(seed, stream_id(kSplitPatients, static_cast<uint64_t>(label)));
-      rng.shuffle(patients);
+    for (auto& [label, groups] : groups_of_label) {
+      if (groups.size() < 2 || val_fraction <= 0.0) continue;
+      Stream rng(seed, stream_id(kSplitGroups, static_cast<uint64_t>(label)));
+      rng.shuffle(groups);
       const int64_t target = static_cast<int64_t>(std::llround(val_fraction * static_cast<double>(samples_of_label[label])));
       int64_t taken = 0;
-      for (size_t j = 0; j + 1 < patients.size(); ++j) {  // the last one always stays in train
+      for (size_t j = 0; j + 1 < groups.size(); ++j) {  // the last one always stays in train
         if (j > 0 && taken >= target) break;
-        for (int64_t s : patient_samples[patients[j]]) in_val[s] = true;
-        taken += static_cast<int64_t>(patient_samples[patients[j]].size());
+        for (int64_t s : group_samples[groups[j]]) in_val[s] = true;
+        taken += static_cast<int64_t>(group_samples[groups[j]].size());
       }
     }
   }

@@ -377,13 +377,6 @@ const std::array<float, 256> kLevels = [] {
   return t;
 }();
 
-uint8_t to_8_bit(float v) {
-  float x = v * 255.0f;
-  if (!(x > 0.0f)) return 0;  // also NaN
-  if (x >= 255.0f) return 255;
-  return static_cast<uint8_t>(x + 0.5f);
-}
-
 // ---- decoders ----
 
 // What a decoder may allocate for an image of this many pixels from `size` bytes of data: a
@@ -661,34 +654,6 @@ Image image_from_tensor(const Tensor& chw) {
   for (int64_t k = 0; k < c; ++k)
     for (int64_t i = 0; i < h * w; ++i) out.pixels[i * c + k] = planes[k * h * w + i];
   return out;
-}
-
-std::vector<uint8_t> encode_png(const Image& image) {
-  check_image(image, "encode_png");
-  NN_CHECK(image.width * image.channels <= INT_MAX / 2 && image.height <= INT_MAX,
-           "encode_png: a ", image.height, "x", image.width, " image is too large for PNG encoding");
-  std::vector<uint8_t> bytes(image.pixels.size());
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = to_8_bit(image.pixels[i]);
-  std::vector<uint8_t> png;
-  NN_CHECK(detail::stb_write_png(static_cast<int>(image.width), static_cast<int>(image.height),
-                                 static_cast<int>(image.channels), bytes.data(), &png),
-           "encode_png: PNG encoding of a ", image.height, "x", image.width, "x", image.channels,
-           " image failed");
-  return png;
-}
-
-void save_png(const std::string& path, const Image& image) {
-  std::vector<uint8_t> png = encode_png(image);
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  NN_CHECK(f != nullptr, "cannot write PNG '", path, "': ", std::strerror(errno));
-  size_t written = std::fwrite(png.data(), 1, png.size(), f);
-  int write_errno = errno;
-  bool ok = written == png.size();
-  if (std::fclose(f) != 0 && ok) {
-    ok = false;
-    write_errno = errno;
-  }
-  NN_CHECK(ok, "cannot write PNG '", path, "': ", std::strerror(write_errno));
 }
 
 }  // namespace nn::data

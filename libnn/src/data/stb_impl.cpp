@@ -1,9 +1,9 @@
-// stb_image (PNG decoding) and stb_image_write (PNG encoding), from Debian's libstb-dev headers,
-// compiled here and nowhere else. Everything of stb is static to this file (the wrappers in
-// stb_impl.h are the interface), so a program that links nn and its own stb has no clashes. stb
-// reads from memory only (nn reads the files). JPEG is libjpeg-turbo's (jpeg_decode.cpp): stb
-// 2.27's JPEG decoder has undefined behaviour on crafted Huffman data (a shift by 32) that no check
-// in front of it could rule out.
+// stb_image's PNG decoder, from Debian's libstb-dev headers, compiled here and nowhere else.
+// Everything of stb is static to this file (the wrappers in stb_impl.h are the interface), so a
+// program that links nn and its own stb has no clashes. stb reads from memory only (nn reads the
+// files). JPEG is libjpeg-turbo's (jpeg_decode.cpp): stb 2.27's JPEG decoder has undefined
+// behaviour on crafted Huffman data (a shift by 32) that no check in front of it could rule out.
+// PNG writing is png_encode.cpp's (zlib).
 //
 // Hardening, because image files are untrusted input (found by fuzzing under AddressSanitizer):
 // - Allocations are zeroed (calloc), so no decoder state is ever read uninitialised.
@@ -140,9 +140,6 @@ thread_local std::string failure_override;
 #define STBI_FREE(p) ::nn::data::detail::stb_free_block(p)
 #define STBI_ASSERT(x) ((x) ? (void)0 : ::nn::data::detail::stb_assertion_failed(#x))
 
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBI_WRITE_NO_STDIO
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -153,7 +150,6 @@ thread_local std::string failure_override;
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #pragma GCC diagnostic ignored "-Wtype-limits"
 #include <stb_image.h>
-#include <stb_image_write.h>
 #pragma GCC diagnostic pop
 
 namespace nn::data::detail {
@@ -216,20 +212,6 @@ const char* stb_failure_reason() {
   if (!failure_override.empty()) return failure_override.c_str();
   const char* reason = stbi_failure_reason();
   return reason != nullptr && reason[0] != '\0' ? reason : "unknown error";
-}
-
-namespace {
-void append_bytes(void* context, void* data, int size) {
-  auto* out = static_cast<std::vector<uint8_t>*>(context);
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  out->insert(out->end(), bytes, bytes + size);
-}
-}  // namespace
-
-bool stb_write_png(int width, int height, int channels, const uint8_t* pixels,
-                   std::vector<uint8_t>* out) {
-  return stbi_write_png_to_func(append_bytes, out, width, height, channels, pixels,
-                                width * channels) != 0;
 }
 
 }  // namespace nn::data::detail

@@ -1,6 +1,6 @@
-// The library's only contact with stb_image / stb_image_write (compiled in stb_impl.cpp with
-// static linkage, so they never clash with a consumer's own copy of stb): PNG decoding and
-// encoding. Thin wrappers: checks and messages are image.cpp's.
+// The library's only contact with stb_image (compiled in stb_impl.cpp with static linkage, so it
+// never clashes with a consumer's own copy of stb): PNG decoding. Thin wrappers: checks and
+// messages are image.cpp's.
 #pragma once
 
 #include <cstddef>
@@ -21,9 +21,5 @@ void* stb_load(const uint8_t* data, int size, bool sixteen_bit, size_t memory_bu
 void stb_free(void* pixels);
 // Why the last stb call on this thread failed (stb keeps it thread-local).
 const char* stb_failure_reason();
-
-// 8-bit PNG of interleaved samples, appended to `out`; false on failure.
-bool stb_write_png(int width, int height, int channels, const uint8_t* pixels,
-                   std::vector<uint8_t>* out);
 
 }  // namespace nn::data::detail

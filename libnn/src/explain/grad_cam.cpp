@@ -1,117 +1,30 @@
 // Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
-// Gradient-based Localization") for nn::models::VGG, and its jet-coloured overlay.
+// Gradient-based Localization") for any model that is a chain of named layers, and its
+// jet-coloured overlay.
 //
-// Algorithm (input x (1, C_in, H, W), target t, activations taken after features[layer_end]):
-//   1. A0 = features.forward_range(x, 0, layer_end + 1) with grad mode off (fused Conv2d+ReLU).
+// Algorithm (input x (1, C_in, H, W), target t, activations taken after the layer L):
+//   1. A0 = forward_to(model, x, L) with grad mode off (fused Conv2d+ReLU where they run together).
 //   2. A  = A0.detach().requires_grad_(): a fresh leaf owned by this call.
-//   3. logits = classifier(flatten(avgpool(features[layer_end+1 ..](A)))), evaluated functionally
-//      (see run_detached) with detached aliases of every parameter; backward from logits[0, t].
+//   3. logits = forward_from(model, A, L) with gradients for A only (GradientsOnlyFor); backward
+//      from logits[0, t].
 //   4. w_c = mean_{i,j} dA[c,i,j]; cam = relu(sum_c w_c A[c]) (h, w), accumulated in double.
 //   5. up = bilinear upsampling of cam to H x W, PyTorch's align_corners=False rule; heatmap =
 //      up / max(up) (x / x is exactly 1 in float, so the maximum is exactly 1), zeros when max is 0.
-//
-// Thread-safety / no mutation of the model: step 1 records no graph (NoGradGuard is per thread);
-// step 3 reads the parameters only through detached aliases, which share storage but carry no
-// autograd state and do not require grad, so record_op never creates gradient accumulators on the
-// model's parameters and backward can only reach the leaf A. Nothing of the model is written:
-// no .grad, no accumulator, no training flag (Dropout is always the identity here, as in eval
-// mode; Dropout's generator is never drawn from), so concurrent calls on one shared model are
-// safe while nobody writes its parameters. Modules of unknown types in the tail are only run
-// through their own forward() when none of their parameters requires grad (then no autograd
-// state of theirs is touched either); otherwise grad_cam refuses them rather than mutate them.
+// Both passes run under EvalModeGuard. Thread-safety and no mutation: see nn/explain.h.
 #include "nn/explain.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "nn/autograd.h"
 #include "nn/error.h"
-#include "nn/layers.h"
+#include "nn/named_layers.h"
 #include "nn/ops.h"
 
 namespace nn::explain {
-
-namespace {
-
-Tensor detached(const Tensor& t) { return t.defined() ? t.detach() : Tensor(); }
-
-// Parses Flatten's "start_dim=S, end_dim=E" (the layer has no accessors).
-std::pair<int64_t, int64_t> flatten_dims(const Flatten& f) {
-  const std::string s = f.extra_repr();
-  int64_t start = 1, end = -1;
-  const auto a = s.find("start_dim="), b = s.find("end_dim=");
-  if (a != std::string::npos) start = std::strtoll(s.c_str() + a + 10, nullptr, 10);
-  if (b != std::string::npos) end = std::strtoll(s.c_str() + b + 8, nullptr, 10);
-  return {start, end};
-}
-
-// The module's forward with eval semantics, computed from detached aliases of its parameters, so
-// that the graph it records has no edge into the module (see the file comment).
-Tensor run_detached(Module& m, const Tensor& x);
-
-Tensor run_sequence(const std::vector<std::shared_ptr<Module>>& mods, const Tensor& x) {
-  Tensor y = x;
-  for (size_t i = 0; i < mods.size(); ++i) {
-    if (i + 1 < mods.size() && std::dynamic_pointer_cast<ReLU>(mods[i + 1])) {
-      if (auto conv = std::dynamic_pointer_cast<Conv2d>(mods[i])) {  // fused, as forward_range
-        Conv2dOptions o;
-        o.stride = conv->stride();
-        o.padding = conv->padding();
-        o.relu = true;
-        y = conv2d(y, detached(conv->weight()), detached(conv->bias()), o);
-        ++i;
-        continue;
-      }
-    }
-    y = run_detached(*mods[i], y);
-  }
-  return y;
-}
-
-Tensor run_detached(Module& m, const Tensor& x) {
-  if (auto* seq = dynamic_cast<Sequential*>(&m)) {
-    std::vector<std::shared_ptr<Module>> mods;
-    for (size_t i = 0; i < seq->size(); ++i) mods.push_back((*seq)[i]);
-    return run_sequence(mods, x);
-  }
-  if (auto* conv = dynamic_cast<Conv2d*>(&m)) {
-    Conv2dOptions o;
-    o.stride = conv->stride();
-    o.padding = conv->padding();
-    return conv2d(x, detached(conv->weight()), detached(conv->bias()), o);
-  }
-  if (auto* lin = dynamic_cast<Linear*>(&m)) return linear(x, detached(lin->weight()), detached(lin->bias()));
-  if (dynamic_cast<ReLU*>(&m)) return relu(x);
-  if (auto* pool = dynamic_cast<MaxPool2d*>(&m)) return max_pool2d(x, pool->options());
-  if (auto* pool = dynamic_cast<AdaptiveAvgPool2d*>(&m)) return adaptive_avg_pool2d(x, pool->output_size());
-  if (dynamic_cast<Dropout*>(&m)) return x;  // eval semantics
-  if (auto* f = dynamic_cast<Flatten*>(&m)) {
-    auto [s, e] = flatten_dims(*f);
-    return flatten(x, s, e);
-  }
-  for (const auto& [name, p] : m.named_parameters())
-    NN_CHECK(!p.requires_grad(), "grad_cam: cannot evaluate a ", m.name(), " without touching its parameter '", name,
-             "' (it requires grad); Grad-CAM supports tails built from Sequential, Conv2d, Linear, ReLU, "
-             "MaxPool2d, AdaptiveAvgPool2d, Flatten and Dropout, or modules whose parameters are frozen "
-             "(set_requires_grad(false))");
-  return m.forward(x);
-}
-
-}  // namespace
-
-size_t default_cam_layer(const models::VGG& model) {
-  const auto& features = model.features();
-  NN_CHECK(features != nullptr && features->size() > 0, "grad_cam: the model has no features");
-  for (size_t i = features->size(); i-- > 1;)
-    if (std::dynamic_pointer_cast<MaxPool2d>((*features)[i])) return i - 1;
-  NN_CHECK(false, "grad_cam: the features have no MaxPool2d after a first module, so there is no default layer");
-  return 0;
-}
 
 Tensor upsample_bilinear(const Tensor& map, int64_t height, int64_t width) {
   NN_CHECK(map.defined() && map.dim() == 2, "upsample_bilinear: expected a 2-D map (h, w)");
@@ -154,37 +67,30 @@ Tensor upsample_bilinear(const Tensor& map, int64_t height, int64_t width) {
   return out;
 }
 
-GradCam grad_cam(models::VGG& model, const Tensor& input, int64_t target_class, size_t layer_end) {
-  NN_CHECK(model.has_top(), "grad_cam: the model was built without the top (no logits to explain)");
+GradCam grad_cam(Module& model, const Tensor& input, const std::string& layer, int64_t target_class) {
   NN_CHECK(input.defined() && input.dim() == 4 && input.size(0) == 1,
            "grad_cam: expected one preprocessed input (1, C, H, W), got ",
            input.defined() ? shape_str(input.shape()) : std::string("an undefined tensor"));
   NN_CHECK(grad_mode_enabled(), "grad_cam: grad mode is off in this thread (called inside a NoGradGuard)");
-  const auto& features = model.features();
-  if (layer_end == kAutoLayer) layer_end = default_cam_layer(model);
-  NN_CHECK(layer_end + 1 < features->size(), "grad_cam: layer_end ", layer_end,
-           " must be an index of the features before their last module (", features->size(), " modules)");
+  const std::vector<std::string> layers = layer_names(model);
+  NN_CHECK(layers.empty() || layer != layers.back(), "grad_cam: '", layer,
+           "' is the model's last layer; Grad-CAM needs a layer before the logits");
+  EvalModeGuard eval;
 
   // 1-2. The activations, as a leaf of our own.
   Tensor a;
   {
     NoGradGuard no_grad;
-    a = features->forward_range(input, 0, layer_end + 1);
+    a = forward_to(model, input, layer);
   }
-  NN_CHECK(a.dim() == 4 && a.size(0) == 1, "grad_cam: features[", layer_end, "] gave ", shape_str(a.shape()),
+  NN_CHECK(a.dim() == 4 && a.size(0) == 1, "grad_cam: layer ", layer, " gave ", shape_str(a.shape()),
            ", not a (1, C, h, w) activation map");
   a = a.detach().requires_grad_(true);
 
-  // 3. The rest of the model on detached parameters; backward from the target logit.
-  std::vector<std::shared_ptr<Module>> rest;
-  for (size_t i = layer_end + 1; i < features->size(); ++i) rest.push_back((*features)[i]);
-  Tensor y = run_sequence(rest, a);
-  std::shared_ptr<Module> avgpool;
-  for (const auto& [name, child] : model.named_children())
-    if (name == "avgpool") avgpool = child;
-  if (avgpool) y = run_detached(*avgpool, y);
-  Tensor logits = run_detached(*model.classifier(), flatten(y, 1));
-  NN_CHECK(logits.dim() == 2 && logits.size(0) == 1, "grad_cam: the head gave ", shape_str(logits.shape()),
+  // 3. The rest of the model, differentiated with respect to A only; backward from the target logit.
+  GradientsOnlyFor only_a({a});
+  Tensor logits = forward_from(model, a, layer);
+  NN_CHECK(logits.dim() == 2 && logits.size(0) == 1, "grad_cam: the model gave ", shape_str(logits.shape()),
            ", not logits (1, K)");
   const int64_t k = logits.size(1);
   const std::vector<float> lv = logits.to_vector<float>();
@@ -201,7 +107,7 @@ GradCam grad_cam(models::VGG& model, const Tensor& input, int64_t target_class, 
   GradCam out;
   out.target_class = target_class;
   out.logit = lv[static_cast<size_t>(target_class)];
-  out.layer_end = layer_end;
+  out.layer = layer;
 
   // 4. Channel weights and the low-resolution map.
   const int64_t c = a.size(1), h = a.size(2), w = a.size(3), hw = h * w;

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "nn/autograd.h"
+#include "nn/named_layers.h"
 #include "nn/ops.h"
 
 namespace nn {
@@ -83,36 +84,19 @@ std::vector<std::string> non_finite_parameters(const Module& module) {
 
 std::string NonFiniteSite::str() const { return layer.empty() ? "the input" : layer + " (" + type + ")"; }
 
-std::optional<NonFiniteSite> first_non_finite_output(Sequential& seq, const Tensor& input, const std::string& prefix,
-                                                     size_t begin, size_t end, Tensor* output) {
-  NoGradGuard no_grad;
-  end = std::min(end, seq.size());
-  NN_CHECK(begin <= end, "first_non_finite_output: [", begin, ", ", end, ") is not a range of the ", seq.size(),
-           " modules of ", prefix.empty() ? "the Sequential" : prefix);
-  if (output) *output = input;
-  if (!all_finite(input)) return NonFiniteSite{};
-  Tensor x = input;
-  const auto children = seq.named_children();
-  for (size_t i = begin; i < end; ++i) {
-    Tensor y;
-    auto site = first_non_finite_output(*children[i].second, x, join_name(prefix, children[i].first), &y);
-    x = y;
-    if (output) *output = x;
-    if (site) return site;
-  }
-  return std::nullopt;
-}
-
-std::optional<NonFiniteSite> first_non_finite_output(Module& module, const Tensor& input, const std::string& name,
-                                                     Tensor* output) {
-  if (auto* seq = dynamic_cast<Sequential*>(&module)) return first_non_finite_output(*seq, input, name, 0, seq->size(), output);
+std::optional<NonFiniteSite> first_non_finite_output(Module& model, const Tensor& input, const std::string& after,
+                                                     const std::string& prefix, Tensor* output) {
   NoGradGuard no_grad;
   if (output) *output = input;
   if (!all_finite(input)) return NonFiniteSite{};
-  Tensor y = module.forward(input);
-  if (output) *output = y;
-  if (!all_finite(y)) return NonFiniteSite{name, module.name()};
-  return std::nullopt;
+  std::optional<NonFiniteSite> site;
+  Tensor last = detail::visit_layers(model, input, after, [&](const std::string& name, Module& layer, const Tensor& y) {
+    if (all_finite(y)) return true;
+    site = NonFiniteSite{join_name(prefix, name), layer.name()};
+    return false;
+  });
+  if (output) *output = last;
+  return site;
 }
 
 }  // namespace nn

@@ -1,6 +1,7 @@
 // The standard layers: argument checks, default initialisation (PyTorch's), forward through the
 // ops in nn/ops.h, and the one-line descriptions printed by Module::to_string().
 #include "nn/layers.h"
+#include "nn/named_layers.h"
 
 #include <cmath>
 #include <sstream>
@@ -173,24 +174,20 @@ Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
 
 // A Conv2d directly followed by a ReLU runs as one conv2d with the ReLU fused into its output pass
 // (Conv2d::forward_relu): the same values and gradients, one pass over the activation fewer.
-Tensor Sequential::forward(const Tensor& x) { return forward_range(x, 0, size()); }
+Tensor Sequential::forward(const Tensor& x) { return detail::run_steps(*this, x); }
 
 Tensor Sequential::forward_range(const Tensor& x, size_t begin, size_t end) {
   NN_CHECK(begin <= end && end <= size(), "Sequential::forward_range: [", begin, ", ", end, ") is not a range of its ",
            size(), " modules");
-  Tensor y = x;
-  const auto& children = submodules();
-  for (size_t i = begin; i < end; ++i) {
-    if (i + 1 < end && std::dynamic_pointer_cast<ReLU>(children[i + 1].second)) {
-      if (auto conv = std::dynamic_pointer_cast<Conv2d>(children[i].second)) {
-        y = conv->forward_relu(y);
-        ++i;
-        continue;
-      }
-    }
-    y = children[i].second->forward(y);
-  }
-  return y;
+  if (begin == end) return x;
+  return detail::run_range(*this, x, begin == 0 ? "" : submodules()[begin - 1].first,
+                           end == size() ? "" : submodules()[end - 1].first);
+}
+
+std::vector<Step> Sequential::steps() {
+  std::vector<Step> out;
+  for (const auto& [name, module] : submodules()) out.push_back({name, module, nullptr});
+  return out;
 }
 
 std::shared_ptr<Module> Sequential::operator[](size_t index) const {

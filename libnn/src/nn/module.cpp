@@ -15,6 +15,9 @@ namespace nn {
 
 namespace {
 
+// Active EvalModeGuard scopes on this thread.
+thread_local int eval_mode_scopes = 0;
+
 std::string join_name(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
@@ -185,6 +188,11 @@ void Module::apply(const std::function<void(Module&)>& fn) {
 }
 
 // ---- mode and placement ----
+
+bool Module::is_training() const { return training_ && eval_mode_scopes == 0; }
+
+EvalModeGuard::EvalModeGuard() { ++eval_mode_scopes; }
+EvalModeGuard::~EvalModeGuard() { --eval_mode_scopes; }
 
 void Module::train(bool on) {
   training_ = on;

@@ -98,7 +98,7 @@ Tensor binary_forward(BinaryOp op, const char* name, const Tensor& a, const Tens
     sb = SavedTensor(b);
   }
   if (op == BinaryOp::div || op == BinaryOp::pow) so = SavedTensor(out);
-  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  const bool ga = wants_grad(a), gb = wants_grad(b);
   std::string op_name = name;
   record_op(name, out, {a, b}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor da, db;

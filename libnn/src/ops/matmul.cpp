@@ -87,7 +87,7 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   Tensor out = matmul_kernel(a, b);
   if (needs_grad({a, b})) {
     SavedTensor sa(a), sb(b);
-    const bool ga = a.requires_grad(), gb = b.requires_grad();
+    const bool ga = wants_grad(a), gb = wants_grad(b);
     const Shape as = a.shape(), bs = b.shape();
     record_op("matmul", out, {a, b}, [=](const Tensor& g) -> std::vector<Tensor> {
       Tensor da, db;
@@ -134,7 +134,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y = gemm3(x2, w3, bias).view(out_shape);
   if (needs_grad({x, weight, bias})) {
     SavedTensor sx(x), sw(weight);
-    const bool gx = x.requires_grad(), gw = weight.requires_grad(), gbias = bias.defined() && bias.requires_grad();
+    const bool gx = wants_grad(x), gw = wants_grad(weight), gbias = bias.defined() && wants_grad(bias);
     const Shape xs = x.shape();
     record_op("linear", y, {x, weight, bias}, [=](const Tensor& g) -> std::vector<Tensor> {
       Tensor g2 = g.reshape({1, rows, out_features});

@@ -1,9 +1,10 @@
 // Image-folder datasets (root/CLASS/*.jpeg, torchvision ImageFolder / Keras flow_from_directory
-// layout), patient ids of the chest X-ray file names, seeded stratified (optionally per-patient)
-// splits, class weights and per-epoch sample orders. Everything is deterministic for a seed.
+// layout), seeded stratified splits that can keep groups of samples together (e.g. the images of
+// one patient), class weights and per-epoch sample orders. Everything is deterministic for a seed.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,12 +13,17 @@ namespace nn::data {
 struct Sample {
   std::string path;
   int64_t label = 0;
-  std::string patient;  // patient_id(path) when scanned; may be empty for hand-made samples
+  // What keeps samples together in a grouped split (e.g. the patient an image belongs to): set by
+  // scan_image_folder's `group_of`; empty: the sample is a group of its own.
+  std::string group;
 };
+
+// The group of a file, from its path (e.g. a patient id parsed from the file name).
+using GroupOf = std::function<std::string(const std::string& path)>;
 
 struct ImageFolder {
   std::string root;
-  std::vector<std::string> classes;  // label i = classes[i] (sorted: NORMAL = 0, PNEUMONIA = 1)
+  std::vector<std::string> classes;  // label i = classes[i] (sorted by name unless given)
   std::vector<Sample> samples;       // sorted by class, then by path relative to the class folder
   std::vector<std::string> skipped;  // "path: reason" for every file that is not taken
 };
@@ -29,29 +35,27 @@ struct ImageFolder {
 // them. Files are not opened: a corrupt image is found when it is loaded.
 // `classes` empty: every visible sub-folder of root is a class, in sorted (byte) order.
 // `classes` given: exactly these classes, labelled in the given order.
+// `group_of`, when given, sets each sample's group from its path.
 // Errors (nn::Error): root missing or not a directory, fewer than 2 classes, a requested class
 // missing, duplicate requested classes, a class without images, a folder that cannot be listed.
-ImageFolder scan_image_folder(const std::string& root, const std::vector<std::string>& classes = {});
-
-// The patient of a Kermany et al. chest X-ray from its file name:
-//   "person1000_bacteria_2931.jpeg" -> "person1000"
-//   "IM-0115-0001.jpeg", "IM-0429-0001-0002.jpeg" -> "IM-0115", "IM-0429"
-//   "NORMAL2-IM-1427-0001.jpeg" -> "NORMAL2-IM-1427"
-// otherwise the file stem ("scan.png" -> "scan").
-std::string patient_id(const std::string& path);
+ImageFolder scan_image_folder(const std::string& root, const std::vector<std::string>& classes = {},
+                              const GroupOf& group_of = nullptr);
 
 struct Split {
   std::vector<int64_t> train, val;  // indices into samples, each sorted ascending
 };
 // Stratified by label: for each class with n samples, round(val_fraction * n) go to val, at least 1
 // when n >= 2 and val_fraction > 0, and at least 1 stays in train; chosen by a seeded shuffle.
-// by_patient: samples are grouped by patient (Sample::patient, or patient_id(path) when empty);
-// each patient is labelled with its most frequent label (ties: the smallest), and per label whole
-// patients, in seeded shuffled order, go to val until it holds round(val_fraction * n) of that
-// label's samples (at least 1 patient when the label has >= 2 patients; at least 1 stays in
-// train), so no patient is on both sides. val_fraction in [0, 1).
+// grouped: samples are grouped by Sample::group (a sample with an empty group is alone); each group
+// is labelled with its most frequent label (ties: the smallest), and per label whole groups, in
+// seeded shuffled order, go to val until it holds round(val_fraction * n) of that label's samples
+// (at least 1 group when the label has >= 2 groups; at least 1 stays in train), so no group is on
+// both sides. val_fraction in [0, 1).
 Split stratified_split(const std::vector<Sample>& samples, double val_fraction, uint64_t seed,
-                       bool by_patient = false);
+                       bool grouped = false);
+// The grouped split with each sample's group taken from group_of(path) instead.
+Split stratified_group_split(const std::vector<Sample>& samples, double val_fraction, uint64_t seed,
+                             const GroupOf& group_of);
 
 // sklearn's class_weight="balanced": n / (num_classes * count_c). Error if a class is empty or a
 // label is outside [0, num_classes).

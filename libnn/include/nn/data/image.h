@@ -97,9 +97,12 @@ Tensor eval_transform(const Image& image, Preprocessing p, int64_t input_size = 
 // The inverse for display: a [C, H, W] tensor (C = 1 or 3; 2 and 4 also accepted; any float
 // dtype, any device) with values in [0, 1] -> Image. Values are copied as they are (not clamped).
 Image image_from_tensor(const Tensor& chw);
-// 8-bit PNG of the image (values rounded to the nearest of v/255 and clamped to [0, 1]; NaN -> 0).
-// save_png writes the file (not atomically) and throws nn::Error naming the path on failure.
-void save_png(const std::string& path, const Image& image);
-std::vector<uint8_t> encode_png(const Image& image);
+// 8-bit PNG of the image (values rounded to the nearest of v/255 and clamped to [0, 1]; NaN -> 0)
+// with zlib's deflate at `compression_level` 0..9: 1 for speed (each row Sub-filtered, as a server
+// answering requests wants), 6 (zlib's default) and up for small files (each row's filter chosen
+// by the PNG specification's heuristic). save_png writes the file (not atomically) and throws
+// nn::Error naming the path on failure.
+void save_png(const std::string& path, const Image& image, int compression_level = 6);
+std::vector<uint8_t> encode_png(const Image& image, int compression_level = 6);
 
 }  // namespace nn::data

@@ -9,6 +9,7 @@
 #include "nn/error.h"
 #include "nn/init.h"
 #include "nn/io/safetensors.h"
+#include "nn/named_layers.h"
 #include "nn/ops.h"
 
 namespace nn::models {
@@ -117,31 +118,48 @@ void VGG::initialize(Generator& gen) {
   }
 }
 
+namespace {
+
+void check_input(const Tensor& x, int64_t in_channels) {
+  NN_CHECK(x.dim() == 4 && x.size(1) == in_channels, "VGG: expected input (N, ", in_channels, ", H, W), got ",
+           shape_str(x.shape()));
+  NN_CHECK(x.size(2) >= 32 && x.size(3) >= 32, "VGG: the input must be at least 32x32 (five 2x2 pools), got ",
+           x.size(2), "x", x.size(3));
+}
+
+}  // namespace
+
 Tensor VGG::forward(const Tensor& x) {
-  Tensor f = forward_features(x);
-  return has_top() ? forward_head(f) : f;
+  check_input(x, options_.in_channels);
+  return detail::run_steps(*this, x);
 }
 
 Tensor VGG::forward_features(const Tensor& x) {
-  NN_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels, "VGG: expected input (N, ",
-           options_.in_channels, ", H, W), got ", shape_str(x.shape()));
-  NN_CHECK(x.size(2) >= 32 && x.size(3) >= 32, "VGG: the input must be at least 32x32 (five 2x2 pools), got ",
-           x.size(2), "x", x.size(3));
-  return features_->forward(x);
+  check_input(x, options_.in_channels);
+  return (*features_)(x);
 }
 
 Tensor VGG::forward_head(const Tensor& features) {
   NN_CHECK(has_top(), "VGG::forward_head: this model was built without the top (include_top = false)");
-  return classifier_->forward(flatten(avgpool_->forward(features), 1));
+  return forward_from(*this, features, "features");
 }
 
-std::optional<NonFiniteSite> VGG::first_non_finite_output(const Tensor& x, size_t first_feature) {
-  Tensor h;
-  auto site = nn::first_non_finite_output(*features_, x, "features", first_feature, features_->size(), &h);
-  if (site || !has_top()) return site;
-  site = nn::first_non_finite_output(*avgpool_, h, "avgpool", &h);
-  if (site) return site;
-  return nn::first_non_finite_output(*classifier_, flatten(h, 1), "classifier");
+std::vector<Step> VGG::steps() {
+  std::vector<Step> out{{"features", features_, nullptr}};
+  if (!has_top()) return out;
+  out.push_back({"avgpool", avgpool_, nullptr});
+  out.push_back({"", nullptr, [](const Tensor& x) { return flatten(x, 1); }});
+  out.push_back({"classifier", classifier_, nullptr});
+  return out;
+}
+
+std::string vgg_cam_layer(const VGG& model) {
+  const auto& features = model.features();
+  NN_CHECK(features != nullptr && features->size() > 0, "vgg_cam_layer: the model has no features");
+  for (size_t i = features->size(); i-- > 1;)
+    if (std::dynamic_pointer_cast<MaxPool2d>((*features)[i])) return "features." + std::to_string(i - 1);
+  NN_CHECK(false, "vgg_cam_layer: the features have no MaxPool2d after a first module, so there is no usual layer");
+  return "";
 }
 
 std::shared_ptr<Linear> VGG::replace_last_layer(int64_t num_classes, Generator& gen) {

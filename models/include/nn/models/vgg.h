@@ -18,7 +18,6 @@
 #include <string>
 #include <vector>
 
-#include "nn/finite.h"
 #include "nn/generator.h"
 #include "nn/layers.h"
 #include "nn/module.h"
@@ -54,12 +53,9 @@ class VGG : public Module {
   Tensor forward_features(const Tensor& x);
   // avgpool -> flatten -> classifier, on forward_features' output. Needs the top.
   Tensor forward_head(const Tensor& features);
-
-  // For a failed training step: reruns forward (from features[first_feature], as forward_range
-  // does for a cached frozen prefix, then avgpool, flatten and the classifier) one layer at a time
-  // and returns the first whose output is not finite ("features.2 (Conv2d)"), or the input;
-  // std::nullopt when all are finite. Without autograd.
-  std::optional<NonFiniteSite> first_non_finite_output(const Tensor& x, size_t first_feature = 0);
+  // features, avgpool, flatten (a function step), classifier; without the top, features alone.
+  // With it, nn::forward_to / forward_from split the model at any named layer (nn/named_layers.h).
+  std::vector<Step> steps() override;
 
   const std::shared_ptr<Sequential>& features() const { return features_; }
   // The classifier; nullptr without the top. A replaced head need not be a Sequential.
@@ -101,6 +97,10 @@ class VGG : public Module {
 // hidden units from classifier.*; input_size from classifier.0's inputs (7x7 -> 224). Throws
 // nn::Error naming the first tensor that fits no VGG.
 VGGOptions infer_vgg_options(const StateDict& state);
+
+// The usual Grad-CAM layer of a VGG (nn::explain::grad_cam): the last ReLU of its features, the
+// module before the last MaxPool2d ("features.29" for VGG16). nn::Error if there is none.
+std::string vgg_cam_layer(const VGG& model);
 
 // A VGG read from a safetensors file written by nn-convert (or by save_safetensors on a VGG's
 // state dict): architecture inferred, every tensor loaded strictly, eval mode.
