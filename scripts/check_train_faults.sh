@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end faults of pneumonia-train (RELIABILITY.md items 12 and 14), run by CTest
+# End-to-end faults of pneumonia-train (docs/reliability.md items 12 and 14), run by CTest
 # (pneumonia_train_faults) on tiny generated images:
 #   1. an --out that cannot be a folder fails at once, before the data is read, with the reason;
 #   2. a run whose loss goes NaN (--optimizer sgd --lr 1e30; then a resumed run whose checkpoint's

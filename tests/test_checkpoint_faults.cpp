@@ -1,4 +1,4 @@
-// A process killed while it writes a checkpoint (RELIABILITY.md item 12): a child saves two
+// A process killed while it writes a checkpoint (docs/reliability.md item 12): a child saves two
 // alternating generations of a 24 MiB state over one path again and again, and is SIGKILLed at
 // varied moments; after every kill the path must hold one whole generation, byte for byte. Kills
 // that land mid-write leave the child's temporary file behind, which proves the test is not passing

@@ -1,4 +1,4 @@
-// Finiteness checks (RELIABILITY.md item 14): all_finite finds NaN and +-inf in any position, dtype
+// Finiteness checks (docs/reliability.md item 14): all_finite finds NaN and +-inf in any position, dtype
 // and layout without false alarms on values near the float range; parameters_with_non_finite_grad
 // names the bad gradients in model order; first_non_finite_output reruns a forward pass layer by
 // layer and names the first layer whose output is not finite, in Sequentials and in a VGG.

@@ -502,7 +502,9 @@ TEST(MetricsGolden, MatchesScikitLearn) {
   for (size_t i = 0; i < roc.fpr.size(); ++i) {
     EXPECT_NEAR(roc.fpr[i], golden["fpr"][i].get<double>(), 1e-12);
     EXPECT_NEAR(roc.tpr[i], golden["tpr"][i].get<double>(), 1e-12);
-    if (i > 0) EXPECT_EQ(roc.thresholds[i], golden["thr"][i].get<double>());
+    if (i > 0) {
+      EXPECT_EQ(roc.thresholds[i], golden["thr"][i].get<double>());
+    }
   }
 }
 

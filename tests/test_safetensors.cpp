@@ -1,6 +1,6 @@
 // safetensors reading and writing: exact round trips of every dtype, the byte layout the format
 // prescribes, mmap aliasing without writing back to the file, atomic saves that keep the previous
-// file on failure, and one test per malformed-file rule (RELIABILITY.md items 1-3, 5 and 6), each
+// file on failure, and one test per malformed-file rule (docs/reliability.md items 1-3, 5 and 6), each
 // checked through a file on disk and through the in-memory parser.
 #include <gtest/gtest.h>
 

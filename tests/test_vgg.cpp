@@ -1,4 +1,4 @@
-// models/vgg: the configuration table, torchvision's names and shapes, the options (no top, width,
+// nn::models::VGG (models/src/vgg.cpp): the configuration table, torchvision's names and shapes, the options (no top, width,
 // input size, head replacement), inferring the architecture back from a state dict, and a small
 // VGG that learns. PyTorch comparisons of the full VGG16 are in test_vgg_golden.cpp.
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 namespace {
 
@@ -138,6 +139,27 @@ TEST(VGG, InferOptionsAndLoadRoundTripThroughSafetensors) {
     Tensor x = nn::randn({2, 3, 32, 32}, gen);
     EXPECT_LT(max_abs_diff(loaded.model->forward(x), model.forward(x)), 1e-6f) << "depth " << depth;
   }
+}
+
+TEST(VGG, LoadRefusesNonFiniteWeightsNamingTheTensor) {
+  nn::Generator gen(6);
+  VGG model(small(11, 2), gen);
+  {
+    nn::NoGradGuard g;
+    model.features()->at<nn::Conv2d>(3)->weight().data<float>()[7] = std::numeric_limits<float>::quiet_NaN();
+  }
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("nn_vgg_nan_" + std::to_string(::getpid()) + ".safetensors")).string();
+  nn::io::save_safetensors(path, model.state_dict());
+  try {
+    nn::models::load_vgg(path);
+    ADD_FAILURE() << "a NaN weight was loaded";
+  } catch (const nn::Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("features.3.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find(path), std::string::npos) << m;
+  }
+  std::filesystem::remove(path);
 }
 
 TEST(VGG, InferOptionsRefusesWhatIsNotAVgg) {

@@ -257,6 +257,7 @@ LoadedVGG load_vgg(const std::string& safetensors_path) {
   io::SafetensorsFile file = io::load_safetensors(safetensors_path);
   LoadedVGG loaded;
   try {
+    io::check_finite(file);
     VGGOptions options = infer_vgg_options(file.tensors);
     Generator gen(0);  // the values are overwritten by the load
     loaded.model = std::make_shared<VGG>(options, gen);

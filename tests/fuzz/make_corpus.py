@@ -4,7 +4,7 @@
     make_corpus.py OUT_DIR
 
 writes OUT_DIR/fuzz_safetensors/ (valid safetensors files and the malformed cases of
-docs/RELIABILITY.md items 1-3 and 5) and OUT_DIR/fuzz_image/ (small valid PNGs and JPEGs made
+docs/reliability.md items 1-3 and 5) and OUT_DIR/fuzz_image/ (small valid PNGs and JPEGs made
 here -- a PNG writer with every filter type, bit depth, colour type and Adam7 interlacing, and a
 baseline/progressive JPEG encoder -- plus truncated, corrupted and huge-dimension variants).
 The output is deterministic, so re-running it does not grow a corpus.

@@ -110,6 +110,7 @@ LoadedModel load_model(const std::string& path) {
   nn::io::SafetensorsFile file = nn::io::load_safetensors(path);
   LoadedModel loaded;
   try {
+    nn::io::check_finite(file);  // a NaN weight would answer every image with NaN
     loaded.spec = ModelSpec::from_metadata(file.metadata);
     nn::Generator gen(0);
     loaded.model = build_model(loaded.spec, gen);

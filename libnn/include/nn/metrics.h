@@ -2,7 +2,7 @@
 // sensitivity / specificity / PPV / NPV / F1, ROC AUC (Mann-Whitney, ties counted 1/2), the ROC
 // curve, a percentile-bootstrap confidence interval of the AUC and threshold selection.
 //
-// The positive class is label 1 (PNEUMONIA). `scores` are probabilities (or any score that grows
+// The positive class is label 1 (e.g. a disease present). `scores` are probabilities (or any score that grows
 // with the belief in the positive class); a case is predicted positive when score >= threshold.
 // Inputs are validated (equal sizes, labels 0/1, finite scores); violations throw nn::Error.
 // A quantity that is 0/0 (e.g. sensitivity without positives) is NaN, never an error.
@@ -79,7 +79,7 @@ double choose_threshold(const std::vector<double>& scores, const std::vector<int
 double balanced_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
                           bool probabilities = true);
 
-// How pneumonia-train (or any caller) picks its operating threshold on validation scores.
+// How a caller picks its operating threshold on validation scores.
 struct ThresholdRule {
   enum Kind { youden, balanced, sensitivity };
   Kind kind = balanced;

@@ -612,7 +612,7 @@ Tensor eval_transform(const Image& image, Preprocessing p, int64_t input_size, i
            ") must be at least input_size (", input_size, ")");
   // to_rgb first, as specified, gives the same floats as resizing and cropping first and
   // converting last: every channel is filtered on its own by the same float operations. So a gray
-  // image (the X-rays) is resized as one channel and replicated at the end, and alpha is dropped
+  // image is resized as one channel and replicated at the end, and alpha is dropped
   // before resizing rather than resized.
   Image reduced;
   const Image* src = &image;

@@ -152,11 +152,12 @@ Tensor forward_from(Module& model, const Tensor& h, const std::string& layer) {
 ForwardHooks::ForwardHooks(Module& model, const std::vector<std::pair<std::string, OutputHook>>& hooks) {
   std::vector<std::pair<std::string, Module*>> modules = model.named_modules();
   std::vector<std::pair<const Module*, OutputHook>> resolved;
-  for (const auto& [name, fn] : hooks) {
-    NN_CHECK(static_cast<bool>(fn), "ForwardHooks: the hook for '", name, "' is empty");
-    auto it = std::find_if(modules.begin(), modules.end(), [&](const auto& e) { return e.first == name; });
+  for (const auto& hook : hooks) {
+    const std::string& name = hook.first;
+    NN_CHECK(static_cast<bool>(hook.second), "ForwardHooks: the hook for '", name, "' is empty");
+    auto it = std::find_if(modules.begin(), modules.end(), [&name](const auto& e) { return e.first == name; });
     NN_CHECK(it != modules.end(), "ForwardHooks: the ", model.name(), " has no submodule '", name, "'");
-    resolved.emplace_back(it->second, fn);
+    resolved.emplace_back(it->second, hook.second);
   }
   thread_hooks.insert(thread_hooks.end(), resolved.begin(), resolved.end());
   count_ = resolved.size();

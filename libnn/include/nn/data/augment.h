@@ -35,7 +35,7 @@ struct AugmentOptions {
   double shear = 0.2;            // shear angle in radians, uniform in [-shear, shear]; < pi/2
   double rotation_degrees = 10;  // rotation in degrees, uniform in [-r, r]
   double translate = 0.05;       // fraction of width / height, uniform in [-t, t]
-  bool horizontal_flip = false;  // probability 1/2 when on; off by default: in X-rays the heart is on the left
+  bool horizontal_flip = false;  // probability 1/2 when on; off by default (it would break left/right anatomy)
   double brightness = 0.1;       // adds d uniform in [-b, b] (pixel values are in [0, 1])
   double contrast = 0.1;         // scales around the image mean by k uniform in [1 - c, 1 + c]; c <= 1
 };

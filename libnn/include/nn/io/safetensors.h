@@ -6,7 +6,7 @@
 // then the data buffer; offsets are relative to the buffer's start and the tensors, sorted by
 // offset, tile the buffer exactly. Data is little-endian, row-major.
 //
-// Reading validates the whole header (see RELIABILITY.md items 1-3 and 5) before it creates a
+// Reading validates the whole header (see docs/reliability.md items 1-3 and 5) before it creates a
 // single tensor; every failure is an nn::Error naming the file and the problem. Writing is atomic:
 // the previous file at the path survives any failure.
 #pragma once
