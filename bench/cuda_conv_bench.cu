@@ -65,17 +65,9 @@ enum Pass { kForward = 0, kBackwardData = 1, kBackwardWeight = 2 };
 constexpr int kPassCount = 3;
 const char* const kPassNames[kPassCount] = {"forward", "backward_data", "backward_weight"};
 
+// VGG's 3x3 convolution, stride 1, padding 1 (same-size output), at batch kBatch.
 nn::Conv2dGeometry layer_geometry(const Layer& l) {
-  nn::Conv2dGeometry g{};
-  g.n = kBatch;
-  g.c = l.c;
-  g.h = g.w = l.hw;
-  g.o = l.o;
-  g.kh = g.kw = 3;
-  g.oh = g.ow = l.hw;
-  g.stride_h = g.stride_w = 1;
-  g.pad_h = g.pad_w = 1;
-  return g;
+  return nn::Conv2dGeometry::from({kBatch, l.c, l.hw, l.hw}, {l.o, l.c, 3, 3}, {1, 1}, {1, 1});
 }
 
 double conv_flops(const nn::Conv2dGeometry& g) {

@@ -42,7 +42,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <limits>
 
@@ -50,7 +49,6 @@
 #include "conv_few_channels_cuda.cuh"
 #include "conv_winograd_cuda.cuh"
 #include "cuda_util.cuh"
-#include "device_memory.h"
 
 namespace nn::cuda {
 namespace {
@@ -142,23 +140,24 @@ struct ImplicitGemmParams {
   bool relu;
 };
 
-// The gathered tensor (in_*) and the output (out_*) of one implicit GEMM, with the kernel window
-// of g: the forward gathers x into y, backward-data gathers dy into dx (the same window read
-// transposed). pixels = N * out_h * out_w is the GEMM's N.
-inline void set_gather_geometry(ImplicitGemmParams& p, const Conv2dGeometry& g, int64_t in_c, int64_t in_h,
-                                int64_t in_w, int64_t out_h, int64_t out_w) {
-  p.in_c = static_cast<int>(in_c);
-  p.in_h = static_cast<int>(in_h);
-  p.in_w = static_cast<int>(in_w);
-  p.out_h = static_cast<int>(out_h);
-  p.out_w = static_cast<int>(out_w);
+// The sizes of one implicit GEMM from the convolution whose input it gathers: g itself for the
+// forward (x into y), g.transposed() for backward data (dy into dx, the same window read
+// transposed). M = g.o, K = g.c * KH * KW and pixels = N * OH * OW, the GEMM's N.
+inline void set_gather_geometry(ImplicitGemmParams& p, const Conv2dGeometry& g) {
+  p.m = static_cast<int>(g.o);
+  p.k = static_cast<int>(g.c * g.kh * g.kw);
+  p.in_c = static_cast<int>(g.c);
+  p.in_h = static_cast<int>(g.h);
+  p.in_w = static_cast<int>(g.w);
+  p.out_h = static_cast<int>(g.oh);
+  p.out_w = static_cast<int>(g.ow);
   p.kh = static_cast<int>(g.kh);
   p.kw = static_cast<int>(g.kw);
   p.stride_h = static_cast<int>(g.stride_h);
   p.stride_w = static_cast<int>(g.stride_w);
   p.pad_h = static_cast<int>(g.pad_h);
   p.pad_w = static_cast<int>(g.pad_w);
-  p.pixels = g.n * out_h * out_w;
+  p.pixels = g.n * g.oh * g.ow;
 }
 
 template <int BM, int KH, int KW, Gather kGather>
@@ -445,8 +444,7 @@ __global__ void __launch_bounds__(kThreads, 2) conv_weight_grad_kernel(const Wei
 // out[i] = sum over z (in order) of partials[z * count + i].
 __global__ void sum_partials_kernel(const float* __restrict__ partials, float* __restrict__ out, int64_t count,
                                     int splits) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t i = thread_index(); i < count; i += thread_count()) {
     float sum = 0.0f;
     for (int z = 0; z < splits; ++z) sum += partials[z * count + i];
     out[i] = sum;
@@ -456,8 +454,7 @@ __global__ void sum_partials_kernel(const float* __restrict__ partials, float* _
 // wt (C, O, KH*KW) = w (O, C, KH*KW) with the first two axes swapped.
 __global__ void transpose_weights_kernel(const float* __restrict__ w, float* __restrict__ wt, int o, int c, int taps) {
   const int64_t count = static_cast<int64_t>(o) * c * taps;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t i = thread_index(); i < count; i += thread_count()) {
     const int64_t ci = i / (static_cast<int64_t>(o) * taps);
     const int64_t rest = i - ci * o * taps;
     const int64_t oi = rest / taps;
@@ -473,21 +470,6 @@ constexpr int64_t kIntMax = std::numeric_limits<int>::max();
 
 int pick_block_m(int64_t m) { return m <= 32 ? 32 : m <= 64 ? 64 : 128; }
 
-bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-int multiprocessor_count() {
-  static std::atomic<int> cached[64] = {};
-  int device = 0;
-  NN_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= 64) device = 0;
-  int count = cached[device].load();
-  if (count == 0) {
-    NN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    cached[device].store(count);
-  }
-  return count;
-}
-
 void check_sizes(const Conv2dGeometry& g) {
   NN_CHECK(g.c * g.h * g.w <= kIntMax && g.o * g.oh * g.ow <= kIntMax && g.o * g.c * g.kh * g.kw <= kIntMax,
            "conv2d on CUDA: one image or the weights have more than 2^31 elements");
@@ -498,8 +480,8 @@ void check_sizes(const Conv2dGeometry& g) {
 
 template <int BM, int KH, int KW, Gather kGather>
 void launch_implicit_gemm(const ImplicitGemmParams& p, cudaStream_t stream) {
-  const int64_t blocks_n = (p.pixels + kTileN - 1) / kTileN;
-  const int64_t blocks_m = (p.m + BM - 1) / BM;
+  const int64_t blocks_n = ceil_div(p.pixels, kTileN);
+  const int64_t blocks_m = ceil_div(p.m, BM);
   NN_CHECK(blocks_n <= kIntMax && blocks_m <= 65535, "conv2d on CUDA: problem too large for one launch (",
            blocks_n, " x ", blocks_m, " blocks)");
   const dim3 grid(static_cast<unsigned>(blocks_n), static_cast<unsigned>(blocks_m));
@@ -514,7 +496,7 @@ void dispatch_implicit_gemm(ImplicitGemmParams p, cudaStream_t stream) {
   const int bm = pick_block_m(p.m);
   const int a_vector_width = bm / 32;
   p.a_vector = p.k % a_vector_width == 0 && aligned(p.a, 4 * a_vector_width);
-  p.out_vector = (p.out_h * p.out_w) % 4 == 0 && aligned(p.out, 16);
+  p.out_vector = (p.out_h * p.out_w) % 4 == 0 && aligned16(p.out);
   if constexpr (kGather != Gather::transposed) {
     if (p.kh == 3 && p.kw == 3) {
       if (bm == 32) launch_implicit_gemm<32, 3, 3, kGather>(p, stream);
@@ -545,19 +527,18 @@ WeightGradPlan plan_weight_grad(const Conv2dGeometry& g) {
   WeightGradPlan plan{};
   plan.bm = pick_block_m(g.o);
   const int64_t ckk = g.c * g.kh * g.kw;
-  plan.blocks_m = (g.o + plan.bm - 1) / plan.bm;
-  plan.blocks_n = (ckk + kTileN - 1) / kTileN;
+  plan.blocks_m = ceil_div(g.o, plan.bm);
+  plan.blocks_n = ceil_div(ckk, kTileN);
   const int64_t k_total = g.n * g.oh * g.ow;
   const int64_t tiles = plan.blocks_m * plan.blocks_n;
   const int64_t target_blocks = 4 * static_cast<int64_t>(multiprocessor_count());
-  int64_t splits = (target_blocks + tiles - 1) / tiles;
-  splits = std::min(splits, (k_total + kMinSplitK - 1) / kMinSplitK);
+  int64_t splits = ceil_div(target_blocks, tiles);
+  splits = std::min(splits, ceil_div(k_total, kMinSplitK));
   splits = std::min(splits, std::max<int64_t>(1, kMaxPartialBytes / (g.o * ckk * 4)));
   splits = std::clamp<int64_t>(splits, 1, 65535);
   // Whole K tiles per split, then drop the splits that would be empty.
-  const int64_t per_split = (k_total + splits - 1) / splits;
-  plan.k_per_split = (per_split + kTileK - 1) / kTileK * kTileK;
-  plan.splits = (k_total + plan.k_per_split - 1) / plan.k_per_split;
+  plan.k_per_split = round_up(ceil_div(k_total, splits), kTileK);
+  plan.splits = ceil_div(k_total, plan.k_per_split);
   return plan;
 }
 
@@ -592,9 +573,7 @@ void conv2d_forward_f32(const float* x, const float* w, const float* bias, float
   p.in = x;
   p.bias = bias;
   p.out = y;
-  p.m = static_cast<int>(g.o);
-  p.k = static_cast<int>(g.c * g.kh * g.kw);
-  set_gather_geometry(p, g, g.c, g.h, g.w, g.oh, g.ow);
+  set_gather_geometry(p, g);
   p.relu = relu;
   dispatch_implicit_gemm<Gather::forward>(p, stream);
 }
@@ -630,9 +609,7 @@ void conv2d_backward_input_f32(const float* dy, const float* w, float* dx, const
   p.in = dy;
   p.bias = nullptr;
   p.out = dx;
-  p.m = static_cast<int>(g.c);
-  p.k = static_cast<int>(g.o * taps);
-  set_gather_geometry(p, g, g.o, g.oh, g.ow, g.h, g.w);
+  set_gather_geometry(p, g.transposed());
   p.relu = false;
   if (g.stride_h == 1 && g.stride_w == 1) dispatch_implicit_gemm<Gather::transposed_unit_stride>(p, stream);
   else dispatch_implicit_gemm<Gather::transposed>(p, stream);
@@ -690,7 +667,7 @@ void conv2d_backward_weight_f32(const float* dy, const float* x, float* dw, cons
   p.pad_w = static_cast<int>(g.pad_w);
   p.k_total = g.n * g.oh * g.ow;
   p.k_per_split = plan.k_per_split;
-  p.out_vector = ckk % 4 == 0 && aligned(target, 16);
+  p.out_vector = ckk % 4 == 0 && aligned16(target);
   if (plan.bm == 32) launch_weight_grad<32>(p, plan, stream);
   else if (plan.bm == 64) launch_weight_grad<64>(p, plan, stream);
   else launch_weight_grad<128>(p, plan, stream);
@@ -704,24 +681,6 @@ void conv2d_backward_weight_f32(const float* dy, const float* x, float* dw, cons
 
 namespace {
 
-// Scratch from the caching allocator, freed in stream order when it goes out of scope.
-class Scratch {
- public:
-  Scratch(size_t bytes, Device device) : device_(device) {
-    if (bytes > 0) ptr_ = detail::device_allocate(bytes, device);
-  }
-  ~Scratch() {
-    if (ptr_ != nullptr) detail::device_free(ptr_, device_);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-  Device device_;
-};
-
 const float* f32(const Tensor& t) { return static_cast<const float*>(t.raw_data()); }
 float* f32_mut(Tensor& t) { return static_cast<float*>(t.raw_data()); }
 
@@ -731,7 +690,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
   require_f32(w, "conv2d_forward");
   if (bias.defined()) require_f32(bias, "conv2d_forward");
   cudaStream_t s = stream_for(y);
-  Scratch workspace(conv2d_forward_workspace_bytes(g), y.device());
+  const ScratchBuffer workspace(conv2d_forward_workspace_bytes(g), y.device());
   conv2d_forward_f32(f32(x), f32(w), bias.defined() ? f32(bias) : nullptr, f32_mut(y), g, relu, workspace.get(), s);
 }
 
@@ -739,7 +698,7 @@ void conv2d_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, const 
   require_f32(dy, "conv2d_backward_input");
   require_f32(w, "conv2d_backward_input");
   cudaStream_t s = stream_for(dx);
-  Scratch workspace(conv2d_backward_input_workspace_bytes(g), dx.device());
+  const ScratchBuffer workspace(conv2d_backward_input_workspace_bytes(g), dx.device());
   conv2d_backward_input_f32(f32(dy), f32(w), f32_mut(dx), g, workspace.get(), s);
 }
 
@@ -747,7 +706,7 @@ void conv2d_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, const
   require_f32(dy, "conv2d_backward_weight");
   require_f32(x, "conv2d_backward_weight");
   cudaStream_t s = stream_for(dw);
-  Scratch workspace(conv2d_backward_weight_workspace_bytes(g), dw.device());
+  const ScratchBuffer workspace(conv2d_backward_weight_workspace_bytes(g), dw.device());
   conv2d_backward_weight_f32(f32(dy), f32(x), f32_mut(dw), g, workspace.get(), s);
 }
 

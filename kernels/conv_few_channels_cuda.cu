@@ -45,16 +45,14 @@
 
 #include "cuda_util.cuh"
 
-// The per-thread bodies are __host__ __device__ so that a host-only harness can run them.
-#define NN_FEW_HD __host__ __device__ __forceinline__
+// The per-thread bodies are NN_HOST_DEVICE_INLINE (host and device) so that a host-only harness can
+// run them.
 
 namespace nn::cuda {
 namespace {
 
 constexpr int64_t kIntMax = std::numeric_limits<int>::max();
 constexpr int kWarpSize = 32;
-
-constexpr int round_up_to_4(int v) { return (v + 3) / 4 * 4; }
 
 // ---------------------------------------------------------------------------------------------
 // Backward input.
@@ -78,13 +76,13 @@ struct BackwardInputFewParams {
 
 // Floats of shared weights per (o, s): the K*C values (r, c), padded to whole float4s.
 template <int C, int K>
-constexpr int kTapFloats = round_up_to_4(K * C);
+constexpr int kTapFloats = static_cast<int>(round_up(K * C, 4));
 
-int64_t backward_input_shared_floats(int64_t o, int64_t c, int64_t k) { return o * k * round_up_to_4(int(k * c)); }
+int64_t backward_input_shared_floats(int64_t o, int64_t c, int64_t k) { return o * k * round_up(k * c, 4); }
 
 // shared[(o*K + s)*kTapFloats + r*C + c] = w[o, c, r, s]; the padding is 0.
 template <int C, int K>
-NN_FEW_HD void stage_weights(const BackwardInputFewParams& p, float* shared, int thread, int threads) {
+NN_HOST_DEVICE_INLINE void stage_weights(const BackwardInputFewParams& p, float* shared, int thread, int threads) {
   constexpr int kTap = kTapFloats<C, K>;
   const int count = p.o * K * kTap;
   for (int i = thread; i < count; i += threads) {
@@ -104,8 +102,8 @@ NN_FEW_HD void stage_weights(const BackwardInputFewParams& p, float* shared, int
 // Thread (tx, ty) of block `block`: dx for column 32*tile_w + tx, rows 32*tile_h + 8*ty + (0..7),
 // all C channels.
 template <int C, int K>
-NN_FEW_HD void backward_input_thread(const BackwardInputFewParams& p, const float4* shared_weights, int64_t block,
-                                     int tx, int ty) {
+NN_HOST_DEVICE_INLINE void backward_input_thread(const BackwardInputFewParams& p, const float4* shared_weights,
+                                                 int64_t block, int tx, int ty) {
   constexpr int kRows = kInputRowsPerThread;
   constexpr int kDyRows = kRows + K - 1;
   constexpr int kTap = kTapFloats<C, K>;
@@ -244,21 +242,21 @@ struct BackwardWeightPlan {
 
 BackwardWeightPlan plan_backward_weight(const Conv2dGeometry& g) {
   BackwardWeightPlan plan;
-  plan.strips = static_cast<int>((g.ow + kWarpSize - 1) / kWarpSize);
-  plan.channel_groups = static_cast<int>((g.o + kChannelsPerWarp - 1) / kChannelsPerWarp);
+  plan.strips = static_cast<int>(ceil_div(g.ow, kWarpSize));
+  plan.channel_groups = static_cast<int>(ceil_div(g.o, kChannelsPerWarp));
   plan.strip_rows = g.n * plan.strips * g.oh;
   if (plan.strip_rows == 0 || plan.channel_groups == 0) return plan;
   const int64_t target_tasks = std::max<int64_t>(1, kTargetWarps / plan.channel_groups);
-  plan.rows_per_task = std::max(kMinRowsPerTask, (plan.strip_rows + target_tasks - 1) / target_tasks);
-  plan.tasks = (plan.strip_rows + plan.rows_per_task - 1) / plan.rows_per_task;
+  plan.rows_per_task = std::max(kMinRowsPerTask, ceil_div(plan.strip_rows, target_tasks));
+  plan.tasks = ceil_div(plan.strip_rows, plan.rows_per_task);
   return plan;
 }
 
 // x values of patch row r for the output pixel whose patch starts at (iy_first, ix_first); 0
 // outside the image.
 template <int C, int K>
-NN_FEW_HD void load_patch_row(const float* x_image, int in_h, int in_w, int iy, int ix_first,
-                              const bool (&col_inside)[K], float (&patch)[C][K][K], int r) {
+NN_HOST_DEVICE_INLINE void load_patch_row(const float* x_image, int in_h, int in_w, int iy, int ix_first,
+                                          const bool (&col_inside)[K], float (&patch)[C][K][K], int r) {
   const bool row_inside = iy >= 0 && iy < in_h;
 #pragma unroll
   for (int c = 0; c < C; ++c)
@@ -270,8 +268,8 @@ NN_FEW_HD void load_patch_row(const float* x_image, int in_h, int in_w, int iy, 
 // acc += the products of output column ox, rows [oy_begin, oy_end) of image n, for the output
 // channels o_first .. o_first + 1 (those < O).
 template <int C, int K, bool kUnitStrideH>
-NN_FEW_HD void accumulate_column(const BackwardWeightFewParams& p, int64_t n, int o_first, int ox, int oy_begin,
-                                 int oy_end, float (&acc)[kChannelsPerWarp][C * K * K]) {
+NN_HOST_DEVICE_INLINE void accumulate_column(const BackwardWeightFewParams& p, int64_t n, int o_first, int ox,
+                                             int oy_begin, int oy_end, float (&acc)[kChannelsPerWarp][C * K * K]) {
   const int64_t plane = static_cast<int64_t>(p.out_h) * p.out_w;
   const float* dy_column[kChannelsPerWarp];
   bool channel_inside[kChannelsPerWarp];
@@ -328,8 +326,8 @@ NN_FEW_HD void accumulate_column(const BackwardWeightFewParams& p, int64_t n, in
 // Lane `lane`'s share of task `task` for channel group `group`: its column of every strip row of
 // the task.
 template <int C, int K, bool kUnitStrideH>
-NN_FEW_HD void accumulate_task_lane(const BackwardWeightFewParams& p, int64_t task, int group, int lane,
-                                    float (&acc)[kChannelsPerWarp][C * K * K]) {
+NN_HOST_DEVICE_INLINE void accumulate_task_lane(const BackwardWeightFewParams& p, int64_t task, int group, int lane,
+                                                float (&acc)[kChannelsPerWarp][C * K * K]) {
 #pragma unroll
   for (int g = 0; g < kChannelsPerWarp; ++g)
 #pragma unroll
@@ -379,8 +377,7 @@ __global__ void __launch_bounds__(kWeightThreads) conv_backward_weight_few_chann
 // dw[i] = the sum over tasks t, in order, of partials[t * count + i].
 __global__ void sum_task_partials_kernel(const float* __restrict__ partials, float* __restrict__ dw, int64_t count,
                                          int64_t tasks) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t i = thread_index(); i < count; i += thread_count()) {
     float sum = 0.0f;
 #pragma unroll 8
     for (int64_t t = 0; t < tasks; ++t) sum += partials[t * count + i];
@@ -450,8 +447,8 @@ void conv2d_backward_input_few_channels_f32(const float* dy, const float* w, flo
   p.out_w = static_cast<int>(g.ow);
   p.pad_h = static_cast<int>(g.pad_h);
   p.pad_w = static_cast<int>(g.pad_w);
-  p.tiles_h = static_cast<int>((g.h + kInputTileHeight - 1) / kInputTileHeight);
-  p.tiles_w = static_cast<int>((g.w + kInputTileWidth - 1) / kInputTileWidth);
+  p.tiles_h = static_cast<int>(ceil_div(g.h, kInputTileHeight));
+  p.tiles_w = static_cast<int>(ceil_div(g.w, kInputTileWidth));
   const int64_t blocks = g.n * p.tiles_h * p.tiles_w;
   NN_CHECK(blocks <= kIntMax, "conv2d backward input (few channels): too many blocks (", blocks, ")");
   const size_t shared_bytes = static_cast<size_t>(backward_input_shared_floats(g.o, g.c, g.kh)) * sizeof(float);
@@ -509,7 +506,7 @@ void conv2d_backward_weight_few_channels_f32(const float* dy, const float* x, fl
   p.rows_per_task = plan.rows_per_task;
   p.tasks = plan.tasks;
   const int64_t warps = plan.tasks * plan.channel_groups;
-  const int64_t blocks = (warps + kWeightWarps - 1) / kWeightWarps;
+  const int64_t blocks = ceil_div(warps, kWeightWarps);
   NN_CHECK(blocks <= kIntMax, "conv2d backward weight (few channels): too many blocks (", blocks, ")");
   const bool unit_stride_h = g.stride_h == 1;
   const int k = static_cast<int>(g.kh);

@@ -16,7 +16,6 @@
 // read once (about 0.45 ms at 4 TB/s), x and y are 205 MB each; the 36 GEMMs are 59 GFLOP.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -33,21 +32,20 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) winograd_filter_transform_kernel(const FilterTransformArgs a,
                                                                               int64_t count) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  for (int64_t i = thread_index(); i < count; i += thread_count())
     filter_transform_element(a, i);
 }
 
 __global__ void __launch_bounds__(kThreads) winograd_input_transform_kernel(const InputTransformArgs a,
                                                                              int64_t channels, int64_t columns) {
-  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t p = thread_index();
   if (p >= columns) return;
   for (int64_t c = blockIdx.y; c < channels; c += gridDim.y) input_transform_element(a, c, p);
 }
 
 __global__ void __launch_bounds__(kThreads) winograd_output_transform_kernel(const OutputTransformArgs a,
                                                                               int64_t channels, int64_t columns) {
-  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t p = thread_index();
   if (p >= columns) return;
   for (int64_t o = blockIdx.y; o < channels; o += gridDim.y) output_transform_element(a, o, p);
 }
@@ -55,21 +53,19 @@ __global__ void __launch_bounds__(kThreads) winograd_output_transform_kernel(con
 __global__ void __launch_bounds__(kThreads) winograd_output_grad_transform_kernel(const OutputGradTransformArgs a,
                                                                                    int64_t channels,
                                                                                    int64_t columns) {
-  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t p = thread_index();
   if (p >= columns) return;
   for (int64_t o = blockIdx.y; o < channels; o += gridDim.y) output_grad_transform_element(a, o, p);
 }
 
 __global__ void __launch_bounds__(kThreads) winograd_segment_sum_kernel(const WeightGradFinishArgs a, int64_t count) {
-  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < count;
-       j += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  for (int64_t j = thread_index(); j < count; j += thread_count())
     segment_sum_element(a, j);
 }
 
 __global__ void __launch_bounds__(kThreads) winograd_weight_grad_finish_kernel(const WeightGradFinishArgs a,
                                                                                 int64_t count) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  for (int64_t i = thread_index(); i < count; i += thread_count())
     weight_grad_finish_element(a, i);
 }
 
@@ -116,21 +112,6 @@ struct GpuExec {
   }
 };
 
-int multiprocessor_count() {
-  static std::atomic<int> cached[64] = {};
-  int device = 0;
-  NN_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= 64) device = 0;
-  int count = cached[device].load();
-  if (count == 0) {
-    NN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    cached[device].store(count);
-  }
-  return count;
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 void check_workspace(void* workspace, size_t bytes, const char* pass) {
   NN_CHECK(workspace != nullptr, "conv2d Winograd ", pass, " on CUDA: needs ", bytes, " bytes of workspace");
   NN_CHECK(aligned16(workspace), "conv2d Winograd ", pass, " on CUDA: the workspace must be 16-byte aligned");
@@ -173,13 +154,14 @@ void winograd_forward_f32(const float* x, const float* w, const float* bias, flo
 }
 
 size_t winograd_backward_input_workspace_bytes(const Conv2dGeometry& g) {
-  return plan_forward(backward_input_problem(g), kMaxWorkspaceBytes).bytes();
+  return plan_forward(forward_problem(g.input_gradient_as_forward()), kMaxWorkspaceBytes).bytes();
 }
 
 void winograd_backward_input_f32(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
                                  void* workspace, cudaStream_t stream) {
   check_geometry(g);
-  run_forward_like(backward_input_problem(g), dy, w, true, nullptr, false, dx, workspace, "backward input", stream);
+  run_forward_like(forward_problem(g.input_gradient_as_forward()), dy, w, true, nullptr, false, dx, workspace,
+                   "backward input", stream);
 }
 
 size_t winograd_backward_weight_workspace_bytes(const Conv2dGeometry& g) {

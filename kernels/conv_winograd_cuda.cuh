@@ -4,8 +4,8 @@
 // (nn::cuda::sgemm, gemm_cuda.cuh). conv_cuda.cu's raw launchers dispatch here when
 // winograd_applicable(g) holds; nothing else calls this directly.
 //
-// ALGORITHM (Lavin & Gray 2016; the transforms and points 0, +-1, +-2, infinity of the CPU version,
-// libnn/src/cpu/conv_winograd_cpu.cpp). The output is cut into 4x4 tiles, P = N * ceil(OH/4) *
+// ALGORITHM (Lavin & Gray 2016; points 0, +-1, +-2, infinity; the transforms are the CPU path's,
+// libnn/src/conv_winograd_transforms.h). The output is cut into 4x4 tiles, P = N * ceil(OH/4) *
 // ceil(OW/4) of them; tile p reads the 6x6 input patch at rows 4*th - pad_h .. +5, columns 4*tw -
 // pad_w .. +5 (zeros outside the image; outputs of edge tiles past OH, OW are computed, never stored).
 //   forward          U[xi] (O x C) = (G g G^T)[xi],  V[xi] (C x P) = (B^T d B)[xi],
@@ -43,14 +43,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "conv_winograd_transforms.h"
 #include "gemm_cuda.cuh"
+#include "host_device.h"
 #include "kernel_table.h"
 
 #if defined(__CUDACC__)
-#define NN_WINOGRAD_HD __host__ __device__ __forceinline__
 #define NN_WINOGRAD_UNROLL _Pragma("unroll")
 #else
-#define NN_WINOGRAD_HD inline
 #define NN_WINOGRAD_UNROLL
 #endif
 
@@ -78,15 +78,12 @@ void winograd_backward_weight_f32(const float* dy, const float* x, float* dw, co
 
 namespace winograd {
 
-constexpr int kPoints = 36;                                // 6x6 transform points
+using winograd_transforms::kPoints;                        // 6x6 transform points
 constexpr int64_t kMaxWorkspaceBytes = int64_t{1} << 30;   // chunk the batch above this
 constexpr int64_t kAlignFloats = 64;                       // buffers start on 256-byte boundaries
 constexpr int64_t kMaxSegments = 64;                       // backward weight: depth segments
 constexpr int64_t kMinSegmentColumns = 256;                // ... each at least this deep
 constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;    // ... and their dU partials at most this
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 #if defined(__CUDA_ARCH__)
 #define NN_WINOGRAD_LOAD(ptr) __ldg(ptr)
@@ -94,63 +91,19 @@ inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 #define NN_WINOGRAD_LOAD(ptr) (*(ptr))
 #endif
 
-// ---- the 1-D transforms (matrices in conv_winograd_cpu.cpp) ----
-
-// v = B^T d (6 -> 6).
-NN_WINOGRAD_HD void input_1d(float d0, float d1, float d2, float d3, float d4, float d5, float* v, int stride) {
-  const float a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, c = d4 - d2, e = d3 - d1;
-  v[0 * stride] = 4.0f * d0 - 5.0f * d2 + d4;
-  v[1 * stride] = a + b;
-  v[2 * stride] = a - b;
-  v[3 * stride] = c + 2.0f * e;
-  v[4 * stride] = c - 2.0f * e;
-  v[5 * stride] = 4.0f * d1 - 5.0f * d3 + d5;
-}
-
-// u = G g (3 -> 6).
-NN_WINOGRAD_HD void filter_1d(float g0, float g1, float g2, float* u, int stride) {
-  const float e = g0 + g2, f = g0 * (1.0f / 24) + g2 * (1.0f / 6), h = g1 * (1.0f / 12);
-  u[0 * stride] = g0 * 0.25f;
-  u[1 * stride] = (e + g1) * (-1.0f / 6);
-  u[2 * stride] = (e - g1) * (-1.0f / 6);
-  u[3 * stride] = f + h;
-  u[4 * stride] = f - h;
-  u[5 * stride] = g2;
-}
-
-// y = A^T m (6 -> 4).
-NN_WINOGRAD_HD void output_1d(float m0, float m1, float m2, float m3, float m4, float m5, float* y, int stride) {
-  const float a1 = m1 + m2, b1 = m1 - m2, a2 = m3 + m4, b2 = m3 - m4;
-  y[0 * stride] = m0 + a1 + a2;
-  y[1 * stride] = b1 + 2.0f * b2;
-  y[2 * stride] = a1 + 4.0f * a2;
-  y[3 * stride] = b1 + 8.0f * b2 + m5;
-}
-
-// m = A y (4 -> 6): the adjoint of output_1d.
-NN_WINOGRAD_HD void output_grad_1d(float y0, float y1, float y2, float y3, float* m, int stride) {
-  const float even = y0 + y2, odd = y1 + y3, even4 = y0 + 4.0f * y2, odd8 = 2.0f * y1 + 8.0f * y3;
-  m[0 * stride] = y0;
-  m[1 * stride] = even + odd;
-  m[2 * stride] = even - odd;
-  m[3 * stride] = even4 + odd8;
-  m[4 * stride] = even4 - odd8;
-  m[5 * stride] = y3;
-}
-
-// g = G^T u (6 -> 3): the adjoint of filter_1d.
-NN_WINOGRAD_HD void filter_grad_1d(float u0, float u1, float u2, float u3, float u4, float u5, float* g, int stride) {
-  const float s12 = u1 + u2, d12 = u1 - u2, s34 = u3 + u4, d34 = u3 - u4;
-  g[0 * stride] = u0 * 0.25f - s12 * (1.0f / 6) + s34 * (1.0f / 24);
-  g[1 * stride] = -d12 * (1.0f / 6) + d34 * (1.0f / 12);
-  g[2 * stride] = -s12 * (1.0f / 6) + s34 * (1.0f / 6) + u5;
-}
+// The 1-D transforms B^T d, G g, A^T m and the adjoints A y, G^T u (conv_winograd_transforms.h, shared
+// with the CPU path).
+using winograd_transforms::filter_1d;
+using winograd_transforms::filter_grad_1d;
+using winograd_transforms::input_1d;
+using winograd_transforms::output_1d;
+using winograd_transforms::output_grad_1d;
 
 // ---- the kernels' per-thread bodies ----
 
 // Offset of (point 0, channel ch, column p) in a [36][S][channels][L] buffer (column indices fit in
 // int, checked by the launchers: 32-bit divisions).
-NN_WINOGRAD_HD int64_t point_offset(int64_t ch, int64_t p, int64_t channels, int64_t seg_len) {
+NN_HOST_DEVICE_INLINE int64_t point_offset(int64_t ch, int64_t p, int64_t channels, int64_t seg_len) {
   const int s = static_cast<int>(p) / static_cast<int>(seg_len);
   const int64_t q = p - static_cast<int64_t>(s) * seg_len;
   return (s * channels + ch) * seg_len + q;
@@ -166,7 +119,7 @@ struct FilterTransformArgs {
   bool rotate;
 };
 
-NN_WINOGRAD_HD void filter_transform_element(const FilterTransformArgs& a, int64_t i) {
+NN_HOST_DEVICE_INLINE void filter_transform_element(const FilterTransformArgs& a, int64_t i) {
   const int64_t m = i / a.cols, k = i - m * a.cols;
   float g[9];
   if (a.rotate) {
@@ -192,7 +145,7 @@ NN_WINOGRAD_HD void filter_transform_element(const FilterTransformArgs& a, int64
 // launchers: 32-bit divisions).
 struct TileGrid {
   int64_t tiles_h, tiles_w, tiles;
-  NN_WINOGRAD_HD void locate(int64_t p, int64_t& image, int64_t& th, int64_t& tw) const {
+  NN_HOST_DEVICE_INLINE void locate(int64_t p, int64_t& image, int64_t& th, int64_t& tw) const {
     const int per_image = static_cast<int>(tiles_h * tiles_w), row = static_cast<int>(tiles_w);
     const int index = static_cast<int>(p);
     const int img = index / per_image, rest = index - img * per_image, tile_row = rest / row;
@@ -212,7 +165,7 @@ struct InputTransformArgs {
   int64_t segments, seg_len;  // columns = segments * seg_len >= grid.tiles
 };
 
-NN_WINOGRAD_HD void input_transform_element(const InputTransformArgs& a, int64_t c, int64_t p) {
+NN_HOST_DEVICE_INLINE void input_transform_element(const InputTransformArgs& a, int64_t c, int64_t p) {
   float d[6][6];
   if (p < a.grid.tiles) {
     int64_t image, th, tw;
@@ -259,7 +212,7 @@ struct OutputTransformArgs {
   bool vector_store;  // w % 4 == 0 and out 16-byte aligned: each tile row is one float4
 };
 
-NN_WINOGRAD_HD void output_transform_element(const OutputTransformArgs& a, int64_t o, int64_t p) {
+NN_HOST_DEVICE_INLINE void output_transform_element(const OutputTransformArgs& a, int64_t o, int64_t p) {
   const float* src = a.m + o * a.seg_len + p;
   const int64_t point_stride = a.channels * a.seg_len;
   float m[6][6];
@@ -307,7 +260,7 @@ struct OutputGradTransformArgs {
   int64_t segments, seg_len;
 };
 
-NN_WINOGRAD_HD void output_grad_transform_element(const OutputGradTransformArgs& a, int64_t o, int64_t p) {
+NN_HOST_DEVICE_INLINE void output_grad_transform_element(const OutputGradTransformArgs& a, int64_t o, int64_t p) {
   float d[4][4];
   if (p < a.grid.tiles) {
     int64_t image, th, tw;
@@ -346,7 +299,7 @@ struct WeightGradFinishArgs {
   int64_t rows, cols, segments;
 };
 
-NN_WINOGRAD_HD void segment_sum_element(const WeightGradFinishArgs& a, int64_t j) {
+NN_HOST_DEVICE_INLINE void segment_sum_element(const WeightGradFinishArgs& a, int64_t j) {
   const int64_t plane = a.rows * a.cols;
   const int64_t xi = j / plane, i = j - xi * plane;
   float* first = a.du + xi * a.segments * plane + i;
@@ -355,7 +308,7 @@ NN_WINOGRAD_HD void segment_sum_element(const WeightGradFinishArgs& a, int64_t j
   *first = sum;
 }
 
-NN_WINOGRAD_HD void weight_grad_finish_element(const WeightGradFinishArgs& a, int64_t i) {
+NN_HOST_DEVICE_INLINE void weight_grad_finish_element(const WeightGradFinishArgs& a, int64_t i) {
   const int64_t plane = a.rows * a.cols;
   float u[6][6];
   NN_WINOGRAD_UNROLL
@@ -565,12 +518,10 @@ void run_weight_grad(Exec& ex, const Conv2dGeometry& g, const WeightGradPlan& pl
   ex.weight_grad_finish(fa, g.o * g.c);
 }
 
-// The forward-like problems of the forward and backward-data passes.
+// The forward-like problem of convolution g: g itself for the forward pass,
+// g.input_gradient_as_forward() for backward data.
 inline ForwardProblem forward_problem(const Conv2dGeometry& g) {
   return ForwardProblem{g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w};
-}
-inline ForwardProblem backward_input_problem(const Conv2dGeometry& g) {
-  return ForwardProblem{g.n, g.o, g.c, g.oh, g.ow, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w};
 }
 
 }  // namespace winograd

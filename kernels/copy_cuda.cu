@@ -11,15 +11,13 @@ namespace {
 
 template <typename T>
 __global__ void fill_kernel(T* out, StridedIndex index, int64_t n, T value) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  for (int64_t i = thread_index(); i < n; i += thread_count())
     out[offset_of(index, i)] = value;
 }
 
 template <typename S, typename D>
 __global__ void copy_kernel(const S* src, StridedIndex src_index, D* dst, StridedIndex dst_index, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  for (int64_t i = thread_index(); i < n; i += thread_count())
     dst[offset_of(dst_index, i)] = static_cast<D>(src[offset_of(src_index, i)]);
 }
 

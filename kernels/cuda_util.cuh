@@ -1,20 +1,25 @@
-// What every CUDA kernel file shares: the stream nn's work runs on, launch sizing, strided
-// indexing over up to 8 dims, and dtype dispatch. Kernel wrappers start with
-// `cudaStream_t s = stream_for(tensor);`, launch on s, and check each launch with
-// NN_CUDA_CHECK_LAUNCH().
+// What every CUDA kernel file shares: the stream nn's work runs on, launch sizing and grid-stride
+// indexing, strided indexing over up to 8 dims, dtype dispatch, alignment tests, the device's SM
+// count and scratch memory from nn's allocator (ceil_div and round_up come from host_device.h).
+// Kernel wrappers start with `cudaStream_t s = stream_for(tensor);`, launch on s, and check each
+// launch with NN_CUDA_CHECK_LAUNCH().
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "cuda_check.cuh"
+#include "device_memory.h"
+#include "host_device.h"
 #include "kernel_table.h"
 
 namespace nn::cuda {
 
 // The stream all of nn's kernels and copies on device `index` are ordered on (created on first
-// use; cuda_runtime.cu). The caching allocator reuses freed blocks in this stream's order.
+// use; cuda_memory.cu). The caching allocator reuses freed blocks in this stream's order.
 cudaStream_t stream(int index);
 
 // Makes t's device current and returns its stream.
@@ -30,6 +35,10 @@ inline unsigned blocks_for(int64_t n, int threads = 256) {
   if (blocks < 1) blocks = 1;
   return static_cast<unsigned>(blocks < 262144 ? blocks : 262144);
 }
+
+// A grid-stride loop over n items: for (i = thread_index(); i < n; i += thread_count()).
+__device__ inline int64_t thread_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ inline int64_t thread_count() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 constexpr int kMaxDims = 8;
 
@@ -76,5 +85,44 @@ inline void require_f32(const Tensor& t, const char* kernel) {
   NN_CHECK(t.dtype() == DType::f32, kernel, ": dtype ", dtype_name(t.dtype()),
            " is not supported on CUDA (this kernel is f32 only)");
 }
+
+// Whether p is a multiple of `bytes` (a power of two), as vector loads and stores of that width need.
+inline bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+inline bool aligned16(const void* p) { return aligned(p, 16); }
+
+// The current device's number of SMs (queried once per device), for sizing grids and splits.
+inline int multiprocessor_count() {
+  static std::atomic<int> cached[64] = {};
+  int device = 0;
+  NN_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= 64) device = 0;
+  int count = cached[device].load();
+  if (count == 0) {
+    NN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    cached[device].store(count);
+  }
+  return count;
+}
+
+// Device scratch memory from nn's caching allocator for one scope (none for 0 bytes), freed when
+// the scope ends. The allocator hands a freed block out again in the order of nn's stream for the
+// device (cuda_memory.cu), so kernels queued on that stream may still be using it when it is freed;
+// work on any other stream must be waited for first.
+class ScratchBuffer {
+ public:
+  ScratchBuffer(size_t bytes, Device device) : device_(device) {
+    if (bytes > 0) ptr_ = detail::device_allocate(bytes, device);
+  }
+  ~ScratchBuffer() {
+    if (ptr_ != nullptr) detail::device_free(ptr_, device_);
+  }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  Device device_;
+};
 
 }  // namespace nn::cuda

@@ -81,11 +81,6 @@ struct alignas(16) Vec16 {
   T v[kWidth];
 };
 
-__device__ inline int64_t thread_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t thread_count() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
 template <int op, typename T>
 __global__ void unary_dense_vec_kernel(const T* x, T* out, int64_t n, T a, T b) {
   using V = Vec16<T>;
@@ -201,8 +196,6 @@ __global__ void binary_strided_kernel(const T* a, const T* b, BroadcastIndex ix,
 }
 
 // ---- launch ----
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <int op, typename T>
 void launch_unary(const Tensor& x, Tensor& out, T a, T b, cudaStream_t s) {

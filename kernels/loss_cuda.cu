@@ -18,9 +18,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ inline int64_t thread_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ inline int64_t thread_count() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
 template <typename T>
 __device__ inline T stable_sigmoid(T v) {
   if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));

@@ -36,7 +36,6 @@
 #include <cstdint>
 
 #include "cuda_util.cuh"
-#include "device_memory.h"
 #include "gemm_cuda.cuh"
 
 namespace nn::cuda {
@@ -264,8 +263,7 @@ __global__ void splitk_reduce_kernel(const float* partial, int splits, int64_t s
                                      int64_t count, float* c, int64_t ldc, int64_t stride_c, float alpha,
                                      float beta) {
   const int64_t mn = static_cast<int64_t>(m) * n;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t i = thread_index(); i < count; i += thread_count()) {
     float sum = 0.f;
     for (int s = 0; s < splits; ++s) sum += partial[s * split_stride + i];
     const int64_t batch = i / mn, within = i % mn;
@@ -283,10 +281,6 @@ void launch_sgemm(cudaStream_t s, bool trans_a, bool trans_b, dim3 grid, const G
   else sgemm_kernel<Cfg, true, true><<<grid, block, 0, s>>>(p);
   NN_CUDA_CHECK_LAUNCH();
 }
-
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The raw launcher's batch loop: grids of at most kMaxGridZ (batch x split) slices, then the
 // split-K reduction of each chunk.
@@ -314,11 +308,11 @@ void run_sgemm(cudaStream_t s, bool trans_a, bool trans_b, int64_t m, int64_t n,
   p.a_vec = aligned16(a) && lda % 4 == 0 && stride_a % 4 == 0;
   p.b_vec = aligned16(b) && ldb % 4 == 0 && stride_b % 4 == 0;
 
-  float* partial = nullptr;
-  const Device dev = Device::cuda(device);
+  const size_t partial_floats =
+      splits > 1 ? static_cast<size_t>(splits) * static_cast<size_t>(chunk) * static_cast<size_t>(m * n) : 0;
+  const ScratchBuffer partials(partial_floats * sizeof(float), Device::cuda(device));
+  float* partial = static_cast<float*>(partials.get());
   if (splits > 1) {
-    partial = static_cast<float*>(nn::detail::device_allocate(
-        static_cast<size_t>(splits) * static_cast<size_t>(chunk) * static_cast<size_t>(m * n) * sizeof(float), dev));
     p.c = partial;  // raw partial sums: alpha and beta are applied by the reduction
     p.ldc = n;
     p.stride_c = m * n;
@@ -352,18 +346,13 @@ void run_sgemm(cudaStream_t s, bool trans_a, bool trans_b, int64_t m, int64_t n,
       }
     }
   } catch (...) {
-    if (partial) {
-      cudaStreamSynchronize(s);
-      nn::detail::device_free(partial, dev);
-    }
+    // The launches already queued may still use the partials, which are freed on the way out.
+    if (partial) cudaStreamSynchronize(s);
     throw;
   }
-  if (partial) {
-    // The allocator reuses freed blocks in the order of nn's stream for this device; work queued
-    // on another stream must finish first.
-    if (s != stream(device)) NN_CUDA_CHECK(cudaStreamSynchronize(s));
-    nn::detail::device_free(partial, dev);
-  }
+  // The allocator reuses freed blocks in the order of nn's stream for this device; work queued on
+  // another stream must finish before the partials are freed.
+  if (partial && s != stream(device)) NN_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 // The kernel-table entry: a (B,M,K) or (B,K,M), b (B,K,N) or (B,N,K), c (B,M,N), dense within a
@@ -427,10 +416,9 @@ void sgemm(cudaStream_t s, bool trans_a, bool trans_b, int64_t m, int64_t n, int
            " is too large (each must fit in int)");
   NN_CHECK(lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n, "sgemm: leading dimensions lda=",
            lda, " ldb=", ldb, " ldc=", ldc, " are smaller than the rows they hold");
-  int device = 0, sm_count = 0;
+  int device = 0;
   NN_CUDA_CHECK(cudaGetDevice(&device));
-  NN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  const SgemmPlan plan = plan_sgemm(m, n, k, batch, sm_count);
+  const SgemmPlan plan = plan_sgemm(m, n, k, batch, multiprocessor_count());
   run_sgemm(s, trans_a, trans_b, m, n, k, alpha, a, lda, batch_stride_a, b, ldb, batch_stride_b, beta, c, ldc,
             batch_stride_c, batch, plan, device);
 }

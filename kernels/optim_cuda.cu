@@ -16,9 +16,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ inline int64_t thread_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ inline int64_t thread_count() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
 template <typename T>
 struct SgdScalars {
   T lr, momentum, keep, wd;  // keep = 1 - dampening

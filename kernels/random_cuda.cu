@@ -18,9 +18,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ inline int64_t thread_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ inline int64_t thread_count() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
 // Element j (0 or 1) of a block's uniform in [0, 1).
 template <typename T>
 __device__ inline T unit_from_block(const uint32_t w[4], int j) {

@@ -21,7 +21,6 @@
 #include <limits>
 
 #include "cuda_util.cuh"
-#include "device_memory.h"
 
 namespace nn::cuda {
 namespace {
@@ -103,8 +102,7 @@ __device__ inline typename R::Acc block_reduce(typename R::Acc a) {
 
 template <typename T, typename R>
 __global__ void rows_thread_kernel(const T* x, int64_t rows, int64_t cols, T* values, int64_t* indices) {
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; row < rows;
-       row += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t row = thread_index(); row < rows; row += thread_count()) {
     const T* p = x + row * cols;
     typename R::Acc acc = R::identity();
     for (int64_t c = 0; c < cols; ++c) acc = R::combine(acc, R::element(p[c], c));
@@ -115,8 +113,8 @@ __global__ void rows_thread_kernel(const T* x, int64_t rows, int64_t cols, T* va
 template <typename T, typename R>
 __global__ void rows_warp_kernel(const T* x, int64_t rows, int64_t cols, T* values, int64_t* indices) {
   const int lane = threadIdx.x & 31;
-  const int64_t first_warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  const int64_t first_warp = thread_index() >> 5;
+  const int64_t warps = thread_count() >> 5;
   for (int64_t row = first_warp; row < rows; row += warps) {  // uniform across the warp
     const T* p = x + row * cols;
     typename R::Acc acc = R::identity();
@@ -152,8 +150,8 @@ template <typename T, typename R>
 __global__ void combine_partials_kernel(const typename R::Acc* partial, int64_t rows, int64_t chunks, T* values,
                                         int64_t* indices) {
   const int lane = threadIdx.x & 31;
-  const int64_t first_warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  const int64_t first_warp = thread_index() >> 5;
+  const int64_t warps = thread_count() >> 5;
   for (int64_t row = first_warp; row < rows; row += warps) {
     typename R::Acc acc = R::identity();
     for (int64_t k = lane; k < chunks; k += 32) acc = R::combine(acc, partial[row * chunks + k]);
@@ -163,18 +161,6 @@ __global__ void combine_partials_kernel(const typename R::Acc* partial, int64_t 
 }
 
 // ---- launch ----
-
-// Scratch device memory freed when the scope ends (stream-ordered reuse: cuda_memory.cu).
-struct Scratch {
-  void* ptr = nullptr;
-  Device device;
-  Scratch(size_t nbytes, Device d) : device(d) { ptr = nn::detail::device_allocate(nbytes, d); }
-  ~Scratch() { nn::detail::device_free(ptr, device); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 unsigned warp_blocks(int64_t rows) { return blocks_for(rows * 32, kBlock); }
 
@@ -202,8 +188,8 @@ void reduce_rows(const Tensor& x, T* values, int64_t* indices, int64_t rows, int
     return;
   }
   using Acc = typename R::Acc;
-  Scratch scratch(sizeof(Acc) * static_cast<size_t>(rows * chunks), x.device());
-  Acc* partial = static_cast<Acc*>(scratch.ptr);
+  const ScratchBuffer scratch(sizeof(Acc) * static_cast<size_t>(rows * chunks), x.device());
+  Acc* partial = static_cast<Acc*>(scratch.get());
   rows_block_kernel<T, R><<<grid, kBlock, 0, s>>>(xp, rows, cols, chunks, chunk_len, values, indices, partial);
   NN_CUDA_CHECK_LAUNCH();
   combine_partials_kernel<T, R><<<warp_blocks(rows), kBlock, 0, s>>>(partial, rows, chunks, values, indices);

@@ -99,8 +99,8 @@ __device__ inline void softmax_backward_row(const T* dy, const T* y, T* dx, int6
 
 // ---- kernels: rows in a grid-stride loop, uniform across each warp (block) ----
 
-__device__ inline int64_t first_warp() { return (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; }
-__device__ inline int64_t warp_count() { return (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5; }
+__device__ inline int64_t first_warp() { return thread_index() >> 5; }
+__device__ inline int64_t warp_count() { return thread_count() >> 5; }
 
 template <typename T>
 __global__ void softmax_forward_warp_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log) {

@@ -21,11 +21,7 @@ namespace nn::test {
 namespace {
 
 Conv2dGeometry geometry(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t pad) {
-  Conv2dGeometry g{};
-  g.n = n, g.c = c, g.h = h, g.w = w, g.o = o, g.kh = 3, g.kw = 3;
-  g.oh = h + 2 * pad - 2, g.ow = w + 2 * pad - 2;
-  g.stride_h = g.stride_w = 1, g.pad_h = g.pad_w = pad;
-  return g;
+  return Conv2dGeometry::from({n, c, h, w}, {o, c, 3, 3}, {1, 1}, {pad, pad});
 }
 
 std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
@@ -375,24 +371,16 @@ TEST(WinogradConv, ApplicableDecisions) {
                          geometry(32, 16, 16, 128, 128, 1)})
     EXPECT_EQ(cpu::winograd_backward_weight_applicable(gg), cpu::winograd_applicable(gg)) << describe(gg);
   // Not a 3x3 stride-1 kernel.
-  auto g = base;
-  g.stride_h = g.stride_w = 2, g.oh = g.ow = 14;
-  EXPECT_FALSE(cpu::winograd_applicable(g));
-  g = base;
-  g.kh = g.kw = 1, g.pad_h = g.pad_w = 0;
-  EXPECT_FALSE(cpu::winograd_applicable(g));
-  g = base;
-  g.kh = g.kw = 5, g.pad_h = g.pad_w = 2;
-  EXPECT_FALSE(cpu::winograd_applicable(g));
-  g = base;
-  g.kw = 1, g.pad_w = 0;
-  EXPECT_FALSE(cpu::winograd_applicable(g));
+  const Shape x = {1, 64, 28, 28};
+  EXPECT_FALSE(cpu::winograd_applicable(Conv2dGeometry::from(x, {64, 64, 3, 3}, {2, 2}, {1, 1})));
+  EXPECT_FALSE(cpu::winograd_applicable(Conv2dGeometry::from(x, {64, 64, 1, 1}, {1, 1}, {0, 0})));
+  EXPECT_FALSE(cpu::winograd_applicable(Conv2dGeometry::from(x, {64, 64, 5, 5}, {1, 1}, {2, 2})));
+  EXPECT_FALSE(cpu::winograd_applicable(Conv2dGeometry::from(x, {64, 64, 3, 1}, {1, 1}, {1, 0})));
 }
 
 TEST(WinogradConv, RejectsOtherGeometries) {
   std::vector<float> buf(64 * 64 * 9 * 4, 0.0f);
-  auto g = geometry(1, 4, 4, 8, 8, 1);
-  g.stride_h = 2, g.oh = 4;
+  auto g = Conv2dGeometry::from({1, 4, 8, 8}, {4, 4, 3, 3}, {2, 1}, {1, 1});
   EXPECT_THROW(cpu::winograd_conv2d_forward(buf.data(), buf.data(), nullptr, false, buf.data(), g), Error);
   g = geometry(1, 4, 4, 8, 8, 3);
   EXPECT_THROW(cpu::winograd_conv2d_backward_input(buf.data(), buf.data(), buf.data(), g), Error);

@@ -85,19 +85,7 @@ void expect_close(const std::vector<float>& ours, const std::vector<float>& refe
 
 nn::Conv2dGeometry geometry(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw,
                             int64_t stride, int64_t pad) {
-  nn::Conv2dGeometry g{};
-  g.n = n;
-  g.c = c;
-  g.h = h;
-  g.w = w;
-  g.o = o;
-  g.kh = kh;
-  g.kw = kw;
-  g.stride_h = g.stride_w = stride;
-  g.pad_h = g.pad_w = pad;
-  g.oh = (h + 2 * pad - kh) / stride + 1;
-  g.ow = (w + 2 * pad - kw) / stride + 1;
-  return g;
+  return nn::Conv2dGeometry::from({n, c, h, w}, {o, c, kh, kw}, {stride, stride}, {pad, pad});
 }
 
 void compare_with_cudnn(const nn::Conv2dGeometry& g, uint64_t seed) {

@@ -72,8 +72,8 @@ void matmul_into(int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs,
 
 // A col band holds about kBandElements (1 MiB of f32: it stays in L2 between im2col and the GEMM
 // that reads it) but at least kMinBandPositions output positions, so that each GEMM is long enough
-// to pay for packing W again. Measured on VGG16's layers (bench/README.md): 8 MiB bands were
-// 1.8x slower on a 224x224 layer, 256 KiB bands without the minimum 2.8x slower on a 14x14 one.
+// to pay for packing W again (the measurements: bench/README.md, "Measurements behind choices in
+// conv_cpu.cpp").
 constexpr int64_t kBandElements = int64_t{1} << 18;
 constexpr int64_t kMinBandPositions = 512;
 // Below this many FLOPs a whole pass runs on one thread.
@@ -221,8 +221,8 @@ void for_each_item(int64_t items, int64_t chunks, const F& f) {
 
 // Runs f(r0, r1) over [0, rows) in one contiguous range per thread, cut on multiples of `align`.
 // One GEMM is split this way (by output rows) rather than by Eigen's own threading, which
-// synchronises the threads at every cache block: as fast on an idle machine, but with one core
-// busy elsewhere a 14x14 layer's forward+backward took 1.9x longer with it (bench/README.md).
+// synchronises the threads at every cache block: as fast on an idle machine, but much slower with
+// one core busy elsewhere (bench/README.md, "Measurements behind choices in conv_cpu.cpp").
 template <typename F>
 void split_rows(int64_t rows, int64_t align, const F& f) {
   const int64_t threads = get_num_threads();
@@ -332,20 +332,7 @@ void backward_input_by_forward(const Tensor& dy, const Tensor& w, Tensor& dx, co
       for (int64_t i = 0; i < g.kh; ++i)
         for (int64_t j = 0; j < g.kw; ++j)
           fp[((c * g.o + o) * g.kh + i) * g.kw + j] = wp[((o * g.c + c) * g.kh + (g.kh - 1 - i)) * g.kw + (g.kw - 1 - j)];
-  Conv2dGeometry t{};
-  t.n = g.n;
-  t.c = g.o;
-  t.h = g.oh;
-  t.w = g.ow;
-  t.o = g.c;
-  t.kh = g.kh;
-  t.kw = g.kw;
-  t.oh = g.h;
-  t.ow = g.w;
-  t.stride_h = t.stride_w = 1;
-  t.pad_h = g.kh - 1 - g.pad_h;
-  t.pad_w = g.kw - 1 - g.pad_w;
-  conv2d_forward_typed<T>(dy, flipped, Tensor(), dx, t, false);
+  conv2d_forward_typed<T>(dy, flipped, Tensor(), dx, g.input_gradient_as_forward(), false);
 }
 
 template <typename T>

@@ -1,20 +1,14 @@
 // Winograd F(4x4, 3x3) convolution on the CPU (float32, NCHW, 3x3 kernels, stride 1, padding 0..2).
 //
-// ALGORITHM (Lavin & Gray 2016). The output is cut into 4x4 tiles; tile (th, tw) of image n needs
-// the 6x6 input patch d at rows 4th - pad_h .. +5, columns 4tw - pad_w .. +5 (zero outside the
-// input; edge tiles partly outside the output are computed whole and only their inside is stored).
-// Per tile and output channel o:
+// ALGORITHM (Lavin & Gray 2016; the matrices B^T, G, A^T, points 0, +-1, +-2, infinity, and their
+// 1-D transforms are in conv_winograd_transforms.h, shared with the CUDA path). The output is cut
+// into 4x4 tiles; tile (th, tw) of image n needs the 6x6 input patch d at rows 4th - pad_h .. +5,
+// columns 4tw - pad_w .. +5 (zero outside the input; edge tiles partly outside the output are
+// computed whole and only their inside is stored). Per tile and output channel o:
 //   Y = A^T [ sum_c  U(o,c) (.) V(c) ] A,   U(o,c) = G g(o,c) G^T (6x6),   V(c) = B^T d(c) B (6x6)
 // (.) elementwise. The sum over c at each of the 36 points p = (i, j) is a matrix product, so for a
 // block of T tiles:   M[p] (O x T) = U[p] (O x C) * V[p] (C x T),  36 GEMMs through the library GEMM
 // (gemm_cpu.h; U[p] packed once per call as a PackedA and reused for every block of tiles).
-// Points 0, +1, -1, +2, -2 and infinity (6 points for 4 + 3 - 1 = 6; this is Lavin's set):
-//   B^T = [ 4  0 -5  0  1  0 ]    G = [  1/4     0     0 ]    A^T = [ 1  1  1  1  1  0 ]
-//         [ 0 -4 -4  1  1  0 ]        [ -1/6  -1/6  -1/6 ]          [ 0  1 -1  2 -2  0 ]
-//         [ 0  4 -4 -1  1  0 ]        [ -1/6   1/6  -1/6 ]          [ 0  1  1  4  4  0 ]
-//         [ 0 -2 -1  2  1  0 ]        [ 1/24  1/12   1/6 ]          [ 0  1 -1  8 -8  1 ]
-//         [ 0  2 -1 -2  1  0 ]        [ 1/24 -1/12   1/6 ]
-//         [ 0  4  0 -5  0  1 ]        [    0     0     1 ]
 // The backward-input pass is the same machinery: for stride 1, dx = a convolution of dy with the
 // kernel rotated by 180 degrees, O and C swapped and padding 2 - pad, so only the weight transform
 // differs (it reads w[o][c][2-i][2-j] as the filter from channel o to channel c).
@@ -56,18 +50,14 @@
 //                    stored (2.25x the tile's 16 input elements)
 //   output transform per (tile, output channel): 6 x 10 + 4 x 10 ops + bias, ReLU = ~130 FLOPs
 //   weight transform per (o, c) filter: ~120 FLOPs, 36 floats stored (4x the weights): 38 MB for
-//                    512 x 512 channels, memory-bound, ~15-20 ms per call on one core: the fixed
-//                    cost that small images do not amortise (see winograd_applicable)
+//                    512 x 512 channels, memory-bound: the fixed cost that small images do not
+//                    amortise (see winograd_applicable)
 //   bytes            x read ~1.5x (tile rows overlap by 2 of 6), y written once, V and M written and
 //                    read once each (9 * C * P and 9 * O * P floats), U read once per block.
-// On VGG16's layers at batch 8 (one core): the GEMMs take ~60-75% of the time, the two transforms
-// ~20-35% (they are bound by reading x and writing y), weights 1-20% (512 channels).
 //
-// ERROR (tests/test_conv_winograd.cpp, against a float64 direct convolution; x ~ N(0,1), w ~
-// N(0, 1/(9C)), bias ~ N(0,1)): max|y - y_ref| / max|y_ref| on VGG16's channel counts (C, O up to
-// 512, batch 1, cropped images) <= 8e-6 forward, <= 1.2e-5 backward input; 3-9e-6 on the odd sizes
-// with up to 70 channels. The bound asserted on VGG16 shapes is the 1e-4. (A float32
-// simulation with points 0, +-1, +-1/2, infinity gave the same error within 10%.)
+// ERROR. tests/test_conv_winograd.cpp checks every pass against a float64 direct convolution and
+// asserts max|y - y_ref| / max|y_ref| <= 1e-4; the errors it measured, and the timings behind the
+// choices here, are in bench/README.md ("Winograd on the CPU").
 //
 // BACKWARD WEIGHT (winograd_conv2d_backward_weight). With V[p] (C x T) the forward's input
 // transform of x (the same code) and dM[p] (O x T) = A dY A^T per tile, the adjoint of the output
@@ -86,22 +76,11 @@
 // per thread when O*C > 128*128, or fewer than kMinBlockTiles per thread): blocks of up to 256
 // tiles one after the other, each split over C for the input transform and over O for the dY
 // transform and the products, into one shared dU (no reduction). Block size T: every block reads
-// and writes the thread's whole dU, so T = 64 up to 128x128 channels, 128 up to 128x256, 256 (the
-// GEMM's KC) above (measured, 2 threads: 512 -> 512 at 28x28, batch 8: T = 64 173 ms, 256 117
-// ms; 64 -> 64 at 224: 64 128 ms, 256 254 ms; 512 at 28 with the shared-dU split: 105 ms).
+// and writes the thread's whole dU, so deeper blocks pay for it with more channels: T = 64 up to
+// 128x128 channels, 128 up to 128x256, 256 (the GEMM's KC) above.
 // Cost: GEMMs 2 * 36 * O * C * P FLOPs (the im2col path: 2 * 144 * O * C * P), transforms of x
 // and dy as in the forward (~150 and ~100 FLOPs per tile and channel), dU traffic 36*O*C*8 bytes
 // per block, the final G^T . G ~100 FLOPs per (o, c) per accumulator.
-// Measured (one shared 2-core AMD EPYC, 2 threads, best of 4, per call; im2col + GEMM -> Winograd):
-//   batch 32: 16->16@128 38.8 -> 25.5 ms, 16->32@64 16.2 -> 11.2, 32->32@64 30.6 -> 16.1,
-//   32->64@32 13.0 -> 7.8, 64->64@32 25.9 -> 12.5, 64->128@16 11.8 -> 8.0, 128->128@16 23.9 ->
-//   15.3, 128->128@8 8.0 -> 5.0 (1.45-2.1x); batch 8, VGG16: 64->64@224 280 -> 126, 128->128@112
-//   275 -> 153, 256->256@56 322 -> 109, 512->512@28 270 -> 100, 512->512@14 72 -> 42 (1.7-2.9x).
-//   Where it loses (winograd_backward_weight_applicable, the forward's rule, rejects them all):
-//   3->64@224 0.43x, 8->16@64 0.94x, 2x2 images 0.49x, 512->512@14 batch 1 0.48x.
-// Error (tests, float64 direct reference, x, dy ~ N(0,1)): max|dw - ref| / max|ref| <= 4.7e-6 on
-// VGG16's channel counts (batch 2, cropped images), <= 2.8e-6 on the odd sizes (H, W in {1, 2, 3,
-// 5, 7, 13}, padding 0..2, batch 1..3, up to 70 channels); asserted <= 1e-4.
 #include "cpu/conv_winograd_cpu.h"
 
 #include <omp.h>
@@ -120,33 +99,29 @@
 #define NN_WINOGRAD_X86 0
 #endif
 
+#include "conv_winograd_transforms.h"
 #include "cpu/gemm_cpu.h"
 #include "cpu/parallel.h"
+#include "host_device.h"
 #include "nn/error.h"
 
 #define NN_INLINE inline __attribute__((always_inline))
 
-
 namespace nn::cpu {
 namespace {
 
-constexpr int kPoints = 36;  // 6x6 transform points
-constexpr int kLanes = 8;    // tiles per SIMD group
+using winograd_transforms::kPoints;  // 6x6 transform points
+constexpr int kLanes = 8;            // tiles per SIMD group
 constexpr int64_t kGemmColumns = 16;  // the GEMM micro-kernel's width (a partial panel is stored slowly)
 
-// Blocking (see the top of the file). Measured on VGG16's layers at batch 8 (2 threads, noisy
-// shared machine): 32 to 64 tiles per block within a few percent, 16 (U read from memory twice as
-// often) 10-20% slower on the 256- and 512-channel layers, 128 (V and M far out of L2) up to 2x
-// slower.
+// Tiles per block (LAYOUT AND BLOCKING at the top): fewer read U from memory more often, more push V
+// and M out of L2 (the measurements: bench/README.md, "Winograd on the CPU").
 constexpr int64_t kBlockTiles = 64;
 constexpr int64_t kMinBlockTiles = 32;
 // The backward-weight pass's deepest blocks (its GEMMs' depth; the GEMM's KC).
 constexpr int64_t kMaxWgradBlockTiles = 256;
 // Below this many GEMM FLOPs a call runs on the calling thread.
 constexpr int64_t kParallelFlops = int64_t{1} << 23;
-
-int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // A convolution as the Winograd core sees it: forward, or backward-input with (C, O) swapped.
 struct Problem {
@@ -188,19 +163,13 @@ float* grow(std::vector<float>& buf, int64_t n) {
   return buf.data();
 }
 
-// ---- the 1-D transforms, on any arithmetic type (float, or 8 lanes) ----
+// ---- the 1-D transforms (conv_winograd_transforms.h, shared with the CUDA path) ----
 
-// B^T d for d0..d5 (in place order v0..v5).
-template <typename T>
-NN_INLINE void input_1d(T d0, T d1, T d2, T d3, T d4, T d5, T* v, int64_t stride) {
-  const T a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, c = d4 - d2, e = d3 - d1;
-  v[0 * stride] = 4.0f * d0 - 5.0f * d2 + d4;
-  v[1 * stride] = a + b;
-  v[2 * stride] = a - b;
-  v[3 * stride] = c + 2.0f * e;
-  v[4 * stride] = c - 2.0f * e;
-  v[5 * stride] = 4.0f * d1 - 5.0f * d3 + d5;
-}
+using winograd_transforms::filter_1d;                // u = G g
+using winograd_transforms::filter_grad_1d_factored;  // g = G^T u
+using winograd_transforms::input_1d;                 // v = B^T d
+using winograd_transforms::output_1d;                // y = A^T m
+using winograd_transforms::output_grad_1d;           // m = A y
 
 // ---- weight transform: U[p][c][r] = (G g(r,c) G^T)[p] ----
 
@@ -225,31 +194,21 @@ NN_INLINE void weight_cols_impl(const float* w, int64_t rows, int64_t cols, bool
         for (int l = 0; l < lanes; ++l)
           for (int k = 0; k < 9; ++k) g[k][l] = f[l * cols * 9 + k];
       }
-      // Vertical: tmp[i][v] = sum_u G[i][u] g[u][v].
+      // Vertical: tmp[i][v] = sum_u G[i][u] g[u][v]. The operands are loaded in order before each
+      // call (GCC evaluates arguments right to left, and the order of the loads decides which
+      // products FMA contraction fuses): the bits then stay those the tests validated.
       float tmp[6][3][kLanes];
       for (int v = 0; v < 3; ++v)
         for (int l = 0; l < kLanes; ++l) {
           const float g0 = g[v][l], g1 = g[3 + v][l], g2 = g[6 + v][l];
-          const float e = g0 + g2, f = g0 * (1.0f / 24) + g2 * (1.0f / 6), h = g1 * (1.0f / 12);
-          tmp[0][v][l] = g0 * 0.25f;
-          tmp[1][v][l] = (e + g1) * (-1.0f / 6);
-          tmp[2][v][l] = (e - g1) * (-1.0f / 6);
-          tmp[3][v][l] = f + h;
-          tmp[4][v][l] = f - h;
-          tmp[5][v][l] = g2;
+          filter_1d(g0, g1, g2, &tmp[0][v][l], 3 * kLanes);
         }
       // Horizontal: u[i][j] = sum_v tmp[i][v] G[j][v].
       float u[kPoints][kLanes];
       for (int i = 0; i < 6; ++i)
         for (int l = 0; l < kLanes; ++l) {
           const float g0 = tmp[i][0][l], g1 = tmp[i][1][l], g2 = tmp[i][2][l];
-          const float e = g0 + g2, f = g0 * (1.0f / 24) + g2 * (1.0f / 6), h = g1 * (1.0f / 12);
-          u[i * 6 + 0][l] = g0 * 0.25f;
-          u[i * 6 + 1][l] = (e + g1) * (-1.0f / 6);
-          u[i * 6 + 2][l] = (e - g1) * (-1.0f / 6);
-          u[i * 6 + 3][l] = f + h;
-          u[i * 6 + 4][l] = f - h;
-          u[i * 6 + 5][l] = g2;
+          filter_1d(g0, g1, g2, &u[i * 6][l], kLanes);
         }
       float* dst = U + c * rows + r0;
       if (lanes == kLanes) {
@@ -293,16 +252,6 @@ NN_INLINE void input_group_generic(const float* t, int64_t wb, float* v, int64_t
 
 // ---- output transform of 8 tiles of one channel ----
 
-// The 4 output columns of A^T m for m0..m5.
-template <typename T>
-NN_INLINE void output_1d(T m0, T m1, T m2, T m3, T m4, T m5, T& y0, T& y1, T& y2, T& y3) {
-  const T a1 = m1 + m2, b1 = m1 - m2, a2 = m3 + m4, b2 = m3 - m4;
-  y0 = m0 + a1 + a2;
-  y1 = b1 + 2.0f * b2;
-  y2 = a1 + 4.0f * a2;
-  y3 = b1 + 8.0f * b2 + m5;
-}
-
 // y tile rows: out[a * 32 + 4k + q] = Y[a][q] of tile k, for 8 tiles; m + p * pstride holds point p
 // of the 8 tiles.
 NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias, bool relu, float* out) {
@@ -311,12 +260,12 @@ NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias,
     const float* mi = m + 6 * i * pstride;
     for (int k = 0; k < kLanes; ++k)
       output_1d(mi[k], mi[pstride + k], mi[2 * pstride + k], mi[3 * pstride + k], mi[4 * pstride + k],
-                mi[5 * pstride + k], r[i][0][k], r[i][1][k], r[i][2][k], r[i][3][k]);
+                mi[5 * pstride + k], &r[i][0][k], kLanes);
   }
   for (int q = 0; q < 4; ++q)
     for (int k = 0; k < kLanes; ++k) {
       float y[4];
-      output_1d(r[0][q][k], r[1][q][k], r[2][q][k], r[3][q][k], r[4][q][k], r[5][q][k], y[0], y[1], y[2], y[3]);
+      output_1d(r[0][q][k], r[1][q][k], r[2][q][k], r[3][q][k], r[4][q][k], r[5][q][k], y, 1);
       for (int a = 0; a < 4; ++a) {
         float val = y[a] + bias;
         if (relu) val = std::max(val, 0.0f);
@@ -327,25 +276,13 @@ NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias,
 
 // ---- output-gradient transform (backward weight): dM = A dY A^T, the adjoint of A^T . A ----
 
-// The 6 points A y for the 4 values y0..y3 (one column or row of a 4x4 output tile).
-template <typename T>
-NN_INLINE void dy_1d(T y0, T y1, T y2, T y3, T* m, int64_t stride) {
-  const T e = y0 + y2, f = y1 + y3, g = y0 + 4.0f * y2, h = 2.0f * y1 + 8.0f * y3;
-  m[0 * stride] = y0;
-  m[1 * stride] = e + f;
-  m[2 * stride] = e - f;
-  m[3 * stride] = g + h;
-  m[4 * stride] = g - h;
-  m[5 * stride] = y3;
-}
-
 // Vertical pass: rows t[i] (stride wb) = sum_a A[i][a] * dy_a over columns [0, wb), where dy row a
 // holds columns [0, hi) at d[a][0 ..] and zeros beyond (past the output, or past the run).
 NN_INLINE void dy_vertical(const float* const d[4], int64_t hi, int64_t wb, float* t) {
   for (int i = 0; i < 6; ++i) std::fill(t + i * wb + hi, t + (i + 1) * wb, 0.0f);
   const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3];
 #pragma GCC ivdep
-  for (int64_t k = 0; k < hi; ++k) dy_1d(d0[k], d1[k], d2[k], d3[k], t + k, wb);
+  for (int64_t k = 0; k < hi; ++k) output_grad_1d(d0[k], d1[k], d2[k], d3[k], t + k, wb);
 }
 
 // Horizontal pass for 8 tiles (portable): the 6 rows at t (stride wb), tile k at columns 4k .. 4k+3;
@@ -357,7 +294,7 @@ NN_INLINE void dy_group_generic(const float* t, int64_t wb, float* m, int64_t ps
     for (int j = 0; j < 4; ++j)
       for (int k = 0; k < kLanes; ++k) s[j][k] = row[4 * k + j];
     float* mi = m + 6 * i * pstride;
-    for (int k = 0; k < kLanes; ++k) dy_1d(s[0][k], s[1][k], s[2][k], s[3][k], mi + k, pstride);
+    for (int k = 0; k < kLanes; ++k) output_grad_1d(s[0][k], s[1][k], s[2][k], s[3][k], mi + k, pstride);
   }
 }
 
@@ -387,6 +324,7 @@ NN_AVX2_FN NN_INLINE void transpose_8x2(const float* p, __m256& s0, __m256& s1) 
   s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
 }
 
+// input_1d (v = B^T d) on 8 lanes, with the same factoring.
 NN_AVX2_FN NN_INLINE void input_1d_avx2(__m256 d0, __m256 d1, __m256 d2, __m256 d3, __m256 d4, __m256 d5, float* v,
                                         int64_t stride) {
   const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
@@ -410,6 +348,7 @@ NN_AVX2_FN NN_INLINE void input_group_avx2(const float* t, int64_t wb, float* v,
   }
 }
 
+// output_1d (y = A^T m) on 8 lanes, with the same factoring.
 NN_AVX2_FN NN_INLINE void output_1d_avx2(__m256 m0, __m256 m1, __m256 m2, __m256 m3, __m256 m4, __m256 m5,
                                          __m256& y0, __m256& y1, __m256& y2, __m256& y3) {
   const __m256 a1 = _mm256_add_ps(m1, m2), b1 = _mm256_sub_ps(m1, m2);
@@ -453,6 +392,7 @@ NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, flo
   }
 }
 
+// dy_group_generic with output_grad_1d (m = A y) on 8 lanes, with the same factoring.
 NN_AVX2_FN NN_INLINE void dy_group_avx2(const float* t, int64_t wb, float* m, int64_t pstride) {
   const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), eight = _mm256_set1_ps(8.0f);
   for (int i = 0; i < 6; ++i) {
@@ -818,16 +758,14 @@ void weight_grad_rows(const float* const* acc, int64_t nacc, int64_t O, int64_t 
       for (int64_t k = 0; k < nacc; ++k)
         for (int p = 0; p < kPoints; ++p)
           for (int l = 0; l < lanes; ++l) u[p][l] += acc[k][p * plane + base + l];
-      // Vertical: tmp[u][j] = sum_i G[i][u] dU[i][j].
+      // Vertical: tmp[u][j] = sum_i G[i][u] dU[i][j] (operands loaded in order first, as in
+      // weight_cols_impl).
       float tmp[3][6][kLanes];
       for (int j = 0; j < 6; ++j)
         for (int l = 0; l < kLanes; ++l) {
           const float x0 = u[j][l], x1 = u[6 + j][l], x2 = u[12 + j][l], x3 = u[18 + j][l], x4 = u[24 + j][l],
                       x5 = u[30 + j][l];
-          const float s12 = x1 + x2, d12 = x2 - x1, s34 = x3 + x4, d34 = x3 - x4;
-          tmp[0][j][l] = 0.25f * x0 - s12 * (1.0f / 6) + s34 * (1.0f / 24);
-          tmp[1][j][l] = d12 * (1.0f / 6) + d34 * (1.0f / 12);
-          tmp[2][j][l] = (s34 - s12) * (1.0f / 6) + x5;
+          filter_grad_1d_factored(x0, x1, x2, x3, x4, x5, &tmp[0][j][l], 6 * kLanes);
         }
       // Horizontal: g[u][v] = sum_j tmp[u][j] G[j][v].
       float g[9][kLanes];
@@ -835,10 +773,7 @@ void weight_grad_rows(const float* const* acc, int64_t nacc, int64_t O, int64_t 
         for (int l = 0; l < kLanes; ++l) {
           const float x0 = tmp[r][0][l], x1 = tmp[r][1][l], x2 = tmp[r][2][l], x3 = tmp[r][3][l], x4 = tmp[r][4][l],
                       x5 = tmp[r][5][l];
-          const float s12 = x1 + x2, d12 = x2 - x1, s34 = x3 + x4, d34 = x3 - x4;
-          g[3 * r + 0][l] = 0.25f * x0 - s12 * (1.0f / 6) + s34 * (1.0f / 24);
-          g[3 * r + 1][l] = d12 * (1.0f / 6) + d34 * (1.0f / 12);
-          g[3 * r + 2][l] = (s34 - s12) * (1.0f / 6) + x5;
+          filter_grad_1d_factored(x0, x1, x2, x3, x4, x5, &g[3 * r][l], kLanes);
         }
       float* out = dw + base * 9;
       for (int l = 0; l < lanes; ++l)
@@ -938,10 +873,11 @@ void check_geometry(const Conv2dGeometry& g, const char* what) {
            ": inconsistent output size");
 }
 
-Problem make_problem(const float* in, float* out, const float* bias, bool relu, int64_t n, int64_t cin, int64_t cout,
-                     int64_t ih, int64_t iw, int64_t oh, int64_t ow, int64_t pad_h, int64_t pad_w) {
-  Problem P{in, out, bias, relu, n, cin, cout, ih, iw, oh, ow, pad_h, pad_w, ceil_div(oh, 4), ceil_div(ow, 4), 0};
-  P.tiles = n * P.tiles_h * P.tiles_w;
+// The forward pass of convolution g (3x3, stride 1) from `in` to `out`.
+Problem make_problem(const float* in, float* out, const float* bias, bool relu, const Conv2dGeometry& g) {
+  Problem P{in, out, bias, relu, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w, ceil_div(g.oh, 4),
+            ceil_div(g.ow, 4), 0};
+  P.tiles = g.n * P.tiles_h * P.tiles_w;
   return P;
 }
 
@@ -957,8 +893,8 @@ bool winograd_applicable(const Conv2dGeometry& g) {
   const int64_t tiles = ceil_div(g.oh, 4) * ceil_div(g.ow, 4);
   if (9 * g.oh * g.ow < 2 * 36 * tiles) return false;
   // Transforming the weights costs about as much as 20-40 tiles' products once U (36 * C * O
-  // floats) no longer fits in cache (measured: 512 -> 512 channels at 14x14, batch 1: 0.65x the
-  // direct path; batch 8: 1.2x; at 7x7, batch 8: 1.17x).
+  // floats) no longer fits in cache: with big weights, few outputs do not amortise it (bench/README.md,
+  // "Winograd on the CPU").
   const bool big_weights = kPoints * g.c * g.o * 4 > (int64_t{4} << 20);
   return !big_weights || g.n * g.oh * g.ow >= kWinogradMinOutputsBigWeights;
 }
@@ -970,19 +906,17 @@ void winograd_use_portable_kernels(bool portable) { force_portable = portable; }
 void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
                              const Conv2dGeometry& g) {
   check_geometry(g, "winograd_conv2d_forward");
-  run_winograd(make_problem(x, y, bias, relu, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w), w, false);
+  run_winograd(make_problem(x, y, bias, relu, g), w, false);
 }
 
 void winograd_conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g) {
   check_geometry(g, "winograd_conv2d_backward_weight");
-  run_winograd_backward_weight(
-      make_problem(x, nullptr, nullptr, false, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w), dy, dw);
+  run_winograd_backward_weight(make_problem(x, nullptr, nullptr, false, g), dy, dw);
 }
 
 void winograd_conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dGeometry& g) {
   check_geometry(g, "winograd_conv2d_backward_input");
-  run_winograd(make_problem(dy, dx, nullptr, false, g.n, g.o, g.c, g.oh, g.ow, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w), w,
-               true);
+  run_winograd(make_problem(dy, dx, nullptr, false, g.input_gradient_as_forward()), w, true);
 }
 
 }  // namespace nn::cpu

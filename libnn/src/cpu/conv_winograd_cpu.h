@@ -1,7 +1,8 @@
 // Winograd F(4x4, 3x3) convolution on the CPU, float32, NCHW: 3x3 stride-1 convolutions with
 // padding 0..2, any N, C, O, H, W. About 4x fewer multiplies than the direct convolution on large
 // images (36 products per 4x4 output tile instead of 144); see conv_winograd_cpu.cpp for the
-// algorithm, layout, blocking, costs and the measured error.
+// algorithm, layout, blocking and costs, and bench/README.md ("Winograd on the CPU") for the
+// measurements behind the rules below.
 #pragma once
 
 #include "kernel_table.h"
@@ -18,9 +19,8 @@ namespace nn::cpu {
 bool winograd_applicable(const Conv2dGeometry& g);
 
 // Whether the Winograd backward-weight pass applies and pays off: the same rule as
-// winograd_applicable (measured against the im2col + GEMM pass, 2 threads: 1.45-2.9x faster on
-// 16..512 channels; 8 -> 16 channels 0.94x, 3 -> 64 0.43x, 2x2 images 0.49x, 512 -> 512 at 14x14
-// batch 1 0.48x, all rejected; 5x5 images 1.1x, rejected anyway).
+// winograd_applicable (against the im2col + GEMM pass it wins on the shapes that rule accepts and
+// loses on few channels, tiny images and big weights at batch 1, which it rejects).
 bool winograd_backward_weight_applicable(const Conv2dGeometry& g);
 
 // y (N,O,OH,OW) = relu?(conv(x (N,C,H,W), w (O,C,3,3)) + bias (O, nullable)). y is overwritten.
@@ -44,9 +44,8 @@ void winograd_conv2d_backward_weight(const float* dy, const float* x, float* dw,
 // picks the AVX2 ones at run time when the CPU has them). Not thread-safe against running convs.
 void winograd_use_portable_kernels(bool portable);
 
-// The minimum channel count (C and O) winograd_applicable asks for. Measured against the direct
-// path (both on the packed GEMM, one thread, batch 8 at 56x56): 16 -> 16 channels 2.4x faster,
-// 8 -> 8 1.4-1.9x, 3 -> 64 (VGG's first layer, at 224) 0.6x.
+// The minimum channel count (C and O) winograd_applicable asks for; VGG's first layer (3 -> 64)
+// stays on the direct path, which is faster there (the measurements: bench/README.md).
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradMinOutputsBigWeights = 256;
 

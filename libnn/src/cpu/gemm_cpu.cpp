@@ -7,8 +7,8 @@
 //
 // The micro-kernel keeps a 6x16 tile of C in 12 AVX registers and, per step of k, loads 16 values
 // of B (2 registers) and broadcasts 6 of A: 12 FMAs for 3 loads, so the two FMA pipes of a Zen 3
-// or Skylake core stay busy (measured alone on this VM: ~73 GFLOP/s per core, 94% of the FMA peak
-// at the 2.45 GHz it reports). Packing makes every micro-kernel read contiguous and turns
+// or Skylake core stay busy (its measured rate: bench/README.md, "Measurements moved out of the CPU
+// kernels' comments"). Packing makes every micro-kernel read contiguous and turns
 // transposed or strided operands (MatrixRef) into the same layout, so no case needs its own kernel.
 // Each micro-tile lands in a small buffer and the epilogue (alpha, beta, bias, ReLU) is applied
 // when it is stored, only on the last KC slice for ReLU, so fusing costs no extra pass over C.
@@ -362,8 +362,8 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, MatrixRef a, const PackedA* p
   float* bp = pack_buffer_b();
   float* ap_buffer = packed ? nullptr : pack_buffer_a();
   // With very few rows (a linear layer on a small batch) each B panel is used once or twice and the
-  // product streams B from memory: deeper, narrower slices read B's rows in longer runs (measured
-  // on 8x25088 by 25088x4096 transposed: 1.6x faster). The pack buffer keeps its size.
+  // product streams B from memory: deeper, narrower slices read B's rows in longer runs (faster on
+  // VGG16's fc6 shape at batch 8; bench/README.md). The pack buffer keeps its size.
   const int64_t kc_block = !packed && m <= 2 * MR ? 4 * KC : KC;
   const int64_t nc_block = NC * KC / kc_block;
   for (int64_t j0 = 0; j0 < n; j0 += nc_block) {

@@ -41,21 +41,7 @@ Conv2dGeometry conv_geometry(const Tensor& x, const Tensor& weight, const Tensor
   NN_CHECK(ws[2] <= padded_h && ws[3] <= padded_w, "conv2d: kernel ", ws[2], "x", ws[3],
            " is larger than the padded input ", padded_h, "x", padded_w, " (input ", xs[2], "x", xs[3], ", padding ",
            pad[0], "x", pad[1], ")");
-  Conv2dGeometry g{};
-  g.n = xs[0];
-  g.c = xs[1];
-  g.h = xs[2];
-  g.w = xs[3];
-  g.o = ws[0];
-  g.kh = ws[2];
-  g.kw = ws[3];
-  g.stride_h = stride[0];
-  g.stride_w = stride[1];
-  g.pad_h = pad[0];
-  g.pad_w = pad[1];
-  g.oh = (padded_h - g.kh) / g.stride_h + 1;
-  g.ow = (padded_w - g.kw) / g.stride_w + 1;
-  return g;
+  return Conv2dGeometry::from(xs, ws, stride, pad);
 }
 
 Tensor conv2d_batched(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {

@@ -24,16 +24,6 @@ Batched as_batched(const Tensor& x, const char* op) {
 
 Tensor unbatch(const Tensor& t, bool unbatched) { return unbatched ? t.squeeze(0) : t; }
 
-// PyTorch's pooling output length along one dim.
-int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode) {
-  const int64_t span = in + 2 * pad - kernel + (ceil_mode ? stride - 1 : 0);
-  // Floor division: span is negative when the kernel does not fit.
-  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
-  // The last window must start inside the input or its left padding.
-  if (ceil_mode && out > 0 && (out - 1) * stride >= in + pad) --out;
-  return out;
-}
-
 Pool2dGeometry pool_geometry(const Tensor& x4, const Pool2dOptions& o, const char* op) {
   const auto& k = o.kernel;
   NN_CHECK(k[0] > 0 && k[1] > 0, op, ": kernel size must be positive, got (", k[0], ", ", k[1], ")");
@@ -45,21 +35,7 @@ Pool2dGeometry pool_geometry(const Tensor& x4, const Pool2dOptions& o, const cha
   NN_CHECK(p[0] >= 0 && p[1] >= 0, op, ": padding must be non-negative, got (", p[0], ", ", p[1], ")");
   NN_CHECK(p[0] <= k[0] / 2 && p[1] <= k[1] / 2, op, ": padding (", p[0], ", ", p[1],
            ") must be at most half the kernel size (", k[0], ", ", k[1], ")");
-  const Shape& s = x4.shape();
-  Pool2dGeometry g{};
-  g.n = s[0];
-  g.c = s[1];
-  g.h = s[2];
-  g.w = s[3];
-  g.kh = k[0];
-  g.kw = k[1];
-  g.stride_h = sh;
-  g.stride_w = sw;
-  g.pad_h = p[0];
-  g.pad_w = p[1];
-  g.count_include_pad = o.count_include_pad;
-  g.oh = pooled_size(g.h, g.kh, sh, g.pad_h, o.ceil_mode);
-  g.ow = pooled_size(g.w, g.kw, sw, g.pad_w, o.ceil_mode);
+  const Pool2dGeometry g = Pool2dGeometry::from(x4.shape(), k, {sh, sw}, p, o.ceil_mode, o.count_include_pad);
   NN_CHECK(g.oh > 0 && g.ow > 0, op, ": input ", g.h, "x", g.w, " is too small for kernel ", g.kh, "x", g.kw,
            " with stride ", sh, "x", sw, " and padding ", g.pad_h, "x", g.pad_w, " (output would be ", g.oh, "x",
            g.ow, ")");
