@@ -12,6 +12,7 @@ void register_reduce_cuda(KernelTable& t);
 void register_matmul_cuda(KernelTable& t);
 void register_conv_cuda(KernelTable& t);
 void register_pool_cuda(KernelTable& t);
+void register_batch_norm_cuda(KernelTable& t);
 void register_softmax_cuda(KernelTable& t);
 void register_loss_cuda(KernelTable& t);
 void register_optim_cuda(KernelTable& t);
@@ -25,6 +26,7 @@ void register_cuda_kernels(KernelTable& t) {
   cuda::register_matmul_cuda(t);
   cuda::register_conv_cuda(t);
   cuda::register_pool_cuda(t);
+  cuda::register_batch_norm_cuda(t);
   cuda::register_softmax_cuda(t);
   cuda::register_loss_cuda(t);
   cuda::register_optim_cuda(t);

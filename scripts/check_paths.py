@@ -22,7 +22,7 @@ import re
 import sys
 
 TOP = ("libnn", "kernels", "models", "examples", "weights", "tests", "bench", "docs", "scripts", "cmake", ".ci")
-SCANNED = (".cpp", ".h", ".cu", ".cuh", ".txt", ".cmake", ".sh", ".py", ".md", ".in")
+SCANNED = (".cpp", ".h", ".cu", ".cuh", ".def", ".txt", ".cmake", ".sh", ".py", ".md", ".in")
 SKIP_DIRS = {".git", "__pycache__", "results", "images"}
 SOURCE_EXT = ("cpp", "h", "cu", "cuh", "py", "sh")
 
@@ -62,7 +62,7 @@ def comment_lines(rel, lines):
     if rel.endswith(".md"):
         return list(enumerate(lines, 1))
     out = []
-    c_like = rel.endswith((".cpp", ".h", ".cu", ".cuh"))
+    c_like = rel.endswith((".cpp", ".h", ".cu", ".cuh", ".def"))
     python = rel.endswith(".py")
     in_block = False
     for number, line in enumerate(lines, 1):

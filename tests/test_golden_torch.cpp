@@ -1,7 +1,7 @@
 // Golden comparisons with PyTorch (Debian's python3-torch, run at test time by
 // tests/golden/torch_reference.py; skipped when /usr/bin/python3 cannot import torch): conv2d,
 // pooling, linear, log_softmax, the losses (forward and backward) and SGD/Adam/AdamW steps, all in
-// float32, agreeing within 1e-5 relative.
+// float32, agreeing within 1e-5 relative; batch norm (training, eval, running statistics over steps).
 #include <gtest/gtest.h>
 #include <nn/io/safetensors.h>
 #include <nn/nn.h>
@@ -180,6 +180,43 @@ TEST_F(GoldenTorch, LinearSoftmaxAndLossesMatchPyTorch) {
   GoldenCase mse{"mse_sum", "mse_loss", {{"reduction", "sum"}}, {rnd({3, 4}, 17), rnd({3, 4}, 18)}, {true, true},
                  [](const std::vector<Tensor>& t) { return nn::mse_loss(t[0], t[1], nn::Reduction::sum); }};
   check({lin, lsm, bce, bce_big, ce, mse});
+}
+
+TEST_F(GoldenTorch, BatchNormMatchesPyTorch) {
+  auto bn = [](const std::string& name, nn::Shape x, bool training, bool affine, uint64_t seed) {
+    const int64_t c = x[1];
+    GoldenCase k{name, "batch_norm", {{"training", training}, {"momentum", 0.1}, {"eps", 1e-5}},
+                 {nn::add(nn::mul(rnd(x, seed), 3.0), 1.5), rnd({c}, seed + 1), rnd({c}, seed + 2, 0.5, 2.0)},
+                 {true, false, false}, nullptr};
+    if (affine) {
+      k.inputs.push_back(rnd({c}, seed + 3, 0.5, 1.5));
+      k.inputs.push_back(rnd({c}, seed + 4));
+      k.grad.push_back(true);
+      k.grad.push_back(true);
+    }
+    k.run = [training, affine](const std::vector<Tensor>& t) {
+      Tensor rm = t[1].detach().clone(), rv = t[2].detach().clone();  // training updates them
+      return nn::batch_norm(t[0], rm, rv, affine ? t[3] : Tensor(), affine ? t[4] : Tensor(), training, 0.1, 1e-5);
+    };
+    return k;
+  };
+  // Running statistics over several training steps (momentum 0.2), then eval on another batch.
+  GoldenCase steps{"batch_norm_steps", "batch_norm_module_steps", {{"momentum", 0.2}},
+                   {nn::add(rnd({4, 3, 2, 5, 5}, 40, -2, 2), 0.7), rnd({2, 2, 5, 5}, 41)}, {false, false},
+                   [](const std::vector<Tensor>& t) {
+                     nn::BatchNorm2d module(2, 1e-5, 0.2);
+                     module.train();
+                     for (int64_t k = 0; k < t[0].size(0); ++k) module(t[0].select(0, k));
+                     module.eval();
+                     nn::NoGradGuard g;
+                     Tensor y = module(t[1]);
+                     return nn::concat({module.running_mean(), module.running_var(),
+                                        module.num_batches_tracked().to(nn::f32).reshape({1}), y.reshape({-1})},
+                                       0);
+                   }};
+  check({bn("bn2d_train_affine", {4, 3, 5, 6}, true, true, 30), bn("bn2d_train_plain", {2, 4, 3, 3}, true, false, 31),
+         bn("bn1d_train_affine", {8, 5}, true, true, 32), bn("bn2d_eval_affine", {3, 3, 4, 4}, false, true, 33),
+         bn("bn1d_eval_ncl", {3, 4, 7}, false, true, 34), steps});
 }
 
 TEST_F(GoldenTorch, OptimizerStepsMatchPyTorch) {

@@ -434,7 +434,9 @@ TEST(Sched, CosineAnnealingFollowsTheClosedForm) {
   for (int e = 1; e <= 10; ++e) {
     sched.step();
     EXPECT_NEAR(sgd.lr(), 0.001 + 0.099 * (1 + std::cos(pi * e / 10)) / 2, 1e-15) << "epoch " << e;
-    if (e == 5) EXPECT_NEAR(sgd.lr(), 0.0505, 1e-15);
+    if (e == 5) {
+      EXPECT_NEAR(sgd.lr(), 0.0505, 1e-15);
+    }
   }
   EXPECT_NEAR(sgd.lr(), 0.001, 1e-15);
 }

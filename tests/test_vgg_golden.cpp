@@ -139,15 +139,17 @@ class VGGGolden : public ::testing::Test {
     EXPECT_EQ(file.tensors.size(), expected) << what << " holds other tensors too";
   }
 
-  // classify with --logits/--features on the two images; compares with PyTorch's outputs.
-  void expect_outputs(const std::string& weights, const std::string& preset, bool notop) {
+  // classify with --logits/--features on the two images; compares with PyTorch's outputs (in
+  // `reference`, reference.safetensors by default).
+  void expect_outputs(const std::string& weights, const std::string& preset, bool notop,
+                      const std::string& reference_file = "reference.safetensors") {
     const std::string logits = tmp("logits.safetensors"), features = tmp("features.safetensors");
     std::string cmd = kBin + "classify --threads 2 --weights " + weights + " --features " + features;
     if (!notop) cmd += " --json --logits " + logits;
     cmd += " " + ref("image0.png") + " " + ref("image1.png");
     Result r = run(cmd);
     ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
-    nn::io::SafetensorsFile reference = nn::io::load_safetensors(ref("reference.safetensors"));
+    nn::io::SafetensorsFile reference = nn::io::load_safetensors(ref(reference_file));
     expect_close_to_largest(nn::io::load_safetensors(features).at("features"), reference.at("features." + preset),
                             preset + " features");
     if (notop) return;
@@ -179,6 +181,28 @@ TEST_F(VGGGolden, TorchvisionZipAndLegacyFormatsConvertToTheSameTensors) {
 TEST_F(VGGGolden, TorchvisionWeightsGivePyTorchsFeaturesAndLogits) {
   convert("torchvision", ref("vgg16_zip.pth"), tmp("vgg16.safetensors"));
   expect_outputs(tmp("vgg16.safetensors"), "torchvision", false);
+}
+
+TEST_F(VGGGolden, TorchvisionVgg16BnConvertsAndGivesPyTorchsEvalLogits) {
+  nn::io::SafetensorsFile reference = nn::io::load_safetensors(ref("reference_bn.safetensors"));
+  for (const char* format : {"zip", "legacy"}) {
+    const std::string out = tmp(std::string("bn_") + format + ".safetensors");
+    nn::io::SafetensorsFile file = convert("torchvision", ::ref(std::string("vgg16_bn_") + format + ".pth"), out);
+    EXPECT_EQ(file.metadata["architecture"], "vgg16_bn") << format;
+    size_t expected = 0;
+    for (const auto& [name, tensor] : reference.tensors) {
+      if (name.rfind("features.torchvision", 0) == 0 || name.rfind("logits.", 0) == 0) continue;
+      ++expected;
+      ASSERT_TRUE(file.contains(name)) << format << " lacks " << name;
+      if (tensor.dtype() == nn::DType::i64) {
+        EXPECT_EQ(file.at(name).to_vector<int64_t>(), tensor.to_vector<int64_t>()) << name;
+      } else {
+        expect_identical(file.at(name), tensor, std::string(format) + ": " + name);
+      }
+    }
+    EXPECT_EQ(file.tensors.size(), expected) << format;
+  }
+  expect_outputs(tmp("bn_zip.safetensors"), "torchvision", false, "reference_bn.safetensors");
 }
 
 TEST_F(VGGGolden, KerasFullFilesInBothNameStylesConvertToTorchvisionTensors) {

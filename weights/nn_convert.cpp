@@ -44,13 +44,10 @@ std::string sniff_format(const std::string& path) {
   return "safetensors";  // the reader says so clearly when it is not one either
 }
 
-// Records the architecture when the tensors form a VGG ("vgg16", "vgg19-notop", ...).
+// Records the architecture when the tensors form a VGG ("vgg16", "vgg16_bn", "vgg19-notop", ...).
 void add_architecture(ConvertedWeights& weights) {
   try {
-    nn::models::VGGOptions options = nn::models::infer_vgg_options(weights.tensors);
-    std::string name = "vgg" + std::to_string(options.depth);
-    if (!options.include_top) name += "-notop";
-    weights.metadata[nn::weights::kMetaArchitecture] = name;
+    weights.metadata[nn::weights::kMetaArchitecture] = nn::models::vgg_name(nn::models::infer_vgg_options(weights.tensors));
   } catch (const nn::Error&) {
     weights.metadata.erase(nn::weights::kMetaArchitecture);  // not a VGG: convert it all the same
   }

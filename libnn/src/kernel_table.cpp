@@ -12,6 +12,7 @@ void register_cpu_kernels(KernelTable& t) {
   cpu::register_matmul_cpu(t);
   cpu::register_conv_cpu(t);
   cpu::register_pool_cpu(t);
+  cpu::register_batch_norm_cpu(t);
   cpu::register_softmax_cpu(t);
   cpu::register_loss_cpu(t);
   cpu::register_optim_cpu(t);

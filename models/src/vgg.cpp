@@ -42,7 +42,7 @@ const std::vector<int64_t>& vgg_config(int depth) {
   return d;  // unreachable
 }
 
-std::vector<int64_t> vgg_conv_indices(int depth) {
+std::vector<int64_t> vgg_conv_indices(int depth, bool batch_norm) {
   std::vector<int64_t> indices;
   int64_t index = 0;
   for (int64_t entry : vgg_config(depth)) {
@@ -50,10 +50,17 @@ std::vector<int64_t> vgg_conv_indices(int depth) {
       index += 1;  // MaxPool2d
     } else {
       indices.push_back(index);
-      index += 2;  // Conv2d, ReLU
+      index += batch_norm ? 3 : 2;  // Conv2d, [BatchNorm2d,] ReLU
     }
   }
   return indices;
+}
+
+std::string vgg_name(const VGGOptions& options) {
+  std::string name = "vgg" + std::to_string(options.depth);
+  if (options.batch_norm) name += "_bn";
+  if (!options.include_top) name += "-notop";
+  return name;
 }
 
 int vgg_depth_for_conv_count(int64_t conv_count) {
@@ -80,6 +87,7 @@ VGG::VGG(const VGGOptions& options, Generator& gen) : options_(options) {
     } else {
       int64_t out = scaled(entry, options.width_multiplier);
       features_->push_back(std::make_shared<Conv2d>(channels, out, 3, 1, 1, true, gen));
+      if (options.batch_norm) features_->push_back(std::make_shared<BatchNorm2d>(out));
       features_->push_back(std::make_shared<ReLU>());
       channels = out;
     }
@@ -105,10 +113,12 @@ VGG::VGG(const VGGOptions& options, Generator& gen) : options_(options) {
 
 void VGG::initialize(Generator& gen) {
   // torchvision's VGG initialisation: convolutions He-normal over fan-out, linear layers
-  // N(0, 0.01^2), biases zero.
+  // N(0, 0.01^2), biases zero, batch norms weight 1 and bias 0.
   NoGradGuard no_grad;
   for (auto& [name, module] : named_modules()) {
-    if (auto* conv = dynamic_cast<Conv2d*>(module)) {
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(module)) {
+      bn->reset_parameters();
+    } else if (auto* conv = dynamic_cast<Conv2d*>(module)) {
       init::kaiming_normal_(conv->weight(), 0.0, init::FanMode::fan_out, init::Nonlinearity::relu, gen);
       if (conv->bias().defined()) init::zeros_(conv->bias());
     } else if (auto* linear = dynamic_cast<Linear*>(module)) {
@@ -191,6 +201,7 @@ std::string VGG::extra_repr() const {
   std::ostringstream out;
   out << "depth=" << options_.depth << ", width=" << options_.width_multiplier
       << ", input_size=" << options_.input_size;
+  if (options_.batch_norm) out << ", batch_norm=True";
   return out.str();
 }
 
@@ -219,11 +230,17 @@ VGGOptions infer_vgg_options(const StateDict& state) {
              "not a VGG state dict: unexpected tensor '", key, "'");
     if (rest == "weight") convs.emplace_back(std::stoll(index), &value);
   }
+  // With batch norm, features.N.weight names the convolutions and the batch norms after them (which
+  // have a running mean); only the 4-D ones are convolutions.
+  options.batch_norm = find(state, "features.1.running_mean") != nullptr;
+  if (options.batch_norm)
+    convs.erase(std::remove_if(convs.begin(), convs.end(), [](const auto& c) { return c.second->dim() == 1; }),
+                convs.end());
   std::sort(convs.begin(), convs.end());
   options.depth = vgg_depth_for_conv_count(static_cast<int64_t>(convs.size()));
   NN_CHECK(options.depth != 0, "not a VGG state dict: ", convs.size(),
            " convolution weights (features.N.weight), but VGG11/13/16/19 have 8/10/13/16");
-  std::vector<int64_t> expected = vgg_conv_indices(options.depth);
+  std::vector<int64_t> expected = vgg_conv_indices(options.depth, options.batch_norm);
   for (size_t k = 0; k < convs.size(); ++k) {
     NN_CHECK(convs[k].first == expected[k], "not a VGG", options.depth, " state dict: convolution ", k,
              " is features.", convs[k].first, ", expected features.", expected[k]);

@@ -56,6 +56,23 @@ def run_op(op, p, x):
         return F.mse_loss(x[0], x[1], reduction=p["reduction"])
     if op == "log_softmax":
         return F.log_softmax(x[0], dim=p["dim"])
+    if op == "batch_norm":
+        # inputs: x, running_mean, running_var[, weight, bias]; the running statistics are copied
+        # (training updates them in place).
+        w, b = (x[3], x[4]) if len(x) > 3 else (None, None)
+        return F.batch_norm(x[0], x[1].clone(), x[2].clone(), w, b, training=p["training"],
+                            momentum=p["momentum"], eps=p["eps"])
+    if op == "batch_norm_module_steps":
+        # A BatchNorm2d trained on the batches x[0][k], then the running statistics and the eval
+        # output on x[1]: cat(running_mean, running_var, num_batches_tracked, eval output).
+        bn = torch.nn.BatchNorm2d(x[0].shape[2], momentum=p["momentum"])
+        bn.train()
+        for batch in x[0]:
+            bn(batch)
+        bn.eval()
+        with torch.no_grad():
+            y = bn(x[1])
+        return torch.cat([bn.running_mean, bn.running_var, bn.num_batches_tracked.float().reshape(1), y.reshape(-1)])
     raise ValueError("unknown op " + op)
 
 

@@ -15,6 +15,10 @@ Writes into OUT_DIR:
   bad_global.pth                      a torch.save file whose pickle names os.system
   truncated.pth                       the first part of vgg16_zip.pth
   bad_shape.h5                        a Keras file whose block2_conv1 kernel is 5x5
+  vgg16_bn_zip.pth, vgg16_bn_legacy.pth   a random torchvision vgg16_bn() (batch norms with random
+                                      running statistics and affine parameters) in both formats
+  reference_bn.safetensors            its state dict and, in eval mode, its features and logits for
+                                      the torchvision preset
   done                                written last (the C++ side waits for complete output)
 
 Nothing here is downloaded: the weights are random (seeded), the images synthetic.
@@ -146,6 +150,33 @@ safetensors_writer.write_safetensors(
     os.path.join(out, "reference.safetensors"),
     ((name, "F32", t.shape, t.detach().contiguous().numpy().astype(np.float32).tobytes()) for name, t in tensors),
     {"torch": torch.__version__, "torchvision": torchvision.__version__})
+
+# ---- VGG16 with batch norm (torchvision's vgg16_bn layout), in eval mode ----
+bn_model = torchvision.models.vgg16_bn()
+with torch.no_grad():
+    for name, p in bn_model.named_parameters():
+        if name.endswith("bias"):
+            p.uniform_(-0.05, 0.05)
+    for m in bn_model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.num_batches_tracked.fill_(17)
+bn_model.eval()
+bn_state = bn_model.state_dict()
+torch.save(bn_state, os.path.join(out, "vgg16_bn_zip.pth"))
+torch.save(bn_state, os.path.join(out, "vgg16_bn_legacy.pth"), _use_new_zipfile_serialization=False)
+with torch.no_grad():
+    bn_features = bn_model.features(x_torchvision)
+    bn_logits = bn_model(x_torchvision)
+bn_tensors = [(k, v) for k, v in bn_state.items()] + [("features.torchvision", bn_features),
+                                                       ("logits.torchvision", bn_logits)]
+safetensors_writer.write_safetensors(
+    os.path.join(out, "reference_bn.safetensors"),
+    ((name, "I64" if t.dtype == torch.int64 else "F32", t.shape,
+      t.detach().contiguous().numpy().astype(np.int64 if t.dtype == torch.int64 else np.float32).tobytes())
+     for name, t in bn_tensors))
 
 with open(os.path.join(out, "done"), "w") as f:
     f.write("ok\n")

@@ -1,5 +1,5 @@
-// The layers VGG and its classifier heads are built from: Conv2d, Linear, MaxPool2d,
-// AdaptiveAvgPool2d, ReLU, Dropout, Flatten, and the Sequential container. Parameter names,
+// The layers VGG and its classifier heads are built from: Conv2d, Linear, BatchNorm2d, BatchNorm1d,
+// MaxPool2d, AdaptiveAvgPool2d, ReLU, Dropout, Flatten, Identity, and the Sequential container. Parameter names,
 // shapes (conv OIHW, linear (out, in)) and default initialisation follow torchvision/PyTorch:
 // weights kaiming_uniform_(a = sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Initialisation draws from the Generator passed to the
@@ -104,6 +104,65 @@ class AdaptiveAvgPool2d : public Module {
   std::array<int64_t, 2> output_size_;
 };
 
+// Batch normalization over the channels (dim 1), torchvision's names: parameters "weight" (ones)
+// and "bias" (zeros) when affine; buffers "running_mean" (zeros), "running_var" (ones) and
+// "num_batches_tracked" (int64, counts training forwards) when tracking running statistics.
+// Training mode normalizes with the batch's statistics and updates the running ones (momentum,
+// unbiased variance); eval mode uses the running ones (nn::batch_norm). Without running
+// statistics, eval mode uses the batch's too, as PyTorch does.
+class BatchNorm : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+
+  int64_t num_features() const { return num_features_; }
+  double eps() const { return eps_; }
+  double momentum() const { return momentum_; }
+  const Tensor& weight() const { return weight_; }        // (C), undefined when not affine
+  const Tensor& bias() const { return bias_; }            // (C), undefined when not affine
+  const Tensor& running_mean() const { return running_mean_; }  // (C), undefined when not tracked
+  const Tensor& running_var() const { return running_var_; }
+  const Tensor& num_batches_tracked() const { return num_batches_tracked_; }
+  // Running statistics back to 0 mean, 1 variance, 0 batches; weight 1, bias 0.
+  void reset_parameters();
+
+  std::string extra_repr() const override;
+
+ protected:
+  BatchNorm(int64_t num_features, double eps, double momentum, bool affine, bool track_running_stats,
+            int64_t min_dims, int64_t max_dims);
+
+ private:
+  int64_t num_features_;
+  double eps_, momentum_;
+  int64_t min_dims_, max_dims_;
+  Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+};
+
+// Over (N, C, H, W).
+class BatchNorm2d : public BatchNorm {
+ public:
+  explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+                       bool track_running_stats = true)
+      : BatchNorm(num_features, eps, momentum, affine, track_running_stats, 4, 4) {}
+  std::string name() const override { return "BatchNorm2d"; }
+};
+
+// Over (N, C) or (N, C, L).
+class BatchNorm1d : public BatchNorm {
+ public:
+  explicit BatchNorm1d(int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+                       bool track_running_stats = true)
+      : BatchNorm(num_features, eps, momentum, affine, track_running_stats, 2, 3) {}
+  std::string name() const override { return "BatchNorm1d"; }
+};
+
+// Returns its input (what a folded BatchNorm becomes, see fold_batch_norms).
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string name() const override { return "Identity"; }
+};
+
 class ReLU : public Module {
  public:
   Tensor forward(const Tensor& x) override;
@@ -186,5 +245,14 @@ class Sequential : public Module {
 
   std::string name() const override { return "Sequential"; }
 };
+
+// Folds, for inference, every BatchNorm2d that directly follows a Conv2d in a Sequential anywhere
+// in `model` into that convolution: with k = gamma / sqrt(running_var + eps),
+// w' = w * k (per output channel) and b' = (b - running_mean) * k + beta, the same outputs up to
+// float rounding with one pass over the activations fewer. The BatchNorm2d becomes an Identity; a
+// convolution without a bias is replaced by one with (same device and dtype). The model must be in
+// eval mode (folding uses the running statistics). Returns how many were folded. The state dict
+// changes (the batch norms' tensors are gone), so fold after loading, not before saving.
+int fold_batch_norms(Module& model);
 
 }  // namespace nn

@@ -103,6 +103,16 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const Pool2dO
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options);
 Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size);
 
+// ---- batch normalization (ops/batch_norm.cpp) ----
+// x (N, C, *): each channel normalized, y = (x - mean) / sqrt(var + eps) * weight + bias
+// (weight, bias (C) or undefined: 1 and 0). training: mean and var are the batch's (the biased
+// variance, over N and *), and running_mean / running_var (C), when defined, are updated in place:
+// r = (1 - momentum) r + momentum * batch (the variance unbiased, times M / (M - 1), M = N * *);
+// more than one value per channel is required. Otherwise the running statistics are used (they
+// must be defined). Differentiable in x, weight and bias (the running statistics are constants).
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum = 0.1, double eps = 1e-5);
+
 // ---- dropout (ops/dropout.cpp) ----
 // In training, zeroes each element with probability p and scales the rest by 1/(1-p), with a mask
 // drawn from `gen`; in eval, returns x.

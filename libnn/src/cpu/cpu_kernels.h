@@ -12,6 +12,7 @@ void register_reduce_cpu(KernelTable& t);
 void register_matmul_cpu(KernelTable& t);
 void register_conv_cpu(KernelTable& t);
 void register_pool_cpu(KernelTable& t);
+void register_batch_norm_cpu(KernelTable& t);
 void register_softmax_cpu(KernelTable& t);
 void register_loss_cpu(KernelTable& t);
 void register_optim_cpu(KernelTable& t);

@@ -132,6 +132,60 @@ Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(
 
 std::string AdaptiveAvgPool2d::extra_repr() const { return "output_size=" + pair_str(output_size_); }
 
+// ---- BatchNorm ----
+
+BatchNorm::BatchNorm(int64_t num_features, double eps, double momentum, bool affine, bool track_running_stats,
+                     int64_t min_dims, int64_t max_dims)
+    : num_features_(num_features), eps_(eps), momentum_(momentum), min_dims_(min_dims), max_dims_(max_dims) {
+  NN_CHECK(num_features > 0, "BatchNorm: num_features must be positive, got ", num_features);
+  NN_CHECK(std::isfinite(eps) && eps > 0, "BatchNorm: eps must be positive, got ", eps);
+  NN_CHECK(momentum >= 0 && momentum <= 1, "BatchNorm: momentum must be in [0, 1], got ", momentum);
+  if (affine) {
+    weight_ = register_parameter("weight", empty({num_features}));
+    bias_ = register_parameter("bias", empty({num_features}));
+  }
+  if (track_running_stats) {
+    running_mean_ = register_buffer("running_mean", empty({num_features}));
+    running_var_ = register_buffer("running_var", empty({num_features}));
+    num_batches_tracked_ = register_buffer("num_batches_tracked", zeros({}, DType::i64));
+  }
+  reset_parameters();
+}
+
+void BatchNorm::reset_parameters() {
+  NoGradGuard no_grad;
+  if (weight_.defined()) weight_.fill_(1.0);
+  if (bias_.defined()) bias_.fill_(0.0);
+  if (running_mean_.defined()) {
+    running_mean_.fill_(0.0);
+    running_var_.fill_(1.0);
+    num_batches_tracked_.fill_(0.0);
+  }
+}
+
+Tensor BatchNorm::forward(const Tensor& x) {
+  NN_CHECK(x.defined() && x.dim() >= min_dims_ && x.dim() <= max_dims_, name(), ": expected an input of ",
+           min_dims_ == max_dims_ ? std::to_string(min_dims_) : std::to_string(min_dims_) + " or " + std::to_string(max_dims_),
+           " dims (N, C", min_dims_ == 4 ? ", H, W" : max_dims_ == 3 ? "[, L]" : "", "), got ",
+           x.defined() ? shape_str(x.shape()) : std::string("an undefined tensor"));
+  NN_CHECK(x.size(1) == num_features_, name(), ": expected ", num_features_, " channels, got ", x.size(1),
+           " (input ", shape_str(x.shape()), ")");
+  const bool batch_stats = is_training() || !running_mean_.defined();
+  if (is_training() && num_batches_tracked_.defined()) {
+    NoGradGuard no_grad;
+    num_batches_tracked_.copy_(add(num_batches_tracked_.to(DType::f64), 1.0));
+  }
+  return batch_norm(x, running_mean_, running_var_, weight_, bias_, batch_stats, momentum_, eps_);
+}
+
+std::string BatchNorm::extra_repr() const {
+  std::ostringstream s;
+  s << num_features_ << ", eps=" << eps_ << ", momentum=" << momentum_
+    << ", affine=" << (weight_.defined() ? "True" : "False")
+    << ", track_running_stats=" << (running_mean_.defined() ? "True" : "False");
+  return s.str();
+}
+
 // ---- ReLU ----
 
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }
@@ -188,6 +242,46 @@ std::vector<Step> Sequential::steps() {
   std::vector<Step> out;
   for (const auto& [name, module] : submodules()) out.push_back({name, module, nullptr});
   return out;
+}
+
+int fold_batch_norms(Module& model) {
+  NN_CHECK(!model.is_training(), "fold_batch_norms: the model must be in eval mode (model.eval()): folding uses the "
+           "running statistics");
+  int folded = 0;
+  NoGradGuard no_grad;
+  // The Sequentials first: folding replaces their children (leaves), which must not be visited
+  // through a list taken before.
+  std::vector<std::pair<std::string, Sequential*>> chains;
+  for (auto& [path, module] : model.named_modules())
+    if (auto* seq = dynamic_cast<Sequential*>(module)) chains.emplace_back(path, seq);
+  for (auto& [path, seq] : chains) {
+    for (size_t i = 0; i + 1 < seq->size(); ++i) {
+      auto conv = std::dynamic_pointer_cast<Conv2d>((*seq)[i]);
+      auto bn = std::dynamic_pointer_cast<BatchNorm2d>((*seq)[i + 1]);
+      if (!conv || !bn || !bn->running_mean().defined()) continue;
+      NN_CHECK(bn->num_features() == conv->out_channels(), "fold_batch_norms: ", path.empty() ? "" : path + ".",
+               i + 1, " normalizes ", bn->num_features(), " channels after a convolution with ", conv->out_channels());
+      const Tensor& w = conv->weight();
+      Tensor k = div(1.0, sqrt(add(bn->running_var(), bn->eps())));
+      if (bn->weight().defined()) k = mul(k, bn->weight());
+      Tensor bias = conv->bias().defined() ? conv->bias() : zeros({conv->out_channels()}, w.dtype(), w.device());
+      Tensor new_bias = mul(sub(bias, bn->running_mean()), k);
+      if (bn->bias().defined()) new_bias = add(new_bias, bn->bias());
+      Tensor new_weight = mul(w, k.reshape({conv->out_channels(), 1, 1, 1}));
+      auto fused = std::make_shared<Conv2d>(conv->in_channels(), conv->out_channels(), conv->kernel_size(),
+                                            conv->stride(), conv->padding(), true);
+      fused->to(w.device());
+      fused->to(w.dtype());
+      Tensor fused_weight = fused->weight(), fused_bias = fused->bias();  // aliases of the parameters
+      fused_weight.copy_(new_weight);
+      fused_bias.copy_(new_bias);
+      fused->eval();
+      seq->set(i, fused);
+      seq->set(i + 1, std::make_shared<Identity>());
+      ++folded;
+    }
+  }
+  return folded;
 }
 
 std::shared_ptr<Module> Sequential::operator[](size_t index) const {

@@ -54,7 +54,7 @@ Tensor conv2d_batched(const Tensor& x, const Tensor& weight, const Tensor& bias,
   if (y.numel() > 0) NN_DISPATCH(conv2d_forward, device)(xd, wd, bd, y, g, relu);
   if (!needs_grad({x, weight, bias})) return y;
 
-  const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+  const bool gx = wants_grad(x), gw = wants_grad(weight), gb = bias.defined() && wants_grad(bias);
   // dx needs only w, dw only x: save what the requested gradients read. The dense copies are
   // saved, so a non-contiguous input is not copied again in backward.
   SavedTensor saved_x = gw ? SavedTensor(xd) : SavedTensor();

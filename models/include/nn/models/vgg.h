@@ -2,7 +2,8 @@
 // module structure and parameter names, so torchvision checkpoints load by name:
 //
 //   features    Sequential: Conv2d(3x3, pad 1) + ReLU per channel entry, MaxPool2d(2) per 'M'
-//               ("features.0.weight", "features.2.bias", ...)
+//               ("features.0.weight", "features.2.bias", ...); with batch_norm (torchvision's
+//               vgg16_bn) Conv2d + BatchNorm2d + ReLU per entry ("features.1.running_mean", ...)
 //   avgpool     AdaptiveAvgPool2d(input_size / 32) (7x7 for 224x224 inputs)
 //   classifier  Sequential: Linear(C*7*7, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout,
 //               Linear(4096, num_classes)  ("classifier.0/3/6.weight")
@@ -33,13 +34,18 @@ struct VGGOptions {
   int64_t in_channels = 3;
   int64_t hidden_features = 0;    // 0: round(4096 * width_multiplier)
   double dropout = 0.5;
+  bool batch_norm = false;        // a BatchNorm2d after every convolution (vgg11_bn ... vgg19_bn)
 };
+
+// "vgg16", "vgg16_bn", "vgg19-notop", ...: the architecture's name as nn-convert records it.
+std::string vgg_name(const VGGOptions& options);
 
 // The configuration table: output channels of each 3x3 convolution in order, and 0 for each 2x2
 // max-pool ('M' in the paper's table). depth must be 11, 13, 16 or 19.
 const std::vector<int64_t>& vgg_config(int depth);
-// The index within `features` of each convolution, in order (VGG16: 0, 2, 5, 7, 10, ...).
-std::vector<int64_t> vgg_conv_indices(int depth);
+// The index within `features` of each convolution, in order (VGG16: 0, 2, 5, 7, 10, ...; with
+// batch norm 0, 3, 7, 10, 14, ...).
+std::vector<int64_t> vgg_conv_indices(int depth, bool batch_norm = false);
 // The depth whose table has `conv_count` convolutions (8, 10, 13, 16), or 0 when none does.
 int vgg_depth_for_conv_count(int64_t conv_count);
 
@@ -92,10 +98,10 @@ class VGG : public Module {
   std::shared_ptr<Module> classifier_;
 };
 
-// Options that reproduce the architecture a torchvision-named VGG state dict describes: depth from
-// the number of convolutions, width from features.0's channels, include_top and num_classes /
-// hidden units from classifier.*; input_size from classifier.0's inputs (7x7 -> 224). Throws
-// nn::Error naming the first tensor that fits no VGG.
+// Options that reproduce the architecture a torchvision-named VGG state dict describes: batch norm
+// from features.1.running_mean, depth from the number of convolutions, width from features.0's
+// channels, include_top and num_classes / hidden units from classifier.*; input_size from
+// classifier.0's inputs (7x7 -> 224). Throws nn::Error naming the first tensor that fits no VGG.
 VGGOptions infer_vgg_options(const StateDict& state);
 
 // The usual Grad-CAM layer of a VGG (nn::explain::grad_cam): the last ReLU of its features, the
