@@ -294,6 +294,43 @@ TEST(DataPipelineSplit, GroupedKeepsGroupsTogether) {
   EXPECT_NE(nn::data::stratified_split(samples, 0.2, 4, true).val, s.val);
 }
 
+TEST(DataPipelineSplit, KFoldCoversEverySampleOnceAndKeepsGroupsTogether) {
+  std::vector<Sample> samples;
+  for (int p = 0; p < 90; ++p) {
+    for (int k = 0; k < 1 + p % 3; ++k) {
+      Sample s;
+      s.label = p % 4 == 0 ? 0 : 1;
+      s.path = "p" + std::to_string(p) + "_" + std::to_string(k) + ".png";
+      s.group = "p" + std::to_string(p);
+      samples.push_back(s);
+    }
+  }
+  const std::vector<nn::data::Split> folds = nn::data::stratified_kfold(samples, 5, 11, true);
+  ASSERT_EQ(folds.size(), 5u);
+  std::vector<int> seen(samples.size(), 0);
+  std::map<int64_t, int64_t> total;
+  for (const Sample& x : samples) ++total[x.label];
+  for (const nn::data::Split& f : folds) {
+    EXPECT_EQ(f.train.size() + f.val.size(), samples.size());
+    std::set<std::string> train_groups;
+    for (int64_t i : f.train) train_groups.insert(samples[i].group);
+    std::map<int64_t, int64_t> in_val;
+    for (int64_t i : f.val) {
+      ++seen[static_cast<size_t>(i)];
+      ++in_val[samples[i].label];
+      EXPECT_EQ(train_groups.count(samples[i].group), 0u) << samples[i].path;
+    }
+    // About a fifth of each label (whole groups of at most 3 images: within 3).
+    for (auto [label, n] : total) EXPECT_NEAR(static_cast<double>(in_val[label]), n / 5.0, 3.0) << label;
+  }
+  for (int s : seen) EXPECT_EQ(s, 1);
+  const std::vector<nn::data::Split> again = nn::data::stratified_kfold(samples, 5, 11, true);
+  for (size_t k = 0; k < 5; ++k) EXPECT_EQ(again[k].val, folds[k].val);
+  EXPECT_NE(nn::data::stratified_kfold(samples, 5, 12, true)[0].val, folds[0].val);
+  EXPECT_THROW(nn::data::stratified_kfold(samples, 1, 0), nn::Error);
+  EXPECT_THROW(nn::data::stratified_kfold(make_samples(3, 10), 5, 0), nn::Error);  // 3 samples of label 0
+}
+
 TEST(DataPipelineSplit, ClassWeights) {
   std::vector<double> w = nn::data::class_weights({0, 0, 0, 1}, 2);
   ASSERT_EQ(w.size(), 2u);

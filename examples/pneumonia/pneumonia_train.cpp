@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   app.add_option("--image-size", cfg.image_size, "square input side (default 128 scratch, 224 head/finetune)")
       ->check(CLI::Range(32, 1024));
   app.add_option("--depth", cfg.depth, "VGG depth for scratch mode: 11, 13, 16 or 19")->check(CLI::IsMember({11, 13, 16, 19}));
+  app.add_flag("--batch-norm", cfg.batch_norm, "scratch mode: VGG with batch norm after every convolution");
   app.add_option("--width-mult", cfg.width, "VGG width multiplier for scratch mode")->check(CLI::Range(0.01, 4.0));
   app.add_option("--lr", cfg.lr, "learning rate (default 1e-3; 1e-4 for finetune), cosine-annealed");
   app.add_option("--optimizer", cfg.optimizer, "adam or sgd (Nesterov momentum 0.9)")->check(CLI::IsMember({"adam", "sgd"}));

@@ -39,7 +39,8 @@ T parse_number(const std::string& key, const std::string& text) {
 std::map<std::string, std::string> ModelSpec::to_metadata() const {
   return {{"format", kFormat},
           {"mode", mode},
-          {"architecture", "vgg" + std::to_string(depth)},
+          {"architecture", "vgg" + std::to_string(depth) + (batch_norm ? "_bn" : "")},
+          {"batch_norm", batch_norm ? "1" : "0"},
           {"depth", std::to_string(depth)},
           {"width", nlohmann::json(width).dump()},
           {"input_size", std::to_string(input_size)},
@@ -56,6 +57,8 @@ ModelSpec ModelSpec::from_metadata(const std::map<std::string, std::string>& m) 
   ModelSpec spec;
   spec.mode = need(m, "mode");
   spec.depth = parse_number<int>("depth", need(m, "depth"));
+  auto bn = m.find("batch_norm");  // absent in files written before batch norm existed
+  spec.batch_norm = bn != m.end() && bn->second == "1";
   spec.width = parse_number<double>("width", need(m, "width"));
   spec.input_size = parse_number<int64_t>("input_size", need(m, "input_size"));
   spec.head = need(m, "head");
@@ -92,6 +95,7 @@ std::shared_ptr<nn::Module> build_head(const ModelSpec& spec, int64_t flat, nn::
 std::shared_ptr<nn::models::VGG> build_model(const ModelSpec& spec, nn::Generator& gen) {
   nn::models::VGGOptions o;
   o.depth = spec.depth;
+  o.batch_norm = spec.batch_norm;
   o.width_multiplier = spec.width;
   o.input_size = spec.input_size;
   o.dropout = spec.dropout;

@@ -17,6 +17,7 @@ namespace pneumonia {
 struct ModelSpec {
   std::string mode = "scratch";  // how it was trained: scratch, head or finetune
   int depth = 16;
+  bool batch_norm = false;       // VGG with a BatchNorm2d after every convolution (vgg16_bn)
   double width = 0.25;           // VGG width multiplier (1 for ImageNet weights)
   int64_t input_size = 128;      // square input side
   // "vgg": torchvision's classifier (Linear-ReLU-Dropout x2, Linear) with `hidden` units;

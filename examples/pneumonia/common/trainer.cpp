@@ -256,6 +256,7 @@ void Trainer::build_model() {
   if (!transfer_) {
     spec_.width = cfg_.width;
     spec_.depth = cfg_.depth;
+    spec_.batch_norm = cfg_.batch_norm;
     spec_.head = cfg_.head.empty() ? "vgg" : cfg_.head;
     model_ = pneumonia::build_model(spec_, gen);
   } else {

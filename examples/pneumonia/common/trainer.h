@@ -48,6 +48,7 @@ struct TrainConfig {
   double width = 0.25, lr = 0, val_fraction = 0.1, weight_decay = 0;
   uint64_t seed = 0;
   int depth = 16, patience = 5, views = 2, workers = 2, threads = 0;
+  bool batch_norm = false;  // scratch: VGG with batch norm
   bool resume = false, balanced = false, no_augment = false, image_split = false;
   bool progress = true;  // a progress bar on stderr
   nn::data::AugmentOptions augment;

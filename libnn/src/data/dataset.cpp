@@ -49,7 +49,7 @@ class Stream {
   int used_ = 4;
 };
 
-enum StreamTag : uint64_t { kSplitSamples = 1, kSplitGroups = 2, kEpochShuffle = 3, kEpochBalanced = 4 };
+enum StreamTag : uint64_t { kSplitSamples = 1, kSplitGroups = 2, kEpochShuffle = 3, kEpochBalanced = 4, kKFold = 5 };
 
 uint64_t stream_id(StreamTag tag, uint64_t value) {
   return (static_cast<uint64_t>(tag) << 56) ^ (value & ((uint64_t{1} << 56) - 1));
@@ -177,6 +177,68 @@ Split stratified_group_split(const std::vector<Sample>& samples, double val_frac
   return stratified_split(grouped, val_fraction, seed, true);
 }
 
+namespace {
+
+// The groups of `samples` (by Sample::group, or each sample alone when not grouped or its group is
+// empty), each with its samples and its label (the most frequent one; ties: the smallest), listed
+// per label in sorted group-name order (independent of the sample order).
+struct Groups {
+  std::vector<std::vector<int64_t>> members;
+  std::map<int64_t, std::vector<size_t>> of_label;  // label -> indices into members
+  std::map<int64_t, int64_t> samples_of_label;
+};
+
+Groups make_groups(const std::vector<Sample>& samples, bool grouped) {
+  std::map<std::string, size_t> index;
+  Groups g;
+  std::vector<std::map<int64_t, int64_t>> labels;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    // A sample without a group is alone (keyed by its path, with a prefix no group name can take).
+    const std::string id = (!grouped || samples[i].group.empty()) ? std::string(1, '\0') + samples[i].path + '\0' +
+                                                                        std::to_string(i)
+                                                                  : samples[i].group;
+    auto [it, fresh] = index.emplace(id, g.members.size());
+    if (fresh) {
+      g.members.emplace_back();
+      labels.emplace_back();
+    }
+    g.members[it->second].push_back(static_cast<int64_t>(i));
+    ++labels[it->second][samples[i].label];
+  }
+  for (const auto& [id, p] : index) {
+    int64_t best = 0, best_count = -1;
+    for (const auto& [label, count] : labels[p])
+      if (count > best_count) best = label, best_count = count;  // map order: ties -> smallest
+    g.of_label[best].push_back(p);
+    g.samples_of_label[best] += static_cast<int64_t>(g.members[p].size());
+  }
+  return g;
+}
+
+}  // namespace
+
+std::vector<Split> stratified_kfold(const std::vector<Sample>& samples, int k, uint64_t seed, bool grouped) {
+  NN_CHECK(k >= 2, "stratified_kfold: k must be at least 2, got ", k);
+  Groups g = make_groups(samples, grouped);
+  std::vector<int> fold_of(samples.size(), 0);
+  for (auto& [label, groups] : g.of_label) {
+    NN_CHECK(static_cast<int64_t>(groups.size()) >= k, "stratified_kfold: label ", label, " has ", groups.size(),
+             grouped ? " groups" : " samples", ", fewer than the ", k, " folds");
+    Stream rng(seed, stream_id(kKFold, static_cast<uint64_t>(label)));
+    rng.shuffle(groups);
+    std::vector<int64_t> filled(static_cast<size_t>(k), 0);
+    for (size_t group : groups) {
+      const int fold = static_cast<int>(std::min_element(filled.begin(), filled.end()) - filled.begin());
+      for (int64_t s : g.members[group]) fold_of[static_cast<size_t>(s)] = fold;
+      filled[static_cast<size_t>(fold)] += static_cast<int64_t>(g.members[group].size());
+    }
+  }
+  std::vector<Split> splits(static_cast<size_t>(k));
+  for (size_t i = 0; i < samples.size(); ++i)
+    for (int f = 0; f < k; ++f) (f == fold_of[i] ? splits[f].val : splits[f].train).push_back(static_cast<int64_t>(i));
+  return splits;
+}
+
 Split stratified_split(const std::vector<Sample>& samples, double val_fraction, uint64_t seed,
                        bool grouped) {
   NN_CHECK(std::isfinite(val_fraction) && val_fraction >= 0.0 && val_fraction < 1.0,
@@ -192,41 +254,17 @@ Split stratified_split(const std::vector<Sample>& samples, double val_fraction, 
       for (int64_t j = 0; j < k; ++j) in_val[members[j]] = true;
     }
   } else {
-    // Groups in first-appearance order, their samples and label counts. A sample without a group
-    // is alone (keyed by its path, with a prefix no group name can take).
-    std::map<std::string, size_t> group_index;
-    std::vector<std::vector<int64_t>> group_samples;
-    std::vector<std::map<int64_t, int64_t>> group_labels;
-    for (size_t i = 0; i < samples.size(); ++i) {
-      const std::string id = samples[i].group.empty() ? std::string(1, '\0') + samples[i].path : samples[i].group;
-      auto [it, fresh] = group_index.emplace(id, group_samples.size());
-      if (fresh) {
-        group_samples.emplace_back();
-        group_labels.emplace_back();
-      }
-      group_samples[it->second].push_back(static_cast<int64_t>(i));
-      ++group_labels[it->second][samples[i].label];
-    }
-    // Groups of each label, in sorted group-name order (independent of the sample order).
-    std::map<int64_t, std::vector<size_t>> groups_of_label;
-    std::map<int64_t, int64_t> samples_of_label;
-    for (const auto& [id, p] : group_index) {
-      int64_t best = 0, best_count = -1;
-      for (const auto& [label, count] : group_labels[p])
-        if (count > best_count) best = label, best_count = count;  // map order: ties -> smallest
-      groups_of_label[best].push_back(p);
-      samples_of_label[best] += static_cast<int64_t>(group_samples[p].size());
-    }
-    for (auto& [label, groups] : groups_of_label) {
+    Groups g = make_groups(samples, true);
+    for (auto& [label, groups] : g.of_label) {
       if (groups.size() < 2 || val_fraction <= 0.0) continue;
       Stream rng(seed, stream_id(kSplitGroups, static_cast<uint64_t>(label)));
       rng.shuffle(groups);
-      const int64_t target = static_cast<int64_t>(std::llround(val_fraction * static_cast<double>(samples_of_label[label])));
+      const int64_t target = static_cast<int64_t>(std::llround(val_fraction * static_cast<double>(g.samples_of_label[label])));
       int64_t taken = 0;
       for (size_t j = 0; j + 1 < groups.size(); ++j) {  // the last one always stays in train
         if (j > 0 && taken >= target) break;
-        for (int64_t s : group_samples[groups[j]]) in_val[s] = true;
-        taken += static_cast<int64_t>(group_samples[groups[j]].size());
+        for (int64_t s : g.members[groups[j]]) in_val[s] = true;
+        taken += static_cast<int64_t>(g.members[groups[j]].size());
       }
     }
   }

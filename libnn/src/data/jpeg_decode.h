@@ -44,4 +44,9 @@ class JpegDecoder {
   std::unique_ptr<State> state_;
 };
 
+// Baseline JPEG of 8-bit samples (1 channel: gray; 3: RGB, stored as YCbCr with 4:2:0 chroma, as
+// libjpeg does by default) at `quality` 1..100; false with `error` set on failure.
+bool jpeg_encode(const uint8_t* samples, int width, int height, int channels, int quality,
+                 std::vector<uint8_t>* out, std::string* error);
+
 }  // namespace nn::data::detail

@@ -3,7 +3,7 @@
 // program that links nn and its own stb has no clashes. stb reads from memory only (nn reads the
 // files). JPEG is libjpeg-turbo's (jpeg_decode.cpp): stb 2.27's JPEG decoder has undefined
 // behaviour on crafted Huffman data (a shift by 32) that no check in front of it could rule out.
-// PNG writing is png_encode.cpp's (zlib).
+// Image writing is image_encode.cpp's (zlib for PNG, libjpeg-turbo for JPEG).
 //
 // Hardening, because image files are untrusted input (found by fuzzing under AddressSanitizer):
 // - Allocations are zeroed (calloc), so no decoder state is ever read uninitialised.

@@ -57,6 +57,14 @@ Split stratified_split(const std::vector<Sample>& samples, double val_fraction, 
 Split stratified_group_split(const std::vector<Sample>& samples, double val_fraction, uint64_t seed,
                              const GroupOf& group_of);
 
+// k-fold cross-validation, stratified and (grouped) keeping groups together: split k's val is
+// fold k, its train the other k - 1 folds. Every sample is in exactly one fold. Groups are labelled
+// as in stratified_split; per label, whole groups in seeded shuffled order go to the fold that
+// holds the fewest samples of that label so far (the lowest index on ties), so each fold has about
+// 1/k of every label. Without `grouped` every sample is its own group. k >= 2; each label needs at
+// least k groups.
+std::vector<Split> stratified_kfold(const std::vector<Sample>& samples, int k, uint64_t seed, bool grouped = false);
+
 // sklearn's class_weight="balanced": n / (num_classes * count_c). Error if a class is empty or a
 // label is outside [0, num_classes).
 std::vector<double> class_weights(const std::vector<int64_t>& labels, int64_t num_classes);

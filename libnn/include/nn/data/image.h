@@ -104,5 +104,8 @@ Image image_from_tensor(const Tensor& chw);
 // nn::Error naming the path on failure.
 void save_png(const std::string& path, const Image& image, int compression_level = 6);
 std::vector<uint8_t> encode_png(const Image& image, int compression_level = 6);
+// Baseline JPEG at `quality` 1..100 (libjpeg-turbo; values rounded to 8 bits as encode_png does):
+// 1 channel as gray, 3 as RGB (YCbCr 4:2:0 in the file); the alpha of 2 and 4 channels is dropped.
+std::vector<uint8_t> encode_jpeg(const Image& image, int quality = 90);
 
 }  // namespace nn::data

@@ -1,4 +1,5 @@
-// PNG writing (nn/data/image.h: encode_png, save_png) with zlib's deflate at a chosen level.
+// Image writing (nn/data/image.h): PNG with zlib's deflate at a chosen level (encode_png,
+// save_png), and JPEG through libjpeg-turbo (encode_jpeg; data/jpeg_encode.cpp).
 //
 // Each row is stored with one of PNG's five filters. At levels 0-2 (what a server answering
 // requests wants: speed) every row uses Sub, a byte minus the byte one pixel to its left, which
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "data/jpeg_decode.h"
 #include "nn/data/image.h"
 #include "nn/error.h"
 
@@ -119,6 +121,27 @@ std::vector<uint8_t> encode_png(const Image& image, int compression_level) {
   put_chunk(png, "IDAT", packed.data(), packed.size());
   put_chunk(png, "IEND", nullptr, 0);
   return png;
+}
+
+std::vector<uint8_t> encode_jpeg(const Image& image, int quality) {
+  NN_CHECK(image.height >= 1 && image.width >= 1, "encode_jpeg: empty image (", image.height, "x", image.width, ")");
+  NN_CHECK(image.channels >= 1 && image.channels <= 4, "encode_jpeg: an image has 1 to 4 channels, got ", image.channels);
+  NN_CHECK(image.pixels.size() == static_cast<size_t>(image.height * image.width * image.channels),
+           "encode_jpeg: the image holds ", image.pixels.size(), " samples, but ", image.height, "x", image.width, "x",
+           image.channels, " needs ", image.height * image.width * image.channels);
+  NN_CHECK(quality >= 1 && quality <= 100, "encode_jpeg: quality must be 1..100, got ", quality);
+  NN_CHECK(image.height <= 65500 && image.width <= 65500, "encode_jpeg: a ", image.height, "x", image.width,
+           " image is larger than JPEG's 65500 per side");
+  const int64_t n = image.height * image.width, c = image.channels, out_c = c <= 2 ? 1 : 3;
+  std::vector<uint8_t> samples(static_cast<size_t>(n * out_c));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < out_c; ++k) samples[static_cast<size_t>(i * out_c + k)] = to_8_bit(image.pixels[i * c + k]);
+  std::vector<uint8_t> out;
+  std::string error;
+  NN_CHECK(detail::jpeg_encode(samples.data(), static_cast<int>(image.width), static_cast<int>(image.height),
+                               static_cast<int>(out_c), quality, &out, &error),
+           "encode_jpeg: ", error);
+  return out;
 }
 
 void save_png(const std::string& path, const Image& image, int compression_level) {
