@@ -509,3 +509,52 @@ TEST(MetricsGolden, MatchesScikitLearn) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Calibration, TemperatureRecoversAKnownScaleAndMinimisesTheLoss) {
+  // Labels drawn with P(y = 1) = sigmoid(z); logits handed over as 2.5 z: the fitted T is near 2.5
+  // and minimises the mean cross-entropy on a fine float64 grid (the reference).
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal(0.0, 2.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<double> logits;
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 20000; ++i) {
+    const double z = normal(rng);
+    labels.push_back(uniform(rng) < 1.0 / (1.0 + std::exp(-z)) ? 1 : 0);
+    logits.push_back(2.5 * z);
+  }
+  const double t = nn::metrics::fit_temperature(logits, labels);
+  EXPECT_NEAR(t, 2.5, 0.1);
+  auto nll = [&](double temp) {
+    double s = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const double p = 1.0 / (1.0 + std::exp(-logits[i] / temp));
+      s -= labels[i] ? std::log(p) : std::log(1 - p);
+    }
+    return s / static_cast<double>(logits.size());
+  };
+  double best_t = 0, best = 1e300;
+  for (double g = 1.5; g <= 3.5; g += 0.0005)
+    if (nll(g) < best) best = nll(g), best_t = g;
+  EXPECT_NEAR(t, best_t, 0.001);
+  EXPECT_THROW(nn::metrics::fit_temperature({1.0, 2.0}, {1, 1}), nn::Error);  // one class
+}
+
+TEST(Calibration, ReliabilityBinsAndExpectedCalibrationError) {
+  const std::vector<double> p = {0.05, 0.05, 0.95, 0.95, 1.0};
+  const std::vector<int64_t> y = {0, 1, 1, 1, 1};
+  nn::metrics::Reliability r = nn::metrics::reliability(p, y, 10);
+  ASSERT_EQ(r.count.size(), 10u);
+  EXPECT_EQ(r.count[0], 2);
+  EXPECT_EQ(r.count[9], 3);  // p = 1 falls in the last bin
+  EXPECT_NEAR(r.confidence[0], 0.05, 1e-12);
+  EXPECT_NEAR(r.fraction[0], 0.5, 1e-12);
+  EXPECT_NEAR(r.confidence[9], (0.95 + 0.95 + 1.0) / 3, 1e-12);
+  EXPECT_TRUE(std::isnan(r.confidence[4]));
+  EXPECT_NEAR(r.ece, 2.0 / 5 * 0.45 + 3.0 / 5 * (1.0 - 2.9 / 3), 1e-12);
+  EXPECT_THROW(nn::metrics::reliability({1.5}, {1}), nn::Error);
+}
+
+}  // namespace

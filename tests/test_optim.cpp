@@ -560,3 +560,26 @@ TEST(ClipGrad, NonFiniteTotalIsReturnedAndGradientsLeftAlone) {
 
 }  // namespace
 }  // namespace nn
+
+namespace {
+
+TEST(WarmupCosineLR, LinearWarmupThenCosineToTheFloor) {
+  nn::Tensor p = nn::zeros({2}).requires_grad_(true);
+  nn::optim::SGD sgd({p}, 0.1);
+  nn::optim::WarmupCosineLR sched(sgd, 4, 14, 0.001);
+  const double pi = 3.14159265358979323846;
+  for (int64_t t = 0; t <= 16; ++t) {
+    const double want = t < 4 ? 0.1 * (t + 1) / 4.0
+                              : 0.001 + 0.099 * (1 + std::cos(pi * std::min(1.0, (t - 4) / 10.0))) / 2;
+    EXPECT_NEAR(sgd.lr(), want, 1e-15) << "step " << t;
+    sched.step();
+  }
+  // The state round-trips.
+  nn::optim::SGD other({p}, 0.1);
+  nn::optim::WarmupCosineLR again(other, 1, 2);
+  again.load_state_dict(sched.state_dict());
+  EXPECT_EQ(again.last_epoch(), sched.last_epoch());
+  EXPECT_THROW(nn::optim::WarmupCosineLR(sgd, 5, 5), nn::Error);
+}
+
+}  // namespace

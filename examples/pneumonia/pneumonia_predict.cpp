@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
 
   try {
     if (threads > 0) nn::set_num_threads(threads);
-    pneumonia::LoadedModel loaded = pneumonia::load_model(model_path);
+    pneumonia::PneumoniaModel loaded = pneumonia::load_model(model_path);
     const pneumonia::ModelSpec& spec = loaded.spec;
     if (threshold < 0) threshold = spec.threshold;
     const nn::data::Preprocessing preset = nn::data::parse_preprocessing(spec.preprocessing);
@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (const std::string& p : problems) std::fprintf(stderr, "skipped: %s\n", p.c_str());
-    std::vector<double> probs = pneumonia::predict_probabilities(*loaded.model, inputs, batch);
+    std::vector<double> probs = loaded.probabilities(inputs, batch);
 
     if (eval_dir.empty()) {
       json out = json::array();

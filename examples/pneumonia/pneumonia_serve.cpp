@@ -85,11 +85,10 @@ web::Response method_not_allowed(const std::string& method, const std::string& p
 }
 
 struct App {
-  pneumonia::LoadedModel loaded;
+  pneumonia::PneumoniaModel loaded;
   nn::data::Preprocessing preset;
   nn::Device device = nn::Device::cpu();
   std::string device_name, model_name;
-  std::string cam_layer;  // the Grad-CAM layer (nn::models::vgg_cam_layer)
   nn::data::ImageLimits limits;
 
   web::Response handle(const web::Request& req) {
@@ -151,8 +150,8 @@ struct App {
                                 ? gray
                                 : nn::data::resize(gray, spec.input_size, spec.input_size);
     nn::Tensor input = pneumonia::xray_to_input(small, preset).unsqueeze(0).to(device);
-    nn::explain::GradCam cam = nn::explain::grad_cam(*loaded.model, input, cam_layer);
-    const double probability = 1.0 / (1.0 + std::exp(-cam.logit));
+    nn::explain::GradCam cam = loaded.explain(input);
+    const double probability = loaded.probability_of_logit(cam.logit);
     std::vector<uint8_t> png = heatmap_png(nn::explain::colorize_blend(cam.heatmap, gray, 0.4));
     const double elapsed_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -210,8 +209,7 @@ int main(int argc, char** argv) {
     app.model_name = std::filesystem::path(model_path).filename().string();
     app.device_name = device;
     app.device = device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
-    app.loaded.model->to(app.device);
-    app.cam_layer = nn::models::vgg_cam_layer(*app.loaded.model);
+    app.loaded.to(app.device);
     app.limits.max_pixels = max_pixels;
     app.limits.max_side = max_side;
     NN_CHECK(app.loaded.spec.classes.size() == 2, "the model has ", app.loaded.spec.classes.size(), " classes, expected 2");

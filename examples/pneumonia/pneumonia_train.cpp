@@ -49,8 +49,21 @@ int main(int argc, char** argv) {
   app.add_flag("--batch-norm", cfg.batch_norm, "scratch mode: VGG with batch norm after every convolution");
   app.add_option("--width-mult", cfg.width, "VGG width multiplier for scratch mode")->check(CLI::Range(0.01, 4.0));
   app.add_option("--lr", cfg.lr, "learning rate (default 1e-3; 1e-4 for finetune), cosine-annealed");
-  app.add_option("--optimizer", cfg.optimizer, "adam or sgd (Nesterov momentum 0.9)")->check(CLI::IsMember({"adam", "sgd"}));
-  app.add_option("--weight-decay", cfg.weight_decay, "L2 weight decay");
+  app.add_option("--optimizer", cfg.optimizer, "adam, adamw (decoupled weight decay) or sgd (Nesterov momentum 0.9)")
+      ->check(CLI::IsMember({"adam", "adamw", "sgd"}));
+  app.add_option("--weight-decay", cfg.weight_decay, "weight decay (L2 for adam and sgd, decoupled for adamw)");
+  app.add_option("--warmup-epochs", cfg.warmup_epochs, "linear learning-rate warm-up before the cosine decay")
+      ->check(CLI::Range(0.0, 100.0));
+  app.add_option("--label-smoothing", cfg.label_smoothing, "BCE targets y (1 - e) + e / 2")->check(CLI::Range(0.0, 0.5));
+  app.add_option("--ema", cfg.ema_decay, "decay of an exponential moving average of the weights, validated and kept (0: off)")
+      ->check(CLI::Range(0.0, 0.99999));
+  app.add_option("--select", cfg.select, "best (the epoch with the best validation AUC, early stopping) or last "
+                 "(cross-validation always keeps the last)")->check(CLI::IsMember({"best", "last"}));
+  app.add_option("--folds", cfg.folds, "cross-validation folds by patient (docs/evaluation_protocol.md): one model per "
+                 "fold, the held-out folds scored under acquisition shifts, the ensemble written; 1: one model on a "
+                 "validation split of --val-fraction")->check(CLI::Range(1, 20));
+  app.add_option("--threshold-on", cfg.threshold_on, "with --folds: apply --threshold-rule to the clean out-of-fold "
+                 "predictions, or to those under every shift of the protocol pooled")->check(CLI::IsMember({"clean", "shifts"}));
   app.add_option("--device", cfg.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--seed", cfg.seed, "seed of the split, initialisation, augmentation and order");
   app.add_option("--val-fraction", cfg.val_fraction, "validation fraction of each class")->check(CLI::Range(0.01, 0.9));
@@ -81,8 +94,23 @@ int main(int argc, char** argv) {
   app.add_option("--shear", cfg.augment.shear, "augmentation: shear range in radians (+-)");
   app.add_option("--rotation", cfg.augment.rotation_degrees, "augmentation: rotation range in degrees (+-)");
   app.add_flag("--hflip", cfg.augment.horizontal_flip, "augmentation: random horizontal flips (off: the heart is on the left)");
+  app.add_option("--brightness", cfg.augment.brightness, "augmentation: brightness shift range (+-)");
+  app.add_option("--contrast", cfg.augment.contrast, "augmentation: contrast factor range (1 +-)");
+  app.add_option("--translate", cfg.augment.translate, "augmentation: translation range, fraction of the side (+-)");
+  app.add_option("--gamma", cfg.degrade.gamma_max, "acquisition shifts: gamma log-uniform in [1/G, G] (1: off)")->check(CLI::Range(1.0, 5.0));
+  app.add_option("--blur", cfg.degrade.blur_sigma_max, "acquisition shifts: Gaussian blur sigma up to S pixels, half of the images");
+  app.add_option("--noise", cfg.degrade.noise_sigma_max, "acquisition shifts: Gaussian noise sigma up to S, half of the images");
+  app.add_option("--downscale", cfg.degrade.downscale_min, "acquisition shifts: down to a factor in [F, 1] and back, half of the images")
+      ->check(CLI::Range(0.05, 1.0));
+  app.add_option("--jpeg", cfg.degrade.jpeg_quality_min, "acquisition shifts: JPEG quality in [Q, 95], half of the images")
+      ->check(CLI::Range(1, 95));
   try {
     app.parse(argc, argv);
+    // A degradation given a strength happens to half of the images.
+    if (cfg.degrade.blur_sigma_max > 0) cfg.degrade.blur_probability = 0.5;
+    if (cfg.degrade.noise_sigma_max > 0) cfg.degrade.noise_probability = 0.5;
+    if (cfg.degrade.downscale_min < 1) cfg.degrade.downscale_probability = 0.5;
+    if (cfg.degrade.jpeg_quality_min < 95) cfg.degrade.jpeg_probability = 0.5;
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;

@@ -414,4 +414,41 @@ void plot_roc(const std::string& png_path, const std::vector<double>& fpr,
   out.commit();
 }
 
+void plot_reliability(const std::string& png_path, const std::vector<double>& confidence_before,
+                      const std::vector<double>& fraction_before, double ece_before,
+                      const std::vector<double>& confidence_after, const std::vector<double>& fraction_after,
+                      double ece_after) {
+  NN_CHECK(confidence_before.size() == fraction_before.size() && confidence_after.size() == fraction_after.size(),
+           "plot_reliability: confidence and fraction differ in size");
+  std::lock_guard<std::mutex> lock(plplot_mutex());
+  check_device("pngcairo");
+  AtomicOutput out(png_path);
+  {
+    std::unique_ptr<plstream> pls = open_stream(out.tmp(), 600, 600, 1.0);
+    const double lo = -0.01, hi = 1.01;
+    pls->vpor(0.14, 0.95, 0.11, 0.92);
+    pls->wind(lo, hi, lo, hi);
+    draw_axes(*pls, 0.2, 2, 0.2, 2);
+    pls->col0(kBlack);
+    pls->mtex("b", 2.8, 0.5, 0.5, "Predicted probability of PNEUMONIA (bin mean)");
+    pls->mtex("l", 3.6, 0.5, 0.5, "Fraction with PNEUMONIA");
+    text_scale(*pls, 1.15);
+    pls->mtex("t", 1.2, 0.5, 0.5, "Reliability (out-of-fold predictions)");
+    text_scale(*pls, 1.0);
+    draw_lines(*pls, make_series({0.0, 1.0}, {0.0, 1.0}), kGray, 1.5, 2);
+    Series before = make_series(confidence_before, fraction_before);
+    Series after = make_series(confidence_after, fraction_after);
+    draw_lines(*pls, before, kRed, 1.5, 1);
+    draw_markers(*pls, before, kRed, kMarkerVal, 0.8);
+    draw_lines(*pls, after, kBlue, 2.5, 1);
+    draw_markers(*pls, after, kBlue, kMarkerTrain, 0.8);
+    draw_legend(*pls,
+                {{"Before temperature scaling (ECE " + format("%.3f", ece_before) + ")", kRed, 1, 1.5, kMarkerVal, 0.8},
+                 {"After (ECE " + format("%.3f", ece_after) + ")", kBlue, 1, 2.5, kMarkerTrain, 0.8},
+                 {"Perfect calibration", kGray, 2, 1.5, nullptr, 1}},
+                PL_POSITION_BOTTOM | PL_POSITION_RIGHT);
+  }
+  out.commit();
+}
+
 }  // namespace pneumonia

@@ -1,5 +1,6 @@
 // Charts for the pneumonia programs, drawn with PLplot's pngcairo device: the training curves
-// (loss and accuracy per epoch, as in the Keras tutorial) and the ROC curve.
+// (loss and accuracy per epoch, as in the Keras tutorial), the ROC curve and the reliability
+// diagram.
 //
 // Both functions write the PNG atomically (a temporary file in the same directory, then a
 // rename), so a failure never leaves a half-written chart, and throw nn::Error when the chart
@@ -31,5 +32,13 @@ void plot_training_curves(const std::string& png_path, const EpochCurves& curves
 // marked when both are in [0, 1] (a negative value means "no operating point"). PNG 600x600.
 void plot_roc(const std::string& png_path, const std::vector<double>& fpr,
               const std::vector<double>& tpr, double auc, double op_fpr = -1, double op_tpr = -1);
+
+// The reliability diagram of probabilities before and after calibration (nn::metrics::reliability
+// bins: mean predicted probability against the fraction of positives; empty bins (NaN) are
+// skipped), with the diagonal and each curve's expected calibration error. PNG 600x600.
+void plot_reliability(const std::string& png_path, const std::vector<double>& confidence_before,
+                      const std::vector<double>& fraction_before, double ece_before,
+                      const std::vector<double>& confidence_after, const std::vector<double>& fraction_after,
+                      double ece_after);
 
 }  // namespace pneumonia

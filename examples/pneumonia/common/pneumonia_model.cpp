@@ -8,12 +8,15 @@
 #include <nn/ops.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace pneumonia {
 
 namespace {
 
-const std::string kFormat = "nn-pneumonia-1";
+// Version 2 added members (ensembles) and the temperature; version 1 files read as one member at
+// temperature 1.
+const std::string kFormat = "nn-pneumonia-2", kFormatV1 = "nn-pneumonia-1";
 
 const std::string& need(const std::map<std::string, std::string>& m, const std::string& key) {
   auto it = m.find(key);
@@ -49,11 +52,15 @@ std::map<std::string, std::string> ModelSpec::to_metadata() const {
           {"dropout", nlohmann::json(dropout).dump()},
           {"preprocessing", preprocessing},
           {"classes", nlohmann::json(classes).dump()},
-          {"threshold", nlohmann::json(threshold).dump()}};
+          {"threshold", nlohmann::json(threshold).dump()},
+          {"members", std::to_string(members)},
+          {"temperature", nlohmann::json(temperature).dump()}};
 }
 
 ModelSpec ModelSpec::from_metadata(const std::map<std::string, std::string>& m) {
-  NN_CHECK(need(m, "format") == kFormat, "unsupported model format '", need(m, "format"), "' (expected ", kFormat, ")");
+  const std::string& format = need(m, "format");
+  NN_CHECK(format == kFormat || format == kFormatV1, "unsupported model format '", format, "' (expected ", kFormat,
+           " or ", kFormatV1, ")");
   ModelSpec spec;
   spec.mode = need(m, "mode");
   spec.depth = parse_number<int>("depth", need(m, "depth"));
@@ -74,6 +81,13 @@ ModelSpec ModelSpec::from_metadata(const std::map<std::string, std::string>& m) 
   NN_CHECK(spec.classes.size() == 2, "the model must have 2 classes, the file names ", spec.classes.size());
   spec.threshold = parse_number<double>("threshold", need(m, "threshold"));
   NN_CHECK(spec.threshold >= 0 && spec.threshold <= 1, "threshold must be in [0, 1], got ", spec.threshold);
+  if (format == kFormat) {
+    spec.members = parse_number<int>("members", need(m, "members"));
+    spec.temperature = parse_number<double>("temperature", need(m, "temperature"));
+    NN_CHECK(spec.members >= 1 && spec.members <= 64, "members must be 1..64, got ", spec.members);
+    NN_CHECK(std::isfinite(spec.temperature) && spec.temperature > 0, "temperature must be positive, got ",
+             spec.temperature);
+  }
   return spec;
 }
 
@@ -110,28 +124,110 @@ std::shared_ptr<nn::models::VGG> build_model(const ModelSpec& spec, nn::Generato
   return model;
 }
 
-LoadedModel load_model(const std::string& path) {
+namespace {
+
+std::string member_prefix(int k) { return "member" + std::to_string(k) + "."; }
+
+}  // namespace
+
+PneumoniaModel load_model(const std::string& path) {
   nn::io::SafetensorsFile file = nn::io::load_safetensors(path);
-  LoadedModel loaded;
+  PneumoniaModel loaded;
   try {
     nn::io::check_finite(file);  // a NaN weight would answer every image with NaN
     loaded.spec = ModelSpec::from_metadata(file.metadata);
-    nn::Generator gen(0);
-    loaded.model = build_model(loaded.spec, gen);
-    loaded.model->load_state_dict(file.tensors, /*strict=*/true);
+    for (int k = 0; k < loaded.spec.members; ++k) {
+      nn::Generator gen(0);  // the values are overwritten by the load
+      std::shared_ptr<nn::models::VGG> member = build_model(loaded.spec, gen);
+      if (loaded.spec.members == 1) {
+        member->load_state_dict(file.tensors, /*strict=*/true);
+      } else {
+        const std::string prefix = member_prefix(k);
+        nn::StateDict state;
+        for (const auto& [name, t] : file.tensors)
+          if (name.rfind(prefix, 0) == 0) state.emplace_back(name.substr(prefix.size()), t);
+        NN_CHECK(!state.empty(), "the file holds no tensors of ensemble member ", k, " (", prefix, "*)");
+        member->load_state_dict(state, /*strict=*/true);
+      }
+      member->eval();
+      loaded.members.push_back(member);
+    }
+    if (loaded.spec.members > 1) {
+      size_t expected = 0;
+      for (const auto& m : loaded.members) expected += m->state_dict().size();
+      NN_CHECK(file.tensors.size() == expected, "the file holds ", file.tensors.size(), " tensors, the ",
+               loaded.spec.members, " members ", expected);
+    }
   } catch (const nn::Error& e) {
     NN_CHECK(false, path, ": ", e.what());
   }
-  loaded.model->eval();
   loaded.metadata = file.metadata;
   return loaded;
 }
 
-void save_model(const std::string& path, const nn::models::VGG& model, const ModelSpec& spec,
+void save_model(const std::string& path, const std::vector<const nn::models::VGG*>& members, const ModelSpec& spec,
                 const std::map<std::string, std::string>& extra) {
+  NN_CHECK(!members.empty() && spec.members == static_cast<int>(members.size()), "save_model: the spec names ",
+           spec.members, " members, ", members.size(), " given");
   std::map<std::string, std::string> metadata = spec.to_metadata();
   for (const auto& [k, v] : extra) metadata.emplace(k, v);
-  nn::io::save_safetensors(path, model.state_dict(), metadata);
+  nn::StateDict tensors;
+  for (size_t k = 0; k < members.size(); ++k)
+    for (const auto& [name, t] : members[k]->state_dict())
+      tensors.emplace_back(members.size() == 1 ? name : member_prefix(static_cast<int>(k)) + name, t);
+  nn::io::save_safetensors(path, tensors, metadata);
+}
+
+nn::Tensor PneumoniaModel::logits(const nn::Tensor& inputs) {
+  nn::NoGradGuard no_grad;
+  NN_CHECK(!members.empty(), "PneumoniaModel: no members");
+  nn::Tensor sum;
+  for (const auto& m : members) {
+    nn::Tensor z = (*m)(inputs).reshape({-1});
+    sum = sum.defined() ? nn::add(sum, z) : z;
+  }
+  return members.size() == 1 ? sum : nn::div(sum, static_cast<double>(members.size()));
+}
+
+double PneumoniaModel::probability_of_logit(double logit) const { return 1.0 / (1.0 + std::exp(-logit / spec.temperature)); }
+
+std::vector<double> PneumoniaModel::probabilities(const std::vector<nn::Tensor>& inputs, int64_t batch_size) {
+  std::vector<double> probs;
+  probs.reserve(inputs.size());
+  for (size_t begin = 0; begin < inputs.size(); begin += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(inputs.size(), begin + static_cast<size_t>(batch_size));
+    std::vector<nn::Tensor> chunk;
+    for (size_t i = begin; i < end; ++i) chunk.push_back(inputs[i].unsqueeze(0));
+    for (float z : logits(nn::concat(chunk, 0)).to(nn::Device::cpu()).contiguous().to_vector<float>())
+      probs.push_back(probability_of_logit(z));
+  }
+  return probs;
+}
+
+nn::explain::GradCam PneumoniaModel::explain(const nn::Tensor& input) {
+  NN_CHECK(!members.empty(), "PneumoniaModel: no members");
+  nn::explain::GradCam out;
+  nn::Tensor heat;
+  double logit = 0;
+  for (const auto& m : members) {
+    nn::explain::GradCam cam = nn::explain::grad_cam(*m, input, nn::models::vgg_cam_layer(*m), 0);
+    heat = heat.defined() ? nn::add(heat, cam.heatmap) : cam.heatmap;
+    logit += cam.logit;
+    if (!out.activations_cam.defined()) out = cam;
+  }
+  if (members.size() > 1) {
+    // The mean of maps each scaled to a maximum of 1, scaled again (x / x is exactly 1).
+    std::vector<float> h = heat.contiguous().to_vector<float>();
+    const float mx = *std::max_element(h.begin(), h.end());
+    for (float& v : h) v = mx > 0 ? v / mx : 0.0f;
+    out.heatmap = nn::from_vector(h, heat.shape());
+    out.logit = logit / static_cast<double>(members.size());
+  }
+  return out;
+}
+
+void PneumoniaModel::to(nn::Device device) {
+  for (const auto& m : members) m->to(device);
 }
 
 nn::data::Image prepare_xray(const std::string& path, int64_t size) {
@@ -142,21 +238,6 @@ nn::data::Image prepare_xray(const std::string& path, int64_t size) {
 
 nn::Tensor xray_to_input(const nn::data::Image& gray, nn::data::Preprocessing preset) {
   return nn::data::to_tensor(nn::data::to_rgb(gray), preset);
-}
-
-std::vector<double> predict_probabilities(nn::models::VGG& model, const std::vector<nn::Tensor>& inputs,
-                                          int64_t batch_size) {
-  nn::NoGradGuard no_grad;
-  std::vector<double> probs;
-  probs.reserve(inputs.size());
-  for (size_t begin = 0; begin < inputs.size(); begin += static_cast<size_t>(batch_size)) {
-    size_t end = std::min(inputs.size(), begin + static_cast<size_t>(batch_size));
-    std::vector<nn::Tensor> chunk;
-    for (size_t i = begin; i < end; ++i) chunk.push_back(inputs[i].unsqueeze(0));
-    nn::Tensor p = nn::sigmoid(model.forward(nn::concat(chunk, 0)));
-    for (float v : p.contiguous().to_vector<float>()) probs.push_back(v);
-  }
-  return probs;
 }
 
 }  // namespace pneumonia

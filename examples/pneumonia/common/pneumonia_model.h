@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <nn/data/image.h>
+#include <nn/explain.h>
 #include <nn/generator.h>
 #include <nn/models/vgg.h>
 
@@ -28,6 +29,8 @@ struct ModelSpec {
   std::string preprocessing = "torchvision";  // nn::data preset
   std::vector<std::string> classes = {"NORMAL", "PNEUMONIA"};  // label 0, label 1 (the logit's class)
   double threshold = 0.5;        // decision threshold on the probability, chosen on validation
+  int members = 1;               // networks in the file (an ensemble when more than 1)
+  double temperature = 1.0;      // p = sigmoid(mean logit / temperature)
 
   std::map<std::string, std::string> to_metadata() const;
   // Throws nn::Error naming the missing or bad key.
@@ -39,14 +42,33 @@ std::shared_ptr<nn::models::VGG> build_model(const ModelSpec& spec, nn::Generato
 // The head alone (input: the flattened avgpool output, `flat_features` values).
 std::shared_ptr<nn::Module> build_head(const ModelSpec& spec, int64_t flat_features, nn::Generator& gen);
 
-struct LoadedModel {
-  std::shared_ptr<nn::models::VGG> model;  // eval mode
+// A model file's network: one VGG, or an ensemble of them (the fold models of a cross-validated
+// run) whose logits are averaged; the probability is sigmoid(mean logit / temperature) (the
+// temperature calibrates it, see docs/evaluation_protocol.md). Every member is in eval mode.
+class PneumoniaModel {
+ public:
   ModelSpec spec;
-  std::map<std::string, std::string> metadata;
+  std::vector<std::shared_ptr<nn::models::VGG>> members;
+  std::map<std::string, std::string> metadata;  // the file's
+
+  // The mean of the members' logits for inputs (N, 3, S, S): (N), without autograd.
+  nn::Tensor logits(const nn::Tensor& inputs);
+  // sigmoid(logit / spec.temperature) of each input, in batches.
+  std::vector<double> probabilities(const std::vector<nn::Tensor>& inputs, int64_t batch_size = 32);
+  double probability_of_logit(double logit) const;
+  // Grad-CAM of the PNEUMONIA logit for one input (1, 3, S, S) at each member's usual layer
+  // (nn::models::vgg_cam_layer): the members' heatmaps averaged and divided by their maximum, the
+  // logit averaged. Does not modify the model (threads may share it).
+  nn::explain::GradCam explain(const nn::Tensor& input);
+  void to(nn::Device device);
 };
-LoadedModel load_model(const std::string& path);
-// Writes the model's state dict with the spec (and `extra` metadata) atomically.
-void save_model(const std::string& path, const nn::models::VGG& model, const ModelSpec& spec,
+
+// Reads a model file: one VGG (files of format nn-pneumonia-1, and of -2 with members = 1) or an
+// ensemble (members "member<k>.<name>"). Weights are checked finite (a NaN names its tensor).
+PneumoniaModel load_model(const std::string& path);
+// Writes the members' state dicts with the spec (spec.members must equal members.size()) and
+// `extra` metadata atomically.
+void save_model(const std::string& path, const std::vector<const nn::models::VGG*>& members, const ModelSpec& spec,
                 const std::map<std::string, std::string>& extra = {});
 
 // An X-ray as the model sees it before augmentation: decoded, grayscale, squashed to size x size
@@ -55,8 +77,5 @@ nn::data::Image prepare_xray(const std::string& path, int64_t size);
 // A prepared (grayscale) image -> the (3, H, W) model input under the preprocessing preset.
 nn::Tensor xray_to_input(const nn::data::Image& gray, nn::data::Preprocessing preset);
 
-// Probability of PNEUMONIA for each input (N, 3, H, W), in batches, without gradients.
-std::vector<double> predict_probabilities(nn::models::VGG& model, const std::vector<nn::Tensor>& inputs,
-                                          int64_t batch_size = 32);
 
 }  // namespace pneumonia

@@ -19,6 +19,7 @@
 
 #include "charts.h"
 #include "chest_xray_folder.h"
+#include "cross_validation.h"
 
 namespace pneumonia {
 
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using nn::Tensor;
 
-namespace {
+namespace run_files {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -40,6 +41,76 @@ std::string format_duration(double s) {
     std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
   return buf;
 }
+
+// Writes `text` to PATH.tmp, then renames it over PATH (a reader never sees half a file).
+void save_text(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    NN_CHECK(out.good(), "cannot write ", tmp, ": ", std::strerror(errno));
+    out << text;
+    out.flush();
+    NN_CHECK(out.good(), "cannot write ", tmp, ": ", std::strerror(errno));
+  }
+  fs::rename(tmp, path);
+}
+
+void save_json(const std::string& path, const json& j) { save_text(path, j.dump(2) + "\n"); }
+
+// The files the trainer writes by temporary file and rename; "NAME.tmp..." left in the run folder
+// are what a killed run was writing.
+const char* const kRunFiles[] = {"checkpoint.safetensors", "model.safetensors", "summary.json", "metrics.jsonl",
+                                 "protocol.json"};
+
+// Creates the run folder, makes sure a file can be written there (a read-only folder, a full disk
+// or an --out under a regular file fails now, not after the first epoch) and removes the
+// temporary files of an interrupted earlier run.
+void prepare(const std::string& out) {
+  NN_CHECK(!fs::exists(out) || fs::is_directory(out), "--out ", out, " exists and is not a directory");
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  NN_CHECK(!ec, "cannot create the run folder ", out, ": ", ec.message());
+  const std::string probe = (fs::path(out) / (".write-probe." + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  NN_CHECK(fd >= 0, "the run folder ", out, " is not writable: cannot create ", probe, ": ", std::strerror(errno));
+  const bool wrote = ::write(fd, "probe\n", 6) == 6 && ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  NN_CHECK(wrote, "the run folder ", out, " is not writable: writing ", probe, " failed: ", std::strerror(error));
+
+  std::vector<std::string> stale;
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const std::string name = entry.path().filename().string();
+    for (const char* file : kRunFiles)
+      if (name.rfind(std::string(file) + ".tmp", 0) == 0 && entry.is_regular_file()) stale.push_back(name);
+  }
+  if (stale.empty()) return;
+  std::string names;
+  for (const std::string& name : stale) {
+    fs::remove(fs::path(out) / name);
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  std::printf("removed %zu unfinished file(s) an interrupted run left in %s: %s\n", stale.size(), out.c_str(),
+              names.c_str());
+}
+
+long peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024;
+}
+
+}  // namespace run_files
+
+namespace {
+
+using run_files::save_json;
+using run_files::save_text;
+using run_files::peak_rss_mib;
+
+using run_files::format_duration;
+using run_files::seconds_since;
 
 // A one-line progress bar on stderr: redrawn in place on a terminal, every 10% otherwise; silent
 // when disabled.
@@ -88,63 +159,14 @@ std::vector<nn::data::Sample> limit_samples(const std::vector<nn::data::Sample>&
   return out;
 }
 
-// The loss the model trains on: mean BCE with logits, positives weighted by pos_weight.
-Tensor weighted_bce(const Tensor& logits, const Tensor& labels, const Tensor& pos_weight) {
+// The loss the model trains on: mean BCE with logits, positives weighted by pos_weight, the targets
+// smoothed towards 1/2 by `smoothing`.
+Tensor weighted_bce(const Tensor& logits, const Tensor& labels, const Tensor& pos_weight, double smoothing = 0) {
   nn::BceWithLogitsOptions o;
   if (pos_weight.defined()) o.pos_weight = pos_weight;
-  return nn::binary_cross_entropy_with_logits(logits.reshape({-1}), labels.to(nn::f32), o);
-}
-
-// Writes `text` to PATH.tmp, then renames it over PATH (a reader never sees half a file).
-void save_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    NN_CHECK(out.good(), "cannot write ", tmp, ": ", std::strerror(errno));
-    out << text;
-    out.flush();
-    NN_CHECK(out.good(), "cannot write ", tmp, ": ", std::strerror(errno));
-  }
-  fs::rename(tmp, path);
-}
-
-void save_json(const std::string& path, const json& j) { save_text(path, j.dump(2) + "\n"); }
-
-// The files the trainer writes by temporary file and rename; "NAME.tmp..." left in the run folder
-// are what a killed run was writing.
-const char* const kRunFiles[] = {"checkpoint.safetensors", "model.safetensors", "summary.json", "metrics.jsonl"};
-
-// Creates the run folder, makes sure a file can be written there (a read-only folder, a full disk
-// or an --out under a regular file fails now, not after the first epoch) and removes the
-// temporary files of an interrupted earlier run.
-void prepare_run_folder(const std::string& out) {
-  NN_CHECK(!fs::exists(out) || fs::is_directory(out), "--out ", out, " exists and is not a directory");
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  NN_CHECK(!ec, "cannot create the run folder ", out, ": ", ec.message());
-  const std::string probe = (fs::path(out) / (".write-probe." + std::to_string(::getpid()))).string();
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  NN_CHECK(fd >= 0, "the run folder ", out, " is not writable: cannot create ", probe, ": ", std::strerror(errno));
-  const bool wrote = ::write(fd, "probe\n", 6) == 6 && ::fsync(fd) == 0;
-  const int error = errno;
-  ::close(fd);
-  ::unlink(probe.c_str());
-  NN_CHECK(wrote, "the run folder ", out, " is not writable: writing ", probe, " failed: ", std::strerror(error));
-
-  std::vector<std::string> stale;
-  for (const auto& entry : fs::directory_iterator(out)) {
-    const std::string name = entry.path().filename().string();
-    for (const char* file : kRunFiles)
-      if (name.rfind(std::string(file) + ".tmp", 0) == 0 && entry.is_regular_file()) stale.push_back(name);
-  }
-  if (stale.empty()) return;
-  std::string names;
-  for (const std::string& name : stale) {
-    fs::remove(fs::path(out) / name);
-    names += (names.empty() ? "" : ", ") + name;
-  }
-  std::printf("removed %zu unfinished file(s) an interrupted run left in %s: %s\n", stale.size(), out.c_str(),
-              names.c_str());
+  Tensor target = labels.to(nn::f32);
+  if (smoothing > 0) target = nn::add(nn::mul(target, 1.0 - smoothing), 0.5 * smoothing);
+  return nn::binary_cross_entropy_with_logits(logits.reshape({-1}), target, o);
 }
 
 // "nan", "inf", "-inf" or the number.
@@ -155,12 +177,6 @@ std::string number_text(double v) {
   return buf;
 }
 
-long peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss / 1024;
-}
-
 std::string run_file(const TrainConfig& cfg, const char* name) { return (fs::path(cfg.out) / name).string(); }
 
 }  // namespace
@@ -169,34 +185,112 @@ json TrainConfig::to_json() const {
   return {{"data", data},       {"mode", mode},           {"weights", weights},
           {"head", head},       {"optimizer", optimizer}, {"epochs", epochs},
           {"batch_size", batch_size}, {"image_size", image_size}, {"max_images", max_images},
-          {"width", width},     {"depth", depth},         {"lr", lr},               {"val_fraction", val_fraction},
+          {"width", width},     {"depth", depth},         {"batch_norm", batch_norm}, {"lr", lr},
+          {"val_fraction", val_fraction}, {"folds", folds},
           {"seed", seed},       {"patience", patience},   {"views", views},
           {"balanced", balanced}, {"augment", !no_augment}, {"patient_split", !image_split},
-          {"weight_decay", weight_decay}, {"threshold_rule", threshold_rule}};
+          {"weight_decay", weight_decay}, {"warmup_epochs", warmup_epochs},
+          {"label_smoothing", label_smoothing}, {"ema_decay", ema_decay}, {"select", select},
+          {"augment_options", {{"zoom", augment.zoom}, {"shear", augment.shear},
+                               {"rotation_degrees", augment.rotation_degrees}, {"translate", augment.translate},
+                               {"brightness", augment.brightness}, {"contrast", augment.contrast}}},
+          {"degrade", {{"gamma_max", degrade.gamma_max}, {"blur_probability", degrade.blur_probability},
+                       {"blur_sigma_max", degrade.blur_sigma_max}, {"noise_probability", degrade.noise_probability},
+                       {"noise_sigma_max", degrade.noise_sigma_max},
+                       {"downscale_probability", degrade.downscale_probability},
+                       {"downscale_min", degrade.downscale_min}, {"jpeg_probability", degrade.jpeg_probability},
+                       {"jpeg_quality_min", degrade.jpeg_quality_min}}},
+          {"threshold_rule", threshold_rule}};
+}
+
+// ---- data ----
+
+std::shared_ptr<const XrayData> XrayData::load(const TrainConfig& cfg) {
+  auto data = std::make_shared<XrayData>();
+  data->root = cfg.data;
+  data->image_size = cfg.image_size;
+  nn::data::ImageFolder folder = scan_xray_folder(cfg.data);
+  for (const std::string& s : folder.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
+  data->samples = limit_samples(folder.samples, cfg.max_images, cfg.seed);
+  const auto t_cache = std::chrono::steady_clock::now();
+  const int64_t size = cfg.image_size;
+  data->cache = nn::data::cache_images(data->samples, [size](const std::string& path) { return prepare_xray(path, size); },
+                                       cfg.workers);
+  for (const std::string& f : data->cache.failed) std::fprintf(stderr, "unreadable, skipped: %s\n", f.c_str());
+  data->labels.assign(data->samples.size(), 0);
+  for (size_t i = 0; i < data->samples.size(); ++i) {
+    data->labels[i] = data->samples[i].label;
+    data->index_of_path.emplace(data->samples[i].path, i);
+  }
+  int64_t pos = 0;
+  for (int64_t l : data->labels) pos += l;
+  std::printf("data: %s: %zu images (%s): %lld NORMAL, %lld PNEUMONIA; decoded in %.1f s (%zu unreadable)\n",
+              cfg.data.c_str(), data->samples.size(), cfg.max_images > 0 ? "subset" : "all",
+              static_cast<long long>(static_cast<int64_t>(data->samples.size()) - pos), static_cast<long long>(pos),
+              seconds_since(t_cache), data->cache.failed.size());
+  return data;
+}
+
+std::vector<int64_t> XrayData::usable(const std::vector<int64_t>& indices) const {
+  std::vector<int64_t> out;
+  for (int64_t i : indices)
+    if (cache.images[static_cast<size_t>(i)].height > 0) out.push_back(i);
+  return out;
 }
 
 // ---- setup ----
 
+TrainConfig with_defaults(const TrainConfig& config) {
+  TrainConfig cfg = config;
+  NN_CHECK(cfg.mode == "scratch" || cfg.mode == "head" || cfg.mode == "finetune",
+           "--mode must be scratch, head or finetune, got '", cfg.mode, "'");
+  NN_CHECK(cfg.device == "cpu" || cfg.device == "cuda", "--device must be cpu or cuda");
+  NN_CHECK(cfg.optimizer == "adam" || cfg.optimizer == "adamw" || cfg.optimizer == "sgd",
+           "--optimizer must be adam, adamw or sgd");
+  NN_CHECK(cfg.select == "best" || cfg.select == "last", "--select must be best or last");
+  NN_CHECK(cfg.threshold_on == "clean" || cfg.threshold_on == "shifts", "--threshold-on must be clean or shifts");
+  NN_CHECK(cfg.folds >= 1 && cfg.folds <= 20, "--folds must be 1..20");
+  NN_CHECK(cfg.label_smoothing >= 0 && cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)");
+  NN_CHECK(cfg.ema_decay >= 0 && cfg.ema_decay < 1, "--ema must be in [0, 1)");
+  NN_CHECK(cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0");
+  nn::metrics::parse_threshold_rule(cfg.threshold_rule);  // an error names the bad rule
+  const bool transfer = cfg.mode != "scratch";
+  if (cfg.epochs <= 0) cfg.epochs = transfer ? 8 : 10;
+  if (cfg.image_size <= 0) cfg.image_size = transfer ? 224 : 128;
+  if (cfg.lr <= 0) cfg.lr = cfg.mode == "finetune" ? 1e-4 : 1e-3;
+  if (cfg.no_augment) {
+    cfg.augment = nn::data::AugmentOptions{0, 0, 0, 0, false, 0, 0};
+    cfg.degrade = nn::data::DegradeOptions{};
+  }
+  return cfg;
+}
+
 Trainer::Trainer(const TrainConfig& config) : cfg_(config), start_(std::chrono::steady_clock::now()) {
   if (cfg_.threads > 0) nn::set_num_threads(cfg_.threads);
-  NN_CHECK(cfg_.mode == "scratch" || cfg_.mode == "head" || cfg_.mode == "finetune",
-           "--mode must be scratch, head or finetune, got '", cfg_.mode, "'");
-  NN_CHECK(cfg_.device == "cpu" || cfg_.device == "cuda", "--device must be cpu or cuda");
-  NN_CHECK(cfg_.optimizer == "adam" || cfg_.optimizer == "sgd", "--optimizer must be adam or sgd");
-  nn::metrics::parse_threshold_rule(cfg_.threshold_rule);  // an error names the bad rule
+  cfg_ = with_defaults(cfg_);
   device_ = cfg_.device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
   transfer_ = cfg_.mode != "scratch";
-  if (cfg_.epochs <= 0) cfg_.epochs = transfer_ ? 8 : 10;
-  if (cfg_.image_size <= 0) cfg_.image_size = transfer_ ? 224 : 128;
-  if (cfg_.lr <= 0) cfg_.lr = cfg_.mode == "finetune" ? 1e-4 : 1e-3;
-  if (cfg_.no_augment) cfg_.augment = nn::data::AugmentOptions{0, 0, 0, 0, false, 0, 0};
-  prepare_run_folder(cfg_.out);
+  run_files::prepare(cfg_.out);
+}
+
+Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const XrayData> data, const nn::data::Split& split)
+    : Trainer(config) {
+  NN_CHECK(data != nullptr && data->image_size == cfg_.image_size, "Trainer: the data were decoded at ",
+           data ? data->image_size : 0, " pixels, the model takes ", cfg_.image_size);
+  data_ = std::move(data);
+  split_ = split;
+  use_split();
 }
 
 Trainer::~Trainer() = default;
 
+const std::vector<nn::data::Sample>& Trainer::samples() const {
+  check_data_loaded("samples");
+  return data_->samples;
+}
+
 void Trainer::check_data_loaded(const char* step) const {
-  NN_CHECK(!samples_.empty(), "Trainer::", step, ": call load_data() first");
+  NN_CHECK(data_ != nullptr, "Trainer::", step, ": call load_data() first");
 }
 
 void Trainer::check_model_built(const char* step) const {
@@ -204,48 +298,34 @@ void Trainer::check_model_built(const char* step) const {
 }
 
 void Trainer::load_data() {
-  nn::data::ImageFolder folder = scan_xray_folder(cfg_.data);
-  for (const std::string& s : folder.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
-  samples_ = limit_samples(folder.samples, cfg_.max_images, cfg_.seed);
-  split_ = nn::data::stratified_split(samples_, cfg_.val_fraction, cfg_.seed, !cfg_.image_split);
-  std::printf("data: %s: %zu images (%s), train %zu, validation %zu (%s split, seed %llu)\n", cfg_.data.c_str(),
-              samples_.size(), cfg_.max_images > 0 ? "subset" : "all", split_.train.size(), split_.val.size(),
-              cfg_.image_split ? "image-level" : "patient-level", static_cast<unsigned long long>(cfg_.seed));
+  if (data_ != nullptr) return;  // given with the split
+  data_ = XrayData::load(cfg_);
+  split_ = nn::data::stratified_split(data_->samples, cfg_.val_fraction, cfg_.seed, !cfg_.image_split);
+  use_split();
+}
 
-  // Decode every image once (grayscale, image_size square) and keep it in memory.
-  auto t_cache = std::chrono::steady_clock::now();
-  const int64_t size = cfg_.image_size;
-  cache_ = nn::data::cache_images(samples_, [size](const std::string& path) { return prepare_xray(path, size); },
-                                  cfg_.workers);
-  for (const std::string& f : cache_.failed) std::fprintf(stderr, "unreadable, skipped: %s\n", f.c_str());
-  auto usable = [&](const std::vector<int64_t>& idx) {
-    std::vector<int64_t> out;
-    for (int64_t i : idx)
-      if (cache_.images[static_cast<size_t>(i)].height > 0) out.push_back(i);
-    return out;
-  };
-  split_.train = usable(split_.train);
-  split_.val = usable(split_.val);
+void Trainer::use_split() {
+  split_.train = data_->usable(split_.train);
+  split_.val = data_->usable(split_.val);
   NN_CHECK(!split_.train.empty() && !split_.val.empty(), "no readable images left for training or validation");
-  labels_.assign(samples_.size(), 0);
-  for (size_t i = 0; i < samples_.size(); ++i) labels_[i] = samples_[i].label;
   n_pos_ = 0;
-  for (int64_t i : split_.train) n_pos_ += labels_[static_cast<size_t>(i)];
+  for (int64_t i : split_.train) n_pos_ += data_->labels[static_cast<size_t>(i)];
   n_neg_ = static_cast<int64_t>(split_.train.size()) - n_pos_;
   NN_CHECK(n_pos_ > 0 && n_neg_ > 0, "the training split needs both classes");
   val_labels_.clear();
-  for (int64_t i : split_.val) val_labels_.push_back(labels_[static_cast<size_t>(i)]);
-  index_of_path_.clear();
-  for (size_t i = 0; i < samples_.size(); ++i) index_of_path_.emplace(samples_[i].path, i);
-  std::printf("decoded %zu images in %.1f s (%zu unreadable); train: %lld NORMAL, %lld PNEUMONIA\n",
-              samples_.size(), seconds_since(t_cache), cache_.failed.size(), static_cast<long long>(n_neg_),
-              static_cast<long long>(n_pos_));
+  for (int64_t i : split_.val) val_labels_.push_back(data_->labels[static_cast<size_t>(i)]);
+  std::printf("split: train %zu (%lld NORMAL, %lld PNEUMONIA), validation %zu (%s, seed %llu)\n", split_.train.size(),
+              static_cast<long long>(n_neg_), static_cast<long long>(n_pos_), split_.val.size(),
+              cfg_.image_split ? "by image" : "by patient", static_cast<unsigned long long>(cfg_.seed));
 }
 
 Tensor Trainer::sample_input(int64_t index, bool augmented, nn::Generator& gen) const {
-  const nn::data::Image& image = cache_.images[static_cast<size_t>(index)];
-  return xray_to_input(augmented ? nn::data::augment(image, cfg_.augment, gen) : image, preset_);
+  const nn::data::Image& image = data_->cache.images[static_cast<size_t>(index)];
+  if (!augmented) return xray_to_input(image, preset_);
+  return xray_to_input(nn::data::degrade(nn::data::augment(image, cfg_.augment, gen), cfg_.degrade, gen), preset_);
 }
+
+nn::models::VGG& Trainer::kept_model() { return average_ ? *average_ : *model_; }
 
 void Trainer::build_model() {
   check_data_loaded("build_model");
@@ -264,6 +344,7 @@ void Trainer::build_model() {
              " needs --weights (VGG16 ImageNet weights converted by nn-convert; see weights/README.md)");
     nn::models::LoadedVGG base = nn::models::load_vgg(cfg_.weights);
     spec_.depth = base.model->options().depth;
+    spec_.batch_norm = base.model->options().batch_norm;
     spec_.width = base.model->options().width_multiplier;
     spec_.head = cfg_.head.empty() ? "mlp" : cfg_.head;
     auto pre = base.metadata.find("preprocessing");
@@ -290,10 +371,19 @@ void Trainer::build_model() {
     frozen_end_ = "features." + std::to_string(frozen - 1);
   }
   model_->to(device_);
+  average_.reset();
+  if (cfg_.ema_decay > 0) {
+    nn::Generator unused(0);
+    average_ = pneumonia::build_model(spec_, unused);
+    average_->load_state_dict(model_->state_dict());
+    average_->to(device_);
+    average_->eval();
+    average_->set_requires_grad(false);
+  }
   preset_ = nn::data::parse_preprocessing(spec_.preprocessing);
-  std::printf("model: VGG%d %s, width %.4g, input %lldx%lld, head %s, %lld trainable of %lld parameters\n", spec_.depth,
-              cfg_.mode.c_str(), spec_.width, static_cast<long long>(spec_.input_size),
-              static_cast<long long>(spec_.input_size), spec_.head.c_str(),
+  std::printf("model: VGG%d%s %s, width %.4g, input %lldx%lld, head %s, %lld trainable of %lld parameters\n",
+              spec_.depth, spec_.batch_norm ? "-BN" : "", cfg_.mode.c_str(), spec_.width,
+              static_cast<long long>(spec_.input_size), static_cast<long long>(spec_.input_size), spec_.head.c_str(),
               static_cast<long long>(model_->num_parameters(true)), static_cast<long long>(model_->num_parameters()));
 
   // Transfer modes: the frozen prefix's outputs, computed once. Train: `views` versions per image
@@ -302,7 +392,8 @@ void Trainer::build_model() {
   train_cache_.clear();
   val_cache_.clear();
   if (transfer_) {
-    const int views = nn::data::is_identity(cfg_.augment) ? 1 : std::max(1, cfg_.views);
+    const bool plain = nn::data::is_identity(cfg_.augment) && nn::data::is_identity(cfg_.degrade);
+    const int views = plain ? 1 : std::max(1, cfg_.views);
     const nn::DType store = cfg_.mode == "finetune" ? nn::DType::f16 : nn::f32;
     auto t_feat = std::chrono::steady_clock::now();
     auto extract = [&](const std::vector<int64_t>& idx, int view, const std::string& label) {
@@ -329,14 +420,17 @@ void Trainer::build_model() {
                 split_.train.size(), split_.val.size(), seconds_since(t_feat));
   }
 
-  // Optimisation.
+  // Optimisation: the learning rate per step, a linear warm-up then a cosine to lr / 100.
   params_.clear();
   for (const Tensor& p : model_->parameters())
     if (p.requires_grad()) params_.push_back(p);
-  if (cfg_.optimizer == "adam") {
+  if (cfg_.optimizer == "adam" || cfg_.optimizer == "adamw") {
     nn::optim::AdamOptions o;
     o.weight_decay = cfg_.weight_decay;
-    opt_ = std::make_unique<nn::optim::Adam>(params_, cfg_.lr, o);
+    if (cfg_.optimizer == "adamw")
+      opt_ = std::make_unique<nn::optim::AdamW>(params_, cfg_.lr, o);
+    else
+      opt_ = std::make_unique<nn::optim::Adam>(params_, cfg_.lr, o);
   } else {
     nn::optim::SgdOptions o;
     o.momentum = 0.9;
@@ -344,13 +438,16 @@ void Trainer::build_model() {
     o.weight_decay = cfg_.weight_decay;
     opt_ = std::make_unique<nn::optim::SGD>(params_, cfg_.lr, o);
   }
-  schedule_ = std::make_unique<nn::optim::CosineAnnealingLR>(*opt_, cfg_.epochs, cfg_.lr * 0.01);
+  const int64_t steps_per_epoch = (static_cast<int64_t>(split_.train.size()) + cfg_.batch_size - 1) / cfg_.batch_size;
+  const int64_t total = std::max<int64_t>(1, steps_per_epoch * cfg_.epochs);
+  const int64_t warmup = std::min<int64_t>(total - 1, std::llround(cfg_.warmup_epochs * steps_per_epoch));
+  schedule_ = std::make_unique<nn::optim::WarmupCosineLR>(*opt_, warmup, total, cfg_.lr * 0.01);
   pos_weight_ = Tensor();
   if (!cfg_.balanced)
     pos_weight_ = nn::full({1}, static_cast<double>(n_neg_) / static_cast<double>(n_pos_)).to(device_);
 
-  // Scratch mode streams augmented images through the loader; its workers read cache_,
-  // index_of_path_, cfg_.augment and preset_, members declared before it.
+  // Scratch mode streams augmented images through the loader; its workers read data_,
+  // cfg_.augment, cfg_.degrade and preset_, members declared before it.
   loader_.reset();
   if (!transfer_) {
     nn::data::LoaderOptions lo;
@@ -359,13 +456,14 @@ void Trainer::build_model() {
     lo.balanced = cfg_.balanced;
     lo.workers = cfg_.workers;
     lo.seed = cfg_.seed;
+    const bool plain = nn::data::is_identity(cfg_.augment) && nn::data::is_identity(cfg_.degrade);
     loader_ = std::make_unique<nn::data::DataLoader>(
-        samples_, split_.train,
-        [this](const nn::data::Image& image, nn::Generator& g) {
-          return xray_to_input(nn::data::is_identity(cfg_.augment) ? image : nn::data::augment(image, cfg_.augment, g),
-                               preset_);
+        data_->samples, split_.train,
+        [this, plain](const nn::data::Image& image, nn::Generator& g) {
+          if (plain) return xray_to_input(image, preset_);
+          return xray_to_input(nn::data::degrade(nn::data::augment(image, cfg_.augment, g), cfg_.degrade, g), preset_);
         },
-        lo, [this](const nn::data::Sample& s) { return cache_.images[index_of_path_.at(s.path)]; });
+        lo, [this](const nn::data::Sample& s) { return data_->cache.images[data_->index_of_path.at(s.path)]; });
   }
 }
 
@@ -379,18 +477,21 @@ bool Trainer::resume() {
   }
   nn::io::SafetensorsFile ck = nn::io::load_safetensors(checkpoint_path);
   json saved = json::parse(ck.metadata.at("config"));
-  for (const char* key : {"mode", "image_size", "width", "head", "seed", "max_images", "val_fraction"})
-    NN_CHECK(saved[key] == cfg_.to_json()[key], "--resume: the checkpoint was made with ", key, " = ",
-             saved[key].dump(), ", not ", cfg_.to_json()[key].dump());
-  nn::StateDict model_state;
+  for (const char* key : {"mode", "image_size", "width", "depth", "batch_norm", "head", "seed", "max_images",
+                          "val_fraction", "folds", "ema_decay", "select"})
+    NN_CHECK(!saved.contains(key) || saved[key] == cfg_.to_json()[key], "--resume: the checkpoint was made with ", key,
+             " = ", saved[key].dump(), ", not ", cfg_.to_json()[key].dump());
+  nn::StateDict model_state, average_state;
   nn::optim::OptimizerState opt_state;
   best_state_.clear();
   for (const auto& [name, t] : ck.tensors) {
     if (name.rfind("model.", 0) == 0) model_state.emplace_back(name.substr(6), t);
+    if (name.rfind("average.", 0) == 0) average_state.emplace_back(name.substr(8), t);
     if (name.rfind("best.", 0) == 0) best_state_.emplace_back(name.substr(5), t.clone());
     if (name.rfind("optimizer.", 0) == 0) opt_state.emplace(name.substr(10), t);
   }
   model_->load_state_dict(model_state);
+  if (average_) average_->load_state_dict(average_state);
   opt_->load_state_dict(opt_state);
   nn::optim::SchedulerState sched;
   const json saved_schedule = json::parse(ck.metadata.at("scheduler"));  // items() must not outlive it
@@ -423,14 +524,13 @@ void Trainer::stop_on_non_finite(const std::string& what, const std::string& whe
       checkpoint_epoch_ > 0
           ? checkpoint_path + " was not overwritten and still holds epoch " + std::to_string(checkpoint_epoch_)
           : "no checkpoint was written by this run (any earlier " + checkpoint_path + " is unchanged)";
-  NN_CHECK(false, "epoch ", current_epoch_, ", step ", step_number_, ": ", what,
-           "; first non-finite value: ", where, ". Training stopped (learning rate ", number_text(opt_->lr()), "); ",
-           kept);
+  NN_CHECK(false, "epoch ", current_epoch_, ", step ", step_number_, ": ", what, "; first non-finite value: ", where,
+           ". Training stopped (learning rate ", number_text(last_step_lr_ > 0 ? last_step_lr_ : opt_->lr()), "); ", kept);
   std::abort();  // not reached: NN_CHECK(false, ...) throws
 }
 
-Tensor Trainer::forward(const Tensor& x) {
-  return (transfer_ ? nn::forward_from(*model_, x, frozen_end_) : (*model_)(x)).reshape({-1});
+Tensor Trainer::forward(nn::models::VGG& model, const Tensor& x) {
+  return (transfer_ ? nn::forward_from(model, x, frozen_end_) : model(x)).reshape({-1});
 }
 
 void Trainer::refuse_step(const Tensor& x, bool loss_finite, double loss_value) {
@@ -451,20 +551,41 @@ void Trainer::refuse_step(const Tensor& x, bool loss_finite, double loss_value) 
   stop_on_non_finite(what + "; the step was refused", where);
 }
 
+// The exponential moving average of every floating-point tensor of the state (parameters and batch
+// norm statistics), with the usual ramp min(decay, (1 + t) / (10 + t)) so that early steps weigh in.
+void Trainer::update_average() {
+  if (!average_) return;
+  nn::NoGradGuard no_grad;
+  const double d = std::min(cfg_.ema_decay, (1.0 + static_cast<double>(step_number_)) / (10.0 + step_number_));
+  const nn::StateDict current = model_->state_dict(), avg = average_->state_dict();
+  for (size_t i = 0; i < current.size(); ++i) {
+    Tensor a = avg[i].second;  // an alias of the average's tensor
+    if (!nn::is_floating(a.dtype())) {
+      a.copy_(current[i].second);
+      continue;
+    }
+    a.mul_(d);
+    a.add_(current[i].second, 1.0 - d);
+  }
+}
+
 // One optimizer step; refused (an error) when the loss or a gradient is not finite, before the
 // optimizer sees it. The batch is then rerun layer by layer to name where the NaN/inf appeared.
 void Trainer::step(const Tensor& x, const Tensor& y) {
   ++step_number_;
   opt_->zero_grad();
-  Tensor logits = forward(x);
-  Tensor loss = weighted_bce(logits, y, pos_weight_);
+  Tensor logits = forward(*model_, x);
+  Tensor loss = weighted_bce(logits, y, pos_weight_, cfg_.label_smoothing);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) refuse_step(x, false, loss_value);
   loss.backward();
   std::vector<Tensor> grads;
   for (const Tensor& p : params_) grads.push_back(p.grad());
   if (!nn::all_finite(grads)) refuse_step(x, true, loss_value);
+  last_step_lr_ = opt_->lr();
   opt_->step();
+  schedule_->step();
+  update_average();
   const int64_t n = y.size(0);
   epoch_loss_ += loss_value * static_cast<double>(n);
   std::vector<float> l = logits.detach().to(nn::Device::cpu()).to_vector<float>();
@@ -476,7 +597,8 @@ void Trainer::step(const Tensor& x, const Tensor& y) {
 Evaluation Trainer::evaluate() {
   check_model_built("evaluate");
   nn::NoGradGuard no_grad;
-  model_->eval();
+  nn::models::VGG& model = kept_model();
+  model.eval();
   Evaluation ev;
   std::vector<int64_t> y;
   double loss_sum = 0;
@@ -487,19 +609,22 @@ Evaluation Trainer::evaluate() {
       nn::Generator unused(0);
       xs.push_back(transfer_ ? val_cache_[k].to(nn::f32).unsqueeze(0)
                              : sample_input(split_.val[k], false, unused).unsqueeze(0));
-      yb.push_back(labels_[static_cast<size_t>(split_.val[k])]);
+      yb.push_back(data_->labels[static_cast<size_t>(split_.val[k])]);
     }
     Tensor x = nn::concat(xs, 0).to(device_);
-    Tensor logits = forward(x);
+    Tensor logits = forward(model, x);
     if (!nn::all_finite(logits)) {
-      auto site = nn::first_non_finite_output(*model_, x, frozen_end_);
+      auto site = nn::first_non_finite_output(model, x, frozen_end_);
       stop_on_non_finite("validation after step " + std::to_string(step_number_) +
                              " produced non-finite outputs (every weight is finite)",
                          site ? "the output of " + site->str() : "the outputs");
     }
     Tensor target = nn::from_vector(yb, {static_cast<int64_t>(yb.size())}).to(device_);
     loss_sum += weighted_bce(logits, target, pos_weight_).item<double>() * static_cast<double>(yb.size());
-    for (float p : nn::sigmoid(logits).to(nn::Device::cpu()).to_vector<float>()) ev.probs.push_back(p);
+    for (float z : logits.to(nn::Device::cpu()).to_vector<float>()) {
+      ev.logits.push_back(z);
+      ev.probs.push_back(1.0 / (1.0 + std::exp(-static_cast<double>(z))));
+    }
     y.insert(y.end(), yb.begin(), yb.end());
   }
   ev.loss = loss_sum / static_cast<double>(y.size());
@@ -510,6 +635,8 @@ Evaluation Trainer::evaluate() {
 void Trainer::save_checkpoint() {
   std::vector<std::pair<std::string, Tensor>> ck;
   for (const auto& [name, t] : model_->state_dict()) ck.emplace_back("model." + name, t);
+  if (average_)
+    for (const auto& [name, t] : average_->state_dict()) ck.emplace_back("average." + name, t);
   for (const auto& [name, t] : best_state_) ck.emplace_back("best." + name, t);
   for (const auto& [name, t] : opt_->state_dict()) ck.emplace_back("optimizer." + name, t);
   json sched = schedule_->state_dict();
@@ -533,9 +660,10 @@ bool Trainer::train_epoch() {
   current_epoch_ = epoch;
   const auto t_epoch = std::chrono::steady_clock::now();
   model_->train();
-  if (transfer_) model_->features()->eval();  // no dropout in features anyway; keeps it explicit
+  if (transfer_) model_->features()->eval();  // frozen features: batch norms keep their statistics
   epoch_loss_ = 0;
   epoch_seen_ = epoch_correct_ = 0;
+  const double lr_start = opt_->lr();
   const int64_t total = static_cast<int64_t>(split_.train.size());
   {
     Progress progress("epoch " + std::to_string(epoch) + "/" + std::to_string(cfg_.epochs), total, cfg_.progress);
@@ -543,7 +671,7 @@ bool Trainer::train_epoch() {
       std::vector<int64_t> positions(split_.train.size());
       for (size_t k = 0; k < positions.size(); ++k) positions[k] = static_cast<int64_t>(k);
       std::vector<int64_t> pos_labels;
-      for (int64_t i : split_.train) pos_labels.push_back(labels_[static_cast<size_t>(i)]);
+      for (int64_t i : split_.train) pos_labels.push_back(data_->labels[static_cast<size_t>(i)]);
       std::vector<int64_t> order = nn::data::epoch_order(positions, pos_labels, cfg_.seed, epoch, true, cfg_.balanced);
       const auto& view = train_cache_[static_cast<size_t>(epoch - 1) % train_cache_.size()];
       for (size_t b = 0; b < order.size(); b += static_cast<size_t>(cfg_.batch_size)) {
@@ -553,6 +681,8 @@ bool Trainer::train_epoch() {
           xs.push_back(view[static_cast<size_t>(order[k])].to(nn::f32).unsqueeze(0));
           yb.push_back(pos_labels[static_cast<size_t>(order[k])]);
         }
+        // A last batch of one image cannot train batch norm (one value per channel).
+        if (xs.size() < 2 && spec_.batch_norm && b > 0) break;
         step(nn::concat(xs, 0).to(device_), nn::from_vector(yb, {static_cast<int64_t>(yb.size())}).to(device_));
         progress.update(epoch_seen_, epoch_seen_, epoch_loss_ / static_cast<double>(epoch_seen_));
       }
@@ -560,6 +690,8 @@ bool Trainer::train_epoch() {
       loader_->start_epoch(epoch);
       while (std::optional<nn::data::Batch> batch = loader_->next()) {
         for (const std::string& f : batch->failed) std::fprintf(stderr, "unreadable, skipped: %s\n", f.c_str());
+        // A last batch of one image cannot train batch norm (one value per channel).
+        if (batch->images.size(0) < 2 && spec_.batch_norm) continue;
         step(batch->images.to(device_), batch->labels.to(device_));
         progress.update(epoch_seen_, epoch_seen_, epoch_loss_ / static_cast<double>(epoch_seen_));
       }
@@ -574,8 +706,6 @@ bool Trainer::train_epoch() {
   }
   const double train_seconds = seconds_since(t_epoch);
   Evaluation ev = evaluate();
-  const double lr_used = opt_->lr();
-  schedule_->step();
 
   const nn::metrics::BinaryMetrics& m = ev.metrics;
   const double seen = static_cast<double>(std::max<int64_t>(epoch_seen_, 1));
@@ -587,7 +717,7 @@ bool Trainer::train_epoch() {
               {"val_sensitivity", m.sensitivity},
               {"val_specificity", m.specificity},
               {"val_auc", m.auc},
-              {"lr", lr_used},
+              {"lr", lr_start},
               {"train_seconds", train_seconds},
               {"epoch_seconds", seconds_since(t_epoch)},
               {"images_per_second", static_cast<double>(epoch_seen_) / train_seconds}};
@@ -604,18 +734,25 @@ bool Trainer::train_epoch() {
               m.accuracy, m.sensitivity, m.specificity, m.auc, train_seconds, row["images_per_second"].get<double>());
   std::fflush(stdout);
 
+  // select = best: the best validation AUC so far is kept (and early stopping may end the run);
+  // select = last: every epoch's model replaces the last, validation only reports.
+  const bool keep = cfg_.select == "last" || m.auc > best_auc_;
   if (m.auc > best_auc_) {
     best_auc_ = m.auc;
     best_epoch_ = epoch;
     stale_ = 0;
-    best_state_.clear();
-    for (const auto& [name, t] : model_->state_dict()) best_state_.emplace_back(name, t.to(nn::Device::cpu()).clone());
   } else {
     ++stale_;
   }
-  save_checkpoint();  // model, best model, optimizer, schedule, history (atomic)
+  if (keep) {
+    if (cfg_.select == "last") best_epoch_ = epoch;
+    best_state_.clear();
+    for (const auto& [name, t] : kept_model().state_dict())
+      best_state_.emplace_back(name, t.to(nn::Device::cpu()).clone());
+  }
+  save_checkpoint();  // model, its average, the model kept, optimizer, schedule, history (atomic)
   ++next_epoch_;
-  if (stale_ >= cfg_.patience) {
+  if (cfg_.select == "best" && stale_ >= cfg_.patience) {
     std::printf("early stop: validation AUC has not improved for %d epochs\n", cfg_.patience);
     stopped_early_ = true;
     return false;
@@ -628,15 +765,17 @@ bool Trainer::train_epoch() {
 json Trainer::finish() {
   check_model_built("finish");
   NN_CHECK(!best_state_.empty(), "no epoch was trained (the checkpoint is already at --epochs?)");
-  model_->load_state_dict(best_state_);
+  nn::models::VGG& model = kept_model();
+  model.load_state_dict(best_state_);
   Evaluation best = evaluate();
   const nn::metrics::ThresholdRule rule = nn::metrics::parse_threshold_rule(cfg_.threshold_rule);
   spec_.threshold = nn::metrics::choose_threshold(best.probs, val_labels_, rule);
   nn::metrics::BinaryMetrics at_threshold = nn::metrics::binary_metrics(best.probs, val_labels_, spec_.threshold);
   nn::metrics::Interval ci = nn::metrics::bootstrap_auc_interval(best.probs, val_labels_, 1000, cfg_.seed);
-  model_->to(nn::Device::cpu());
+  model.to(nn::Device::cpu());
+  if (average_) model_ = average_;  // model() is now the one kept
   const std::string model_path = run_file(cfg_, "model.safetensors");
-  save_model(model_path, *model_, spec_,
+  save_model(model_path, {&model}, spec_,
              {{"trained_on", cfg_.data}, {"best_epoch", std::to_string(best_epoch_)},
               {"val_auc", nlohmann::json(best.metrics.auc).dump()},
               {"threshold_rule", nn::metrics::to_string(rule)}});
@@ -652,7 +791,8 @@ json Trainer::finish() {
   // driver missing on a GPU server) the model, metrics and summary are still written, with a warning.
   std::string charts_error;
   try {
-    plot_training_curves(run_file(cfg_, "curves.png"), curves, "VGG" + std::to_string(spec_.depth) + " " + cfg_.mode);
+    plot_training_curves(run_file(cfg_, "curves.png"), curves,
+                         "VGG" + std::to_string(spec_.depth) + (spec_.batch_norm ? "-BN " : " ") + cfg_.mode);
     nn::metrics::RocCurve roc = nn::metrics::roc_curve(best.probs, val_labels_);
     plot_roc(run_file(cfg_, "roc.png"), roc.fpr, roc.tpr, best.metrics.auc, 1.0 - at_threshold.specificity,
              at_threshold.sensitivity);
@@ -680,10 +820,11 @@ json Trainer::finish() {
     summary["cuda_peak_allocated_mib"] = nn::cuda::memory_stats(device_.index).peak_allocated_bytes >> 20;
   if (!charts_error.empty()) summary["charts_error"] = charts_error;
   save_json(run_file(cfg_, "summary.json"), summary);
-  std::printf("best epoch %d: validation AUC %.4f (95%% CI %.4f-%.4f); threshold %.3f (%s): accuracy %.4f, "
+  std::printf("%s epoch %d: validation AUC %.4f (95%% CI %.4f-%.4f); threshold %.3f (%s): accuracy %.4f, "
               "sensitivity %.4f, specificity %.4f\n",
-              best_epoch_, best.metrics.auc, ci.low, ci.high, spec_.threshold, nn::metrics::to_string(rule).c_str(),
-              at_threshold.accuracy, at_threshold.sensitivity, at_threshold.specificity);
+              cfg_.select == "best" ? "best" : "last", best_epoch_, best.metrics.auc, ci.low, ci.high, spec_.threshold,
+              nn::metrics::to_string(rule).c_str(), at_threshold.accuracy, at_threshold.sensitivity,
+              at_threshold.specificity);
   std::printf("wrote %s, %smetrics.jsonl, summary.json (total %s, peak memory %ld MiB)\n", model_path.c_str(),
               charts_error.empty() ? "curves.png, roc.png, " : "", format_duration(seconds_since(start_)).c_str(),
               peak_rss_mib());
@@ -691,6 +832,7 @@ json Trainer::finish() {
 }
 
 json train(const TrainConfig& config) {
+  if (config.folds > 1) return cross_validate(config);
   Trainer trainer(config);
   trainer.load_data();
   trainer.build_model();

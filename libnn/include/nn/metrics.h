@@ -95,6 +95,24 @@ std::string to_string(const ThresholdRule& rule);
 double choose_threshold(const std::vector<double>& scores, const std::vector<int64_t>& labels,
                         const ThresholdRule& rule, bool probabilities = true);
 
+// ---- calibration ----
+
+// Temperature scaling (Guo et al. 2017): the T > 0 that minimises the mean binary cross-entropy of
+// p = sigmoid(logit / T) against the labels, searched (golden section on log T) in [0.05, 20]; the
+// ranking, hence the AUC, does not change. Needs both classes; logits must be finite.
+double fit_temperature(const std::vector<double>& logits, const std::vector<int64_t>& labels);
+
+// How well probabilities of the positive class match the frequency of positives: `bins` equal-width
+// bins of p in [0, 1] (p = 1 in the last); per bin the mean p (confidence), the fraction of
+// positives, and the count; the expected calibration error ECE = sum over bins of n_b / N *
+// |fraction_b - confidence_b| (empty bins count 0, their confidence and fraction are NaN).
+struct Reliability {
+  std::vector<double> confidence, fraction;
+  std::vector<int64_t> count;
+  double ece = 0;
+};
+Reliability reliability(const std::vector<double>& probabilities, const std::vector<int64_t>& labels, int bins = 15);
+
 // {"n","accuracy","sensitivity","specificity","ppv","npv","f1","auc","threshold",
 //  "confusion":{"tp","fp","tn","fn"}} in that order, compact; NaN -> null.
 std::string to_json(const BinaryMetrics& m);

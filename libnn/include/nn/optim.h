@@ -211,6 +211,25 @@ class CosineAnnealingLR : public LRScheduler {
   double eta_min_;
 };
 
+// A linear warm-up from base_lr / warmup to base_lr over the first `warmup` steps, then a cosine
+// from base_lr down to eta_min at step `total` (and eta_min after it):
+//   lr(t) = base_lr * (t + 1) / warmup                                         t < warmup
+//   lr(t) = eta_min + (base_lr - eta_min) * (1 + cos(pi * (t - warmup) / (total - warmup))) / 2
+// Meant to be stepped after every optimizer step (its "epoch" is the step count). warmup 0: none.
+class WarmupCosineLR : public LRScheduler {
+ public:
+  WarmupCosineLR(Optimizer& optimizer, int64_t warmup, int64_t total, double eta_min = 0.0);
+  double lr_at(int64_t step) const override;
+
+ protected:
+  SchedulerState settings() const override;
+  void load_settings(const SchedulerState& state) override;
+
+ private:
+  int64_t warmup_, total_;
+  double eta_min_;
+};
+
 struct PlateauOptions {
   enum class Mode { min, max };             // min: lower metric is better (a loss)
   enum class ThresholdMode { rel, abs };

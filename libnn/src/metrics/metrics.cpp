@@ -346,6 +346,69 @@ double choose_threshold(const std::vector<double>& scores, const std::vector<int
   return 0.0;
 }
 
+// ---- calibration ----
+
+double fit_temperature(const std::vector<double>& logits, const std::vector<int64_t>& labels) {
+  NN_CHECK(logits.size() == labels.size(), "fit_temperature: ", logits.size(), " logits but ", labels.size(), " labels");
+  bool pos = false, neg = false;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    NN_CHECK(std::isfinite(logits[i]), "fit_temperature: logit ", i, " is not finite (", logits[i], ")");
+    NN_CHECK(labels[i] == 0 || labels[i] == 1, "fit_temperature: labels must be 0 or 1, got ", labels[i]);
+    (labels[i] == 1 ? pos : neg) = true;
+  }
+  NN_CHECK(pos && neg, "fit_temperature: needs both classes");
+  // Mean BCE of sigmoid(z / T): log(1 + exp(-s)) with s = z / T for positives, -z / T for negatives.
+  auto nll = [&](double log_t) {
+    const double inv = std::exp(-log_t);
+    double total = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const double s = (labels[i] == 1 ? 1.0 : -1.0) * logits[i] * inv;
+      total += s > 0 ? std::log1p(std::exp(-s)) : -s + std::log1p(std::exp(s));
+    }
+    return total / static_cast<double>(logits.size());
+  };
+  // The loss is convex in 1 / T, so unimodal in log T: golden-section search.
+  double lo = std::log(0.05), hi = std::log(20.0);
+  const double g = (std::sqrt(5.0) - 1.0) / 2.0;
+  double a = hi - g * (hi - lo), b = lo + g * (hi - lo), fa = nll(a), fb = nll(b);
+  for (int it = 0; it < 100; ++it) {
+    if (fa < fb) {
+      hi = b, b = a, fb = fa;
+      a = hi - g * (hi - lo), fa = nll(a);
+    } else {
+      lo = a, a = b, fa = fb;
+      b = lo + g * (hi - lo), fb = nll(b);
+    }
+  }
+  return std::exp((lo + hi) / 2.0);
+}
+
+Reliability reliability(const std::vector<double>& probabilities, const std::vector<int64_t>& labels, int bins) {
+  NN_CHECK(probabilities.size() == labels.size(), "reliability: ", probabilities.size(), " probabilities but ",
+           labels.size(), " labels");
+  NN_CHECK(bins >= 1, "reliability: bins must be positive, got ", bins);
+  Reliability r;
+  std::vector<double> sum_p(static_cast<size_t>(bins), 0.0), positives(static_cast<size_t>(bins), 0.0);
+  r.count.assign(static_cast<size_t>(bins), 0);
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    const double p = probabilities[i];
+    NN_CHECK(p >= 0 && p <= 1, "reliability: probability ", i, " is ", p, ", not in [0, 1]");
+    NN_CHECK(labels[i] == 0 || labels[i] == 1, "reliability: labels must be 0 or 1, got ", labels[i]);
+    const auto b = std::min<int64_t>(bins - 1, static_cast<int64_t>(p * bins));
+    sum_p[static_cast<size_t>(b)] += p;
+    positives[static_cast<size_t>(b)] += static_cast<double>(labels[i]);
+    ++r.count[static_cast<size_t>(b)];
+  }
+  const double n = static_cast<double>(probabilities.size());
+  for (int b = 0; b < bins; ++b) {
+    const auto c = static_cast<double>(r.count[static_cast<size_t>(b)]);
+    r.confidence.push_back(c > 0 ? sum_p[static_cast<size_t>(b)] / c : NAN);
+    r.fraction.push_back(c > 0 ? positives[static_cast<size_t>(b)] / c : NAN);
+    if (c > 0) r.ece += c / n * std::abs(r.fraction.back() - r.confidence.back());
+  }
+  return r;
+}
+
 std::string to_json(const BinaryMetrics& m) {
   auto number = [](double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json(); };
   nlohmann::ordered_json j;

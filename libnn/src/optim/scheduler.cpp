@@ -114,6 +114,39 @@ void CosineAnnealingLR::load_settings(const SchedulerState& state) {
   eta_min_ = eta_min;
 }
 
+// ---- WarmupCosineLR ----
+
+WarmupCosineLR::WarmupCosineLR(Optimizer& optimizer, int64_t warmup, int64_t total, double eta_min)
+    : LRScheduler(optimizer), warmup_(warmup), total_(total), eta_min_(eta_min) {
+  NN_CHECK(warmup >= 0 && total > warmup, "WarmupCosineLR: need 0 <= warmup < total, got warmup ", warmup,
+           ", total ", total);
+  NN_CHECK(std::isfinite(eta_min) && eta_min >= 0, "WarmupCosineLR: eta_min must be >= 0, got ", eta_min);
+  initialize();
+}
+
+double WarmupCosineLR::lr_at(int64_t step) const {
+  if (step < warmup_) return base_lr_ * static_cast<double>(step + 1) / static_cast<double>(warmup_);
+  const double pi = 3.14159265358979323846;
+  const double progress = std::min(1.0, static_cast<double>(step - warmup_) / static_cast<double>(total_ - warmup_));
+  return eta_min_ + (base_lr_ - eta_min_) * (1.0 + std::cos(pi * progress)) / 2.0;
+}
+
+SchedulerState WarmupCosineLR::settings() const {
+  return {{"warmup", static_cast<double>(warmup_)}, {"total", static_cast<double>(total_)}, {"eta_min", eta_min_}};
+}
+
+void WarmupCosineLR::load_settings(const SchedulerState& state) {
+  const int64_t warmup = whole_number(state, "warmup", 0, "WarmupCosineLR");
+  const int64_t total = whole_number(state, "total", 1, "WarmupCosineLR");
+  const double eta_min = state.at("eta_min");
+  NN_CHECK(total > warmup, "WarmupCosineLR load_state_dict: total (", total, ") must exceed warmup (", warmup, ")");
+  NN_CHECK(std::isfinite(eta_min) && eta_min >= 0, "WarmupCosineLR load_state_dict: eta_min must be >= 0, got ",
+           eta_min);
+  warmup_ = warmup;
+  total_ = total;
+  eta_min_ = eta_min;
+}
+
 // ---- ReduceLROnPlateau ----
 
 ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const PlateauOptions& options)

@@ -1,0 +1,368 @@
+// The cross-validated ensemble and its protocol (cross_validation.h, docs/evaluation_protocol.md).
+#include "cross_validation.h"
+
+#include <nn/data/augment.h>
+#include <nn/data/degrade.h>
+#include <nn/io/safetensors.h>
+#include <nn/nn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "charts.h"
+#include "chest_xray_folder.h"
+
+namespace pneumonia {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using nn::data::Image;
+
+const std::vector<AcquisitionShift>& acquisition_shifts() {
+  static const std::vector<AcquisitionShift> shifts = [] {
+    auto augment = [](double zoom, double translate, double contrast) {
+      return [=](const Image& im) {
+        nn::data::AugmentParams p;
+        p.zoom = zoom;
+        p.translate_x = p.translate_y = translate;
+        p.contrast = contrast;
+        return nn::data::apply_augment(im, p);
+      };
+    };
+    std::vector<AcquisitionShift> s;
+    s.push_back({"clean", "the image as stored", [](const Image& im) { return im; }});
+    s.push_back({"gamma-0.6", "an over-exposed look: v^0.6", [](const Image& im) { return nn::data::adjust_gamma(im, 0.6); }});
+    s.push_back({"gamma-1.6", "an under-exposed look: v^1.6", [](const Image& im) { return nn::data::adjust_gamma(im, 1.6); }});
+    s.push_back({"contrast-0.6", "flat, washed out: m + 0.6 (v - m)", augment(1.0, 0.0, 0.6)});
+    s.push_back({"blur-1.5", "unsharp: Gaussian blur, sigma 1.5 px", [](const Image& im) { return nn::data::gaussian_blur(im, 1.5); }});
+    s.push_back({"resolution-0.4", "a coarser detector: down to 40% and back",
+                 [](const Image& im) { return nn::data::downscale_upscale(im, 0.4); }});
+    s.push_back({"noise-0.04", "a noisier detector: N(0, 0.04^2)", [](const Image& im) {
+                   nn::Generator gen(20261207);
+                   return nn::data::add_gaussian_noise(im, 0.04, gen);
+                 }});
+    s.push_back({"framing", "other collimation: zoom 1/0.88, shifted 4% right and down", augment(0.88, 0.04, 1.0)});
+    s.push_back({"jpeg-20", "stored at JPEG quality 20", [](const Image& im) { return nn::data::jpeg_roundtrip(im, 20); }});
+    return s;
+  }();
+  return shifts;
+}
+
+namespace {
+
+using run_files::seconds_since;
+
+struct Stats {
+  double mean = 0, sd = 0;
+};
+
+Stats stats_of(const std::vector<double>& v) {
+  Stats s;
+  if (v.empty()) return s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+json stats_json(const std::vector<double>& v, double pooled) {
+  const Stats s = stats_of(v);
+  return {{"mean", s.mean}, {"sd", s.sd}, {"pooled", pooled}, {"folds", v}};
+}
+
+double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+
+std::vector<double> calibrated(const std::vector<double>& logits, double temperature) {
+  std::vector<double> p(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) p[i] = sigmoid(logits[i] / temperature);
+  return p;
+}
+
+// The logits of `member` for every image of `indices`, under every shift: out[c][k] for
+// indices[k]. The images are decoded again from their files at full size, made grayscale, shifted,
+// then prepared as the model's input (resize to its side).
+std::vector<std::vector<double>> score_under_shifts(nn::models::VGG& member, const ModelSpec& spec,
+                                                    const XrayData& data, const std::vector<int64_t>& indices) {
+  const auto& shifts = acquisition_shifts();
+  const nn::data::Preprocessing preset = nn::data::parse_preprocessing(spec.preprocessing);
+  std::vector<std::vector<double>> out(shifts.size());
+  nn::NoGradGuard no_grad;
+  nn::EvalModeGuard eval;
+  const size_t batch = 32;
+  for (size_t b = 0; b < indices.size(); b += batch) {
+    const size_t end = std::min(indices.size(), b + batch);
+    std::vector<std::vector<nn::Tensor>> inputs(shifts.size());
+    for (size_t k = b; k < end; ++k) {
+      const Image gray = nn::data::to_grayscale(nn::data::load_image(data.samples[static_cast<size_t>(indices[k])].path));
+      for (size_t c = 0; c < shifts.size(); ++c) {
+        Image shifted = shifts[c].apply(gray);
+        if (shifted.height != spec.input_size || shifted.width != spec.input_size)
+          shifted = nn::data::resize(shifted, spec.input_size, spec.input_size);
+        inputs[c].push_back(xray_to_input(shifted, preset).unsqueeze(0));
+      }
+    }
+    for (size_t c = 0; c < shifts.size(); ++c)
+      for (float z : member(nn::concat(inputs[c], 0)).reshape({-1}).to_vector<float>()) out[c].push_back(z);
+  }
+  return out;
+}
+
+// A threshold rule, and where it is applied ("clean" or "shifts": the pooled predictions of every
+// condition).
+struct RuleChoice {
+  std::string rule, on;
+  std::string name() const { return rule + (on == "clean" ? "" : " on shifts"); }
+};
+
+}  // namespace
+
+json cross_validate(const TrainConfig& config) {
+  const auto t_start = std::chrono::steady_clock::now();
+  TrainConfig cfg = with_defaults(config);
+  if (cfg.threads > 0) nn::set_num_threads(cfg.threads);
+  NN_CHECK(cfg.folds >= 2, "cross_validate: needs at least 2 folds, got ", cfg.folds);
+  run_files::prepare(cfg.out);
+  std::shared_ptr<const XrayData> data = XrayData::load(cfg);
+  const std::vector<nn::data::Split> folds = nn::data::stratified_kfold(data->samples, cfg.folds, cfg.seed, !cfg.image_split);
+  const auto& shifts = acquisition_shifts();
+
+  // ---- the folds ----
+  std::vector<std::shared_ptr<nn::models::VGG>> members;
+  std::vector<json> histories;
+  ModelSpec spec;
+  // Out-of-fold logits per condition, and each sample's fold (-1 when unreadable).
+  std::vector<std::vector<double>> oof(shifts.size(), std::vector<double>(data->samples.size(), NAN));
+  std::vector<int> fold_of(data->samples.size(), -1);
+  for (int k = 0; k < cfg.folds; ++k) {
+    TrainConfig fold_cfg = cfg;
+    fold_cfg.out = (fs::path(cfg.out) / ("fold-" + std::to_string(k))).string();
+    fold_cfg.seed = cfg.seed + 1000 * static_cast<uint64_t>(k);  // each member its own initialisation and order
+    fold_cfg.select = "last";  // the held-out fold picks nothing: it stays unseen
+    std::printf("== fold %d/%d: %s\n", k + 1, cfg.folds, fold_cfg.out.c_str());
+    std::fflush(stdout);
+    Trainer trainer(fold_cfg, data, folds[static_cast<size_t>(k)]);
+    trainer.load_data();
+    const std::string fold_model = (fs::path(fold_cfg.out) / "model.safetensors").string();
+    if (cfg.resume && fs::exists(fold_model) && fs::exists(fs::path(fold_cfg.out) / "summary.json")) {
+      PneumoniaModel done = load_model(fold_model);
+      NN_CHECK(done.members.size() == 1, fold_model, ": not a fold's model");
+      members.push_back(done.members[0]);
+      spec = done.spec;
+      histories.push_back(json::parse(std::ifstream(fs::path(fold_cfg.out) / "summary.json"))["history"]);
+      std::printf("fold %d already trained: %s\n", k + 1, fold_model.c_str());
+    } else {
+      trainer.build_model();
+      trainer.resume();
+      while (trainer.next_epoch() <= trainer.config().epochs && trainer.train_epoch()) {
+      }
+      trainer.finish();
+      nn::Generator unused(0);  // the values are overwritten by the load
+      std::shared_ptr<nn::models::VGG> member = build_model(trainer.spec(), unused);
+      member->load_state_dict(trainer.model().state_dict());
+      member->eval();
+      members.push_back(member);
+      spec = trainer.spec();
+      histories.push_back(trainer.history());
+      // The fold's history goes into its summary for a later --resume.
+      json fold_summary = json::parse(std::ifstream(fs::path(fold_cfg.out) / "summary.json"));
+      fold_summary["history"] = trainer.history();
+      run_files::save_json((fs::path(fold_cfg.out) / "summary.json").string(), fold_summary);
+    }
+    const std::vector<int64_t> held_out = data->usable(folds[static_cast<size_t>(k)].val);
+    const auto t_score = std::chrono::steady_clock::now();
+    std::vector<std::vector<double>> scores = score_under_shifts(*members.back(), spec, *data, held_out);
+    for (size_t c = 0; c < shifts.size(); ++c)
+      for (size_t j = 0; j < held_out.size(); ++j) oof[c][static_cast<size_t>(held_out[j])] = scores[c][j];
+    for (int64_t i : held_out) fold_of[static_cast<size_t>(i)] = k;
+    std::printf("fold %d: %zu held-out images scored under %zu conditions in %.1f s\n", k + 1, held_out.size(),
+                shifts.size(), seconds_since(t_score));
+  }
+
+  // ---- pooled out-of-fold predictions ----
+  std::vector<int64_t> scored;  // samples with an out-of-fold prediction
+  for (size_t i = 0; i < fold_of.size(); ++i)
+    if (fold_of[i] >= 0) scored.push_back(static_cast<int64_t>(i));
+  std::vector<int64_t> labels;
+  for (int64_t i : scored) labels.push_back(data->labels[static_cast<size_t>(i)]);
+  auto logits_of = [&](size_t c, int fold = -1) {
+    std::vector<double> z;
+    for (int64_t i : scored)
+      if (fold < 0 || fold_of[static_cast<size_t>(i)] == fold) z.push_back(oof[c][static_cast<size_t>(i)]);
+    return z;
+  };
+  auto labels_of = [&](int fold) {
+    std::vector<int64_t> y;
+    for (int64_t i : scored)
+      if (fold_of[static_cast<size_t>(i)] == fold) y.push_back(data->labels[static_cast<size_t>(i)]);
+    return y;
+  };
+
+  // Calibration: one temperature on the clean out-of-fold logits.
+  const double temperature = nn::metrics::fit_temperature(logits_of(0), labels);
+  spec.temperature = temperature;
+
+  // Threshold rules: each applied to the calibrated clean predictions or to those of every
+  // condition pooled; the configured one is used, all are reported.
+  std::vector<double> all_probs;
+  std::vector<int64_t> all_labels;
+  for (size_t c = 0; c < shifts.size(); ++c) {
+    const std::vector<double> p = calibrated(logits_of(c), temperature);
+    all_probs.insert(all_probs.end(), p.begin(), p.end());
+    all_labels.insert(all_labels.end(), labels.begin(), labels.end());
+  }
+  auto threshold_for = [&](const RuleChoice& r) {
+    const nn::metrics::ThresholdRule rule = nn::metrics::parse_threshold_rule(r.rule);
+    return r.on == "clean" ? nn::metrics::choose_threshold(calibrated(logits_of(0), temperature), labels, rule)
+                           : nn::metrics::choose_threshold(all_probs, all_labels, rule);
+  };
+  json candidates = json::array();
+  for (const char* rule : {"sensitivity:0.95", "balanced", "youden"})
+    for (const char* on : {"clean", "shifts"}) {
+      const RuleChoice r{rule, on};
+      const double t = threshold_for(r);
+      double worst_balanced = 2, clean_sens = 0;
+      json per = json::object();
+      for (size_t c = 0; c < shifts.size(); ++c) {
+        const nn::metrics::BinaryMetrics m = nn::metrics::binary_metrics(calibrated(logits_of(c), temperature), labels, t);
+        worst_balanced = std::min(worst_balanced, (m.sensitivity + m.specificity) / 2);
+        if (c == 0) clean_sens = m.sensitivity;
+        per[shifts[c].name] = {{"sensitivity", m.sensitivity}, {"specificity", m.specificity}};
+      }
+      candidates.push_back({{"rule", r.rule}, {"on", r.on}, {"threshold", t}, {"clean_sensitivity", clean_sens},
+                            {"worst_balanced_accuracy", worst_balanced}, {"conditions", per}});
+    }
+  const RuleChoice chosen{cfg.threshold_rule, cfg.threshold_on};
+  spec.threshold = threshold_for(chosen);
+
+  // ---- the protocol's table ----
+  json conditions = json::object();
+  double mean_auc = 0, mean_pooled_auc = 0, worst_balanced = 2;
+  std::string worst_condition;
+  std::printf("\nprotocol: %d folds by patient; pooled out-of-fold %zu images; temperature %.3f; threshold %.3f (%s)\n",
+              cfg.folds, scored.size(), temperature, spec.threshold, chosen.name().c_str());
+  std::printf("%-16s %17s %17s %17s %7s %7s\n", "condition", "AUC mean (sd)", "sensitivity", "specificity", "ECE", "ECE,T");
+  for (size_t c = 0; c < shifts.size(); ++c) {
+    std::vector<double> aucs, sens, specs;
+    for (int k = 0; k < cfg.folds; ++k) {
+      const nn::metrics::BinaryMetrics m =
+          nn::metrics::binary_metrics(calibrated(logits_of(c, k), temperature), labels_of(k), spec.threshold);
+      aucs.push_back(m.auc);
+      sens.push_back(m.sensitivity);
+      specs.push_back(m.specificity);
+    }
+    const std::vector<double> p = calibrated(logits_of(c), temperature);
+    const nn::metrics::BinaryMetrics pooled = nn::metrics::binary_metrics(p, labels, spec.threshold);
+    const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(c), 1.0), labels);
+    const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
+    conditions[shifts[c].name] = {{"description", shifts[c].description},
+                                  {"auc", stats_json(aucs, pooled.auc)},
+                                  {"sensitivity", stats_json(sens, pooled.sensitivity)},
+                                  {"specificity", stats_json(specs, pooled.specificity)},
+                                  {"ece_before_calibration", before.ece},
+                                  {"ece", after.ece}};
+    mean_auc += stats_of(aucs).mean / static_cast<double>(shifts.size());
+    mean_pooled_auc += pooled.auc / static_cast<double>(shifts.size());
+    const double balanced = (pooled.sensitivity + pooled.specificity) / 2;
+    if (balanced < worst_balanced) worst_balanced = balanced, worst_condition = shifts[c].name;
+    const Stats a = stats_of(aucs), se = stats_of(sens), sp = stats_of(specs);
+    std::printf("%-16s %9.4f (%.4f) %9.4f (%.4f) %9.4f (%.4f) %7.4f %7.4f\n", shifts[c].name.c_str(), a.mean, a.sd,
+                se.mean, se.sd, sp.mean, sp.sd, before.ece, after.ece);
+  }
+  std::printf("mean AUC over the conditions %.4f (of the pooled predictions %.4f); worst balanced accuracy %.4f (%s)\n",
+              mean_auc, mean_pooled_auc, worst_balanced, worst_condition.c_str());
+
+  // ---- the ensemble and the files ----
+  spec.members = cfg.folds;
+  const std::string model_path = (fs::path(cfg.out) / "model.safetensors").string();
+  std::vector<const nn::models::VGG*> raw;
+  for (const auto& m : members) raw.push_back(m.get());
+  save_model(model_path, raw, spec,
+             {{"trained_on", cfg.data}, {"threshold_rule", chosen.name()},
+              {"protocol_mean_auc", json(mean_auc).dump()}, {"protocol_clean_auc", json(conditions["clean"]["auc"]["pooled"]).dump()}});
+  {
+    // The out-of-fold logits, for analysis: (conditions, images), the labels and folds.
+    std::vector<float> z;
+    for (size_t c = 0; c < shifts.size(); ++c)
+      for (int64_t i : scored) z.push_back(static_cast<float>(oof[c][static_cast<size_t>(i)]));
+    std::vector<int64_t> fold_list;
+    for (int64_t i : scored) fold_list.push_back(fold_of[static_cast<size_t>(i)]);
+    std::vector<std::string> names;
+    for (const auto& s : shifts) names.push_back(s.name);
+    nn::io::save_safetensors((fs::path(cfg.out) / "oof.safetensors").string(),
+                             {{"logits", nn::from_vector(z, {static_cast<int64_t>(shifts.size()), static_cast<int64_t>(scored.size())})},
+                              {"labels", nn::from_vector(labels, {static_cast<int64_t>(labels.size())})},
+                              {"folds", nn::from_vector(fold_list, {static_cast<int64_t>(fold_list.size())})}},
+                             {{"conditions", json(names).dump()}});
+  }
+
+  // Charts: the mean curves over the folds, the pooled ROC, the reliability diagram.
+  std::string charts_error;
+  try {
+    EpochCurves curves;
+    size_t epochs = 0;
+    for (const json& h : histories) epochs = std::max(epochs, h.size());
+    for (size_t e = 0; e < epochs; ++e) {
+      double tl = 0, vl = 0, ta = 0, va = 0, n = 0;
+      for (const json& h : histories)
+        if (e < h.size()) {
+          tl += h[e]["train_loss"].get<double>(), vl += h[e]["val_loss"].get<double>();
+          ta += h[e]["train_accuracy"].get<double>(), va += h[e]["val_accuracy"].get<double>(), n += 1;
+        }
+      curves.train_loss.push_back(tl / n);
+      curves.val_loss.push_back(vl / n);
+      curves.train_accuracy.push_back(ta / n);
+      curves.val_accuracy.push_back(va / n);
+    }
+    plot_training_curves((fs::path(cfg.out) / "curves.png").string(), curves,
+                         "VGG" + std::to_string(spec.depth) + (spec.batch_norm ? "-BN" : "") + ", mean of " +
+                             std::to_string(cfg.folds) + " folds");
+    const std::vector<double> p = calibrated(logits_of(0), temperature);
+    const nn::metrics::RocCurve roc = nn::metrics::roc_curve(p, labels);
+    const nn::metrics::BinaryMetrics at = nn::metrics::binary_metrics(p, labels, spec.threshold);
+    plot_roc((fs::path(cfg.out) / "roc.png").string(), roc.fpr, roc.tpr, at.auc, 1.0 - at.specificity, at.sensitivity);
+    const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(0), 1.0), labels);
+    const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
+    plot_reliability((fs::path(cfg.out) / "reliability.png").string(), before.confidence, before.fraction, before.ece,
+                     after.confidence, after.fraction, after.ece);
+  } catch (const nn::Error& e) {
+    charts_error = e.what();
+    std::fprintf(stderr, "pneumonia-train: warning: charts not written: %s\n", e.what());
+  }
+
+  json protocol = {{"folds", cfg.folds},
+                   {"images", scored.size()},
+                   {"temperature", temperature},
+                   {"threshold", spec.threshold},
+                   {"threshold_rule", chosen.rule},
+                   {"threshold_on", chosen.on},
+                   {"mean_auc", mean_auc},
+                   {"mean_pooled_auc", mean_pooled_auc},
+                   {"worst_balanced_accuracy", worst_balanced},
+                   {"worst_condition", worst_condition},
+                   {"conditions", conditions},
+                   {"threshold_candidates", candidates}};
+  run_files::save_json((fs::path(cfg.out) / "protocol.json").string(), protocol);
+  json summary = {{"config", cfg.to_json()},
+                  {"model", json::parse(json(spec.to_metadata()).dump())},
+                  {"threshold_rule", chosen.name()},
+                  {"threshold", spec.threshold},
+                  {"temperature", temperature},
+                  {"protocol", protocol},
+                  {"epochs_per_fold", cfg.epochs},
+                  {"total_seconds", seconds_since(t_start)},
+                  {"peak_memory_mib", run_files::peak_rss_mib()},
+                  {"threads", nn::get_num_threads()}};
+  if (!charts_error.empty()) summary["charts_error"] = charts_error;
+  run_files::save_json((fs::path(cfg.out) / "summary.json").string(), summary);
+  std::printf("wrote %s (an ensemble of %d), protocol.json, oof.safetensors, summary.json%s (total %s, peak memory %ld MiB)\n",
+              model_path.c_str(), cfg.folds, charts_error.empty() ? ", curves.png, roc.png, reliability.png" : "",
+              run_files::format_duration(seconds_since(t_start)).c_str(), run_files::peak_rss_mib());
+  return summary;
+}
+
+}  // namespace pneumonia

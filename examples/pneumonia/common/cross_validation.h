@@ -1,0 +1,35 @@
+// The evaluation protocol of docs/evaluation_protocol.md as pneumonia-train runs it (--folds K):
+// K models, each trained on K - 1 patient-grouped folds (trainer.h), each scoring its held-out fold
+// clean and under the acquisition shifts below; from the pooled out-of-fold predictions a
+// temperature (calibration) and the decision threshold; the K models saved as one ensemble
+// (RUN/model.safetensors), the protocol's table in RUN/protocol.json and RUN/summary.json, the
+// pooled ROC curve, the reliability diagram and the mean training curves as PNGs. Each fold trains
+// in RUN/fold-<k>/ (its own checkpoint, metrics.jsonl and model), so --resume continues the fold
+// that was interrupted and skips the finished ones.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <nn/data/image.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "trainer.h"
+
+namespace pneumonia {
+
+// One condition under which the held-out X-rays are scored: a deterministic change of the decoded
+// grayscale image (before the model's own resize).
+struct AcquisitionShift {
+  std::string name;         // "clean", "gamma-0.6", ...
+  std::string description;  // what it imitates
+  std::function<nn::data::Image(const nn::data::Image& gray)> apply;
+};
+// The protocol's conditions, "clean" first (docs/evaluation_protocol.md).
+const std::vector<AcquisitionShift>& acquisition_shifts();
+
+// Runs the protocol and writes the ensemble (config.folds >= 2). Returns the summary.
+nlohmann::json cross_validate(const TrainConfig& config);
+
+}  // namespace pneumonia
