@@ -549,6 +549,27 @@ TEST(DataPipelineAugment, FlipBrightnessContrast) {
   EXPECT_LT(flips, 130);
 }
 
+TEST(DataPipelineAugment, AspectScalesHorizontallyAboutTheCentre) {
+  // A bright column 8 pixels right of the centre; a horizontal sampling scale of 2 (the content
+  // squeezed to half its width) brings it to 4 pixels right of the centre, rows unchanged.
+  Image im{21, 21, 1, std::vector<float>(21 * 21, 0.0f)};
+  for (int64_t y = 0; y < 21; ++y) im.pixels[static_cast<size_t>(y * 21 + 18)] = 1.0f;
+  nn::data::AugmentParams p;
+  p.aspect = 2.0;
+  Image out = nn::data::apply_augment(im, p);
+  for (int64_t y = 0; y < 21; ++y)
+    for (int64_t x = 0; x < 21; ++x)
+      EXPECT_NEAR(out.pixels[static_cast<size_t>(y * 21 + x)], x == 14 ? 1.0f : 0.0f, 1e-6) << y << "," << x;
+  // Drawn log-uniformly within the range.
+  AugmentOptions o{0, 0, 0, 0, false, 0, 0};
+  o.aspect = 0.5;
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    nn::Generator g(seed);
+    const double a = nn::data::draw_augment_params(o, g).aspect;
+    EXPECT_TRUE(a >= 1 / 1.5 - 1e-12 && a <= 1.5 + 1e-12) << a;
+  }
+}
+
 TEST(DataPipelineAugment, RangeAndSeeds) {
   AugmentOptions o;  // the defaults: everything but the flip
   o.horizontal_flip = true;
@@ -567,7 +588,7 @@ TEST(DataPipelineAugment, RangeAndSeeds) {
       ASSERT_EQ(a.width, 24);
       ASSERT_EQ(a.channels, channels);
       EXPECT_EQ(a.pixels, b.pixels) << "same seed, same output";
-      EXPECT_EQ(g1.offset(), 2u);
+      EXPECT_EQ(g1.offset(), 3u);
       for (float v : a.pixels) {
         ASSERT_GE(v, 0.0f);
         ASSERT_LE(v, 1.0f);

@@ -140,3 +140,30 @@ TEST(Degrade, RandomDrawsAreSeededWithinTheirRanges) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Degrade, HistogramMatchingTakesTheReferenceDistributionAndKeepsTheOrder) {
+  // An image with a dark-leaning distribution matched to a bright-heavy one: its cdf becomes the
+  // reference's (within what its most frequent 8-bit level, which maps to one value, allows), and
+  // brighter pixels stay brighter.
+  Image im{40, 50, 1, std::vector<float>(2000)}, ref{30, 30, 1, std::vector<float>(900)};
+  std::mt19937 rng(7);
+  for (float& v : im.pixels) v = std::pow(static_cast<float>(rng() % 1000) / 1000.0f, 1.3f);
+  for (float& v : ref.pixels) v = std::sqrt(static_cast<float>(rng() % 1000) / 1000.0f);
+  const std::vector<double> target = nn::data::intensity_cdf(ref, 64);
+  Image out = nn::data::match_histogram(im, target);
+  const std::vector<double> got = nn::data::intensity_cdf(out, 64);
+  double worst = 0;
+  for (size_t b = 0; b < got.size(); ++b) worst = std::max(worst, std::abs(got[b] - target[b]));
+  EXPECT_LT(worst, 0.05);
+  for (size_t i = 0; i < im.pixels.size(); ++i)
+    for (size_t j = i + 1; j < std::min(im.pixels.size(), i + 20); ++j)
+      if (im.pixels[i] < im.pixels[j] - 1.0f / 255) {
+        EXPECT_LE(out.pixels[i], out.pixels[j]) << i << " " << j;
+      }
+  EXPECT_THROW(nn::data::match_histogram(im, {0.5, 0.4, 1.0}), nn::Error);  // not a cdf
+  EXPECT_EQ(nn::data::intensity_cdf(im).back(), 1.0);
+}
+
+}  // namespace

@@ -293,3 +293,29 @@ TEST(GradCamGolden, MatchesPyTorchHooks) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(GradCam, BatchEqualsOneByOne) {
+  auto model = small_vgg(3, 31);
+  const std::string layer = nn::models::vgg_cam_layer(*model);
+  nn::Generator gen(32);
+  Tensor x = nn::randn({3, 3, 64, 64}, gen);
+  std::vector<ex::GradCam> batch = ex::grad_cam_batch(*model, x, layer, {2, -1, 0});
+  ASSERT_EQ(batch.size(), 3u);
+  const int64_t targets[] = {2, -1, 0};
+  for (int64_t i = 0; i < 3; ++i) {
+    ex::GradCam one = ex::grad_cam(*model, x.narrow(0, i, 1).contiguous(), layer, targets[i]);
+    EXPECT_EQ(batch[i].target_class, one.target_class) << i;
+    EXPECT_NEAR(batch[i].logit, one.logit, 1e-5 * (1 + std::fabs(one.logit))) << i;
+    std::vector<float> a = batch[i].heatmap.to_vector<float>(), b = one.heatmap.to_vector<float>();
+    ASSERT_EQ(a.size(), b.size());
+    double worst = 0;
+    for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, std::fabs(static_cast<double>(a[j]) - b[j]));
+    EXPECT_LT(worst, 1e-5) << i;
+  }
+  EXPECT_THROW(ex::grad_cam_batch(*model, x, layer, {0, 1}), nn::Error);  // 2 targets for 3 images
+  for (const Tensor& p : model->parameters()) EXPECT_FALSE(p.grad().defined());
+}
+
+}  // namespace

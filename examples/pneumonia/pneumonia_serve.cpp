@@ -3,10 +3,10 @@
 //   pneumonia-serve --model RUN_DIR/model.safetensors [--port 8080] [--host 127.0.0.1] [--threads N]
 //                   [--device cpu|cuda] [--max-body-mib 16] [--queue 64] [--read-timeout-s 10] ...
 //
-// Threads: --threads request workers (default: one per hardware thread), each running nn with
-// --compute-threads threads (default: hardware threads / workers = 1). On 2 cores, 2 x 1 served
-// about twice the requests per second of 1 x 2 (OpenMP's fork/join costs more than it gains on
-// this small model) at nearly the same single-request latency.
+// Threads: --threads request workers (default: one per hardware thread) decode the uploads and
+// encode the heatmaps, one core each; the model runs on one batching thread with --compute-threads
+// threads (default: every hardware thread), which gives every request queued at that moment - up
+// to --max-batch - one forward and one Grad-CAM backward pass (common/explain_batcher.h).
 // Loads the model once (shared read-only by all worker threads: inference and Grad-CAM never
 // write to it) and serves
 //   GET  /             the page (examples/pneumonia/web/index.html, embedded at build time)
@@ -33,6 +33,7 @@
 #include <string>
 #include <thread>
 
+#include "explain_batcher.h"
 #include "http_server.h"
 #include "multipart.h"
 #include "pneumonia_model.h"
@@ -90,6 +91,7 @@ struct App {
   nn::Device device = nn::Device::cpu();
   std::string device_name, model_name;
   nn::data::ImageLimits limits;
+  std::unique_ptr<pneumonia::ExplainBatcher> batcher;
 
   web::Response handle(const web::Request& req) {
     if (req.path == "/" || req.path == "/index.html") {
@@ -150,7 +152,7 @@ struct App {
                                 ? gray
                                 : nn::data::resize(gray, spec.input_size, spec.input_size);
     nn::Tensor input = pneumonia::xray_to_input(small, preset).unsqueeze(0).to(device);
-    nn::explain::GradCam cam = loaded.explain(input);
+    nn::explain::GradCam cam = batcher->explain(input);
     const double probability = loaded.probability_of_logit(cam.logit);
     std::vector<uint8_t> png = heatmap_png(nn::explain::colorize_blend(cam.heatmap, gray, 0.4));
     const double elapsed_ms =
@@ -170,6 +172,7 @@ int main(int argc, char** argv) {
   std::string model_path, device = "cpu";
   web::ServerOptions options;
   int port = 8080, threads = 0, compute_threads = 0, max_requests = 100;
+  int64_t max_batch = 16;
   double max_body_mib = 16, read_timeout_s = 10, write_timeout_s = 30;
   int64_t max_pixels = 16'000'000, max_side = 10'000;
   size_t queue = 64, max_connections = 512;
@@ -178,8 +181,9 @@ int main(int argc, char** argv) {
   cli.add_option("--host", options.host, "address to listen on (default 127.0.0.1: this machine only)");
   cli.add_option("--threads", threads, "worker threads answering requests (default: the hardware threads)")
       ->check(CLI::Range(0, 256));
-  cli.add_option("--compute-threads", compute_threads, "nn compute threads (default: hardware threads / workers)")
+  cli.add_option("--compute-threads", compute_threads, "nn compute threads of the batching thread (default: the hardware threads)")
       ->check(CLI::Range(0, 256));
+  cli.add_option("--max-batch", max_batch, "most requests in one forward/backward pass")->check(CLI::Range(1, 1024));
   cli.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cli.add_option("--max-body-mib", max_body_mib, "largest request body in MiB")->check(CLI::Range(0.001, 1024.0));
   cli.add_option("--queue", queue, "requests waiting for a worker before 503")->check(CLI::Range(1, 100000));
@@ -200,7 +204,7 @@ int main(int argc, char** argv) {
   try {
     const int hw = std::max(1u, std::thread::hardware_concurrency());
     if (threads <= 0) threads = hw;
-    if (compute_threads <= 0) compute_threads = std::max(1, hw / threads);
+    if (compute_threads <= 0) compute_threads = hw;
     nn::set_num_threads(compute_threads);
 
     App app;
@@ -210,6 +214,7 @@ int main(int argc, char** argv) {
     app.device_name = device;
     app.device = device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
     app.loaded.to(app.device);
+    app.batcher = std::make_unique<pneumonia::ExplainBatcher>(app.loaded, max_batch);
     app.limits.max_pixels = max_pixels;
     app.limits.max_side = max_side;
     NN_CHECK(app.loaded.spec.classes.size() == 2, "the model has ", app.loaded.spec.classes.size(), " classes, expected 2");
@@ -228,10 +233,14 @@ int main(int argc, char** argv) {
          "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"},
         {"Referrer-Policy", "no-referrer"},
     };
-    web::HttpServer server(options, [&app](const web::Request& r) { return app.handle(r); });
+    web::HttpServer server(options, [&app](const web::Request& r) {
+      nn::set_this_thread_num_threads(1);  // a worker's image work on its own core; the model runs batched
+      return app.handle(r);
+    });
     server.listen();
-    std::printf("model %s, %d workers x %d compute threads, device %s, queue %zu, body limit %.0f MiB\n",
-                app.model_name.c_str(), threads, compute_threads, device.c_str(), queue, max_body_mib);
+    std::printf("model %s, %d workers, batches of up to %lld on %d compute threads, device %s, queue %zu, body limit %.0f MiB\n",
+                app.model_name.c_str(), threads, static_cast<long long>(max_batch), compute_threads, device.c_str(), queue,
+                max_body_mib);
     std::printf("listening on http://%s:%u\n", options.host.c_str(), static_cast<unsigned>(server.port()));
     std::fflush(stdout);
     server.run();

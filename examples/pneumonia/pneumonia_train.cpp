@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
   app.add_option("--brightness", cfg.augment.brightness, "augmentation: brightness shift range (+-)");
   app.add_option("--contrast", cfg.augment.contrast, "augmentation: contrast factor range (1 +-)");
   app.add_option("--translate", cfg.augment.translate, "augmentation: translation range, fraction of the side (+-)");
+  app.add_option("--aspect", cfg.augment.aspect, "augmentation: horizontal scale log-uniform in [1/(1+A), 1+A]")
+      ->check(CLI::Range(0.0, 3.0));
+  app.add_option("--histogram-mix", cfg.histogram_mix, "augmentation: probability of taking another training "
+                 "image's gray-level histogram")->check(CLI::Range(0.0, 1.0));
   app.add_option("--gamma", cfg.degrade.gamma_max, "acquisition shifts: gamma log-uniform in [1/G, G] (1: off)")->check(CLI::Range(1.0, 5.0));
   app.add_option("--blur", cfg.degrade.blur_sigma_max, "acquisition shifts: Gaussian blur sigma up to S pixels, half of the images");
   app.add_option("--noise", cfg.degrade.noise_sigma_max, "acquisition shifts: Gaussian noise sigma up to S, half of the images");

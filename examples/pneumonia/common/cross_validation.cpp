@@ -22,34 +22,70 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using nn::data::Image;
 
-const std::vector<AcquisitionShift>& acquisition_shifts() {
-  static const std::vector<AcquisitionShift> shifts = [] {
-    auto augment = [](double zoom, double translate, double contrast) {
-      return [=](const Image& im) {
+std::vector<AcquisitionShift> acquisition_shifts(const ClassIntensities& classes) {
+  std::vector<AcquisitionShift> shifts = [] {
+    auto augment = [](double zoom, double translate, double contrast, double aspect = 1.0, double degrees = 0.0) {
+      return [=](const Image& im, int64_t) {
         nn::data::AugmentParams p;
         p.zoom = zoom;
         p.translate_x = p.translate_y = translate;
         p.contrast = contrast;
+        p.aspect = aspect;
+        p.rotation = degrees * 3.14159265358979323846 / 180.0;
         return nn::data::apply_augment(im, p);
       };
     };
     std::vector<AcquisitionShift> s;
-    s.push_back({"clean", "the image as stored", [](const Image& im) { return im; }});
-    s.push_back({"gamma-0.6", "an over-exposed look: v^0.6", [](const Image& im) { return nn::data::adjust_gamma(im, 0.6); }});
-    s.push_back({"gamma-1.6", "an under-exposed look: v^1.6", [](const Image& im) { return nn::data::adjust_gamma(im, 1.6); }});
+    s.push_back({"clean", "the image as stored", [](const Image& im, int64_t) { return im; }});
+    s.push_back({"gamma-0.6", "an over-exposed look: v^0.6", [](const Image& im, int64_t) { return nn::data::adjust_gamma(im, 0.6); }});
+    s.push_back({"gamma-1.6", "an under-exposed look: v^1.6", [](const Image& im, int64_t) { return nn::data::adjust_gamma(im, 1.6); }});
     s.push_back({"contrast-0.6", "flat, washed out: m + 0.6 (v - m)", augment(1.0, 0.0, 0.6)});
-    s.push_back({"blur-1.5", "unsharp: Gaussian blur, sigma 1.5 px", [](const Image& im) { return nn::data::gaussian_blur(im, 1.5); }});
+    s.push_back({"blur-1.5", "unsharp: Gaussian blur, sigma 1.5 px", [](const Image& im, int64_t) { return nn::data::gaussian_blur(im, 1.5); }});
     s.push_back({"resolution-0.4", "a coarser detector: down to 40% and back",
-                 [](const Image& im) { return nn::data::downscale_upscale(im, 0.4); }});
-    s.push_back({"noise-0.04", "a noisier detector: N(0, 0.04^2)", [](const Image& im) {
+                 [](const Image& im, int64_t) { return nn::data::downscale_upscale(im, 0.4); }});
+    s.push_back({"noise-0.04", "a noisier detector: N(0, 0.04^2)", [](const Image& im, int64_t) {
                    nn::Generator gen(20261207);
                    return nn::data::add_gaussian_noise(im, 0.04, gen);
                  }});
     s.push_back({"framing", "other collimation: zoom 1/0.88, shifted 4% right and down", augment(0.88, 0.04, 1.0)});
-    s.push_back({"jpeg-20", "stored at JPEG quality 20", [](const Image& im) { return nn::data::jpeg_roundtrip(im, 20); }});
+    s.push_back({"zoom-out", "a wider field of view: the content at 85% of its size (edges repeated)",
+                 augment(1.0 / 0.85, 0.0, 1.0)});
+    s.push_back({"aspect-0.8", "another original aspect ratio: the content squeezed to 80% of its width",
+                 augment(1.0, 0.0, 1.0, 1.25)});
+    s.push_back({"aspect-1.25", "another original aspect ratio: the content stretched to 125% of its width",
+                 augment(1.0, 0.0, 1.0, 0.8)});
+    s.push_back({"rotation-8", "a tilted patient: rotated 8 degrees", augment(1.0, 0.0, 1.0, 1.0, 8.0)});
+    s.push_back({"jpeg-20", "stored at JPEG quality 20", [](const Image& im, int64_t) { return nn::data::jpeg_roundtrip(im, 20); }});
     return s;
   }();
+  if (!classes.cdf[0].empty() && !classes.cdf[1].empty())
+    shifts.push_back({"processing-swap",
+                      "each image given the other class's mean gray-level histogram (a counterfactual: the class "
+                      "as another collection processed it)",
+                      [classes](const Image& im, int64_t label) {
+                        return nn::data::match_histogram(im, classes.cdf[label == 0 ? 1 : 0]);
+                      }});
   return shifts;
+}
+
+ClassIntensities class_intensities(const XrayData& data) {
+  ClassIntensities out;
+  int64_t count[2] = {0, 0};
+  for (size_t i = 0; i < data.samples.size(); ++i) {
+    const Image& im = data.cache.images[i];
+    if (im.height == 0) continue;
+    const int64_t label = data.labels[i] == 0 ? 0 : 1;
+    const std::vector<double> cdf = nn::data::intensity_cdf(im);
+    auto& acc = out.cdf[static_cast<size_t>(label)];
+    if (acc.empty()) acc.assign(cdf.size(), 0.0);
+    for (size_t b = 0; b < cdf.size(); ++b) acc[b] += cdf[b];
+    ++count[label];
+  }
+  for (int l = 0; l < 2; ++l)
+    for (double& v : out.cdf[static_cast<size_t>(l)]) v /= static_cast<double>(std::max<int64_t>(1, count[l]));
+  for (auto& c : out.cdf)
+    if (!c.empty()) c.back() = 1.0;
+  return out;
 }
 
 namespace {
@@ -87,8 +123,8 @@ std::vector<double> calibrated(const std::vector<double>& logits, double tempera
 // indices[k]. The images are decoded again from their files at full size, made grayscale, shifted,
 // then prepared as the model's input (resize to its side).
 std::vector<std::vector<double>> score_under_shifts(nn::models::VGG& member, const ModelSpec& spec,
-                                                    const XrayData& data, const std::vector<int64_t>& indices) {
-  const auto& shifts = acquisition_shifts();
+                                                    const XrayData& data, const std::vector<int64_t>& indices,
+                                                    const std::vector<AcquisitionShift>& shifts) {
   const nn::data::Preprocessing preset = nn::data::parse_preprocessing(spec.preprocessing);
   std::vector<std::vector<double>> out(shifts.size());
   nn::NoGradGuard no_grad;
@@ -98,9 +134,10 @@ std::vector<std::vector<double>> score_under_shifts(nn::models::VGG& member, con
     const size_t end = std::min(indices.size(), b + batch);
     std::vector<std::vector<nn::Tensor>> inputs(shifts.size());
     for (size_t k = b; k < end; ++k) {
-      const Image gray = nn::data::to_grayscale(nn::data::load_image(data.samples[static_cast<size_t>(indices[k])].path));
+      const size_t i = static_cast<size_t>(indices[k]);
+      const Image gray = nn::data::to_grayscale(nn::data::load_image(data.samples[i].path));
       for (size_t c = 0; c < shifts.size(); ++c) {
-        Image shifted = shifts[c].apply(gray);
+        Image shifted = shifts[c].apply(gray, data.labels[i]);
         if (shifted.height != spec.input_size || shifted.width != spec.input_size)
           shifted = nn::data::resize(shifted, spec.input_size, spec.input_size);
         inputs[c].push_back(xray_to_input(shifted, preset).unsqueeze(0));
@@ -121,74 +158,93 @@ struct RuleChoice {
 
 }  // namespace
 
-json cross_validate(const TrainConfig& config) {
-  const auto t_start = std::chrono::steady_clock::now();
-  TrainConfig cfg = with_defaults(config);
-  if (cfg.threads > 0) nn::set_num_threads(cfg.threads);
-  NN_CHECK(cfg.folds >= 2, "cross_validate: needs at least 2 folds, got ", cfg.folds);
-  run_files::prepare(cfg.out);
-  std::shared_ptr<const XrayData> data = XrayData::load(cfg);
-  const std::vector<nn::data::Split> folds = nn::data::stratified_kfold(data->samples, cfg.folds, cfg.seed, !cfg.image_split);
-  const auto& shifts = acquisition_shifts();
+namespace {
 
-  // ---- the folds ----
-  std::vector<std::shared_ptr<nn::models::VGG>> members;
-  std::vector<json> histories;
+// The fold models of a cross-validated run, their common spec and training histories.
+struct Members {
+  std::vector<std::shared_ptr<nn::models::VGG>> models;
   ModelSpec spec;
-  // Out-of-fold logits per condition, and each sample's fold (-1 when unreadable).
-  std::vector<std::vector<double>> oof(shifts.size(), std::vector<double>(data->samples.size(), NAN));
-  std::vector<int> fold_of(data->samples.size(), -1);
+  std::vector<json> histories;
+};
+
+std::string fold_dir(const std::string& run, int k) { return (fs::path(run) / ("fold-" + std::to_string(k))).string(); }
+
+// A fold's finished model (fold-k/model.safetensors) and the history kept in its summary.
+void load_fold(const std::string& dir, Members& m) {
+  const std::string path = (fs::path(dir) / "model.safetensors").string();
+  PneumoniaModel done = load_model(path);
+  NN_CHECK(done.members.size() == 1, path, ": not a fold's model");
+  m.models.push_back(done.members[0]);
+  m.spec = done.spec;
+  const json summary = json::parse(std::ifstream(fs::path(dir) / "summary.json"));
+  m.histories.push_back(summary.contains("history") ? summary["history"] : json::array());
+}
+
+// Trains the folds (skipping finished ones when resuming).
+Members train_folds(const TrainConfig& cfg, const std::shared_ptr<const XrayData>& data,
+                    const std::vector<nn::data::Split>& folds) {
+  Members m;
   for (int k = 0; k < cfg.folds; ++k) {
     TrainConfig fold_cfg = cfg;
-    fold_cfg.out = (fs::path(cfg.out) / ("fold-" + std::to_string(k))).string();
+    fold_cfg.out = fold_dir(cfg.out, k);
     fold_cfg.seed = cfg.seed + 1000 * static_cast<uint64_t>(k);  // each member its own initialisation and order
     fold_cfg.select = "last";  // the held-out fold picks nothing: it stays unseen
     std::printf("== fold %d/%d: %s\n", k + 1, cfg.folds, fold_cfg.out.c_str());
     std::fflush(stdout);
+    if (cfg.resume && fs::exists(fs::path(fold_cfg.out) / "model.safetensors") &&
+        fs::exists(fs::path(fold_cfg.out) / "summary.json")) {
+      load_fold(fold_cfg.out, m);
+      std::printf("fold %d already trained\n", k + 1);
+      continue;
+    }
     Trainer trainer(fold_cfg, data, folds[static_cast<size_t>(k)]);
     trainer.load_data();
-    const std::string fold_model = (fs::path(fold_cfg.out) / "model.safetensors").string();
-    if (cfg.resume && fs::exists(fold_model) && fs::exists(fs::path(fold_cfg.out) / "summary.json")) {
-      PneumoniaModel done = load_model(fold_model);
-      NN_CHECK(done.members.size() == 1, fold_model, ": not a fold's model");
-      members.push_back(done.members[0]);
-      spec = done.spec;
-      histories.push_back(json::parse(std::ifstream(fs::path(fold_cfg.out) / "summary.json"))["history"]);
-      std::printf("fold %d already trained: %s\n", k + 1, fold_model.c_str());
-    } else {
-      trainer.build_model();
-      trainer.resume();
-      while (trainer.next_epoch() <= trainer.config().epochs && trainer.train_epoch()) {
-      }
-      trainer.finish();
-      nn::Generator unused(0);  // the values are overwritten by the load
-      std::shared_ptr<nn::models::VGG> member = build_model(trainer.spec(), unused);
-      member->load_state_dict(trainer.model().state_dict());
-      member->eval();
-      members.push_back(member);
-      spec = trainer.spec();
-      histories.push_back(trainer.history());
-      // The fold's history goes into its summary for a later --resume.
-      json fold_summary = json::parse(std::ifstream(fs::path(fold_cfg.out) / "summary.json"));
-      fold_summary["history"] = trainer.history();
-      run_files::save_json((fs::path(fold_cfg.out) / "summary.json").string(), fold_summary);
+    trainer.build_model();
+    trainer.resume();
+    while (trainer.next_epoch() <= trainer.config().epochs && trainer.train_epoch()) {
     }
-    const std::vector<int64_t> held_out = data->usable(folds[static_cast<size_t>(k)].val);
+    trainer.finish();
+    nn::Generator unused(0);  // the values are overwritten by the load
+    std::shared_ptr<nn::models::VGG> member = build_model(trainer.spec(), unused);
+    member->load_state_dict(trainer.model().state_dict());
+    member->eval();
+    m.models.push_back(member);
+    m.spec = trainer.spec();
+    m.histories.push_back(trainer.history());
+    // The fold's history goes into its summary for a later --resume.
+    json fold_summary = json::parse(std::ifstream(fs::path(fold_cfg.out) / "summary.json"));
+    fold_summary["history"] = trainer.history();
+    run_files::save_json((fs::path(fold_cfg.out) / "summary.json").string(), fold_summary);
+  }
+  return m;
+}
+
+// Scores every fold's held-out images under the protocol's conditions with that fold's model, then
+// calibrates, picks the threshold, tabulates; writes protocol.json, oof.safetensors and the charts
+// into `out`. Sets m.spec's temperature, threshold and members.
+json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::vector<nn::data::Split>& folds,
+                       Members& m, const std::string& out) {
+  const std::vector<AcquisitionShift> shifts = acquisition_shifts(class_intensities(data));
+  ModelSpec& spec = m.spec;
+  // Out-of-fold logits per condition, and each sample's fold (-1 when unreadable).
+  std::vector<std::vector<double>> oof(shifts.size(), std::vector<double>(data.samples.size(), NAN));
+  std::vector<int> fold_of(data.samples.size(), -1);
+  for (int k = 0; k < cfg.folds; ++k) {
+    const std::vector<int64_t> held_out = data.usable(folds[static_cast<size_t>(k)].val);
     const auto t_score = std::chrono::steady_clock::now();
-    std::vector<std::vector<double>> scores = score_under_shifts(*members.back(), spec, *data, held_out);
+    std::vector<std::vector<double>> scores = score_under_shifts(*m.models[static_cast<size_t>(k)], spec, data, held_out, shifts);
     for (size_t c = 0; c < shifts.size(); ++c)
       for (size_t j = 0; j < held_out.size(); ++j) oof[c][static_cast<size_t>(held_out[j])] = scores[c][j];
     for (int64_t i : held_out) fold_of[static_cast<size_t>(i)] = k;
     std::printf("fold %d: %zu held-out images scored under %zu conditions in %.1f s\n", k + 1, held_out.size(),
                 shifts.size(), seconds_since(t_score));
   }
-
   // ---- pooled out-of-fold predictions ----
   std::vector<int64_t> scored;  // samples with an out-of-fold prediction
   for (size_t i = 0; i < fold_of.size(); ++i)
     if (fold_of[i] >= 0) scored.push_back(static_cast<int64_t>(i));
   std::vector<int64_t> labels;
-  for (int64_t i : scored) labels.push_back(data->labels[static_cast<size_t>(i)]);
+  for (int64_t i : scored) labels.push_back(data.labels[static_cast<size_t>(i)]);
   auto logits_of = [&](size_t c, int fold = -1) {
     std::vector<double> z;
     for (int64_t i : scored)
@@ -198,7 +254,7 @@ json cross_validate(const TrainConfig& config) {
   auto labels_of = [&](int fold) {
     std::vector<int64_t> y;
     for (int64_t i : scored)
-      if (fold_of[static_cast<size_t>(i)] == fold) y.push_back(data->labels[static_cast<size_t>(i)]);
+      if (fold_of[static_cast<size_t>(i)] == fold) y.push_back(data.labels[static_cast<size_t>(i)]);
     return y;
   };
 
@@ -276,14 +332,7 @@ json cross_validate(const TrainConfig& config) {
   std::printf("mean AUC over the conditions %.4f (of the pooled predictions %.4f); worst balanced accuracy %.4f (%s)\n",
               mean_auc, mean_pooled_auc, worst_balanced, worst_condition.c_str());
 
-  // ---- the ensemble and the files ----
   spec.members = cfg.folds;
-  const std::string model_path = (fs::path(cfg.out) / "model.safetensors").string();
-  std::vector<const nn::models::VGG*> raw;
-  for (const auto& m : members) raw.push_back(m.get());
-  save_model(model_path, raw, spec,
-             {{"trained_on", cfg.data}, {"threshold_rule", chosen.name()},
-              {"protocol_mean_auc", json(mean_auc).dump()}, {"protocol_clean_auc", json(conditions["clean"]["auc"]["pooled"]).dump()}});
   {
     // The out-of-fold logits, for analysis: (conditions, images), the labels and folds.
     std::vector<float> z;
@@ -293,7 +342,7 @@ json cross_validate(const TrainConfig& config) {
     for (int64_t i : scored) fold_list.push_back(fold_of[static_cast<size_t>(i)]);
     std::vector<std::string> names;
     for (const auto& s : shifts) names.push_back(s.name);
-    nn::io::save_safetensors((fs::path(cfg.out) / "oof.safetensors").string(),
+    nn::io::save_safetensors((fs::path(out) / "oof.safetensors").string(),
                              {{"logits", nn::from_vector(z, {static_cast<int64_t>(shifts.size()), static_cast<int64_t>(scored.size())})},
                               {"labels", nn::from_vector(labels, {static_cast<int64_t>(labels.size())})},
                               {"folds", nn::from_vector(fold_list, {static_cast<int64_t>(fold_list.size())})}},
@@ -305,10 +354,10 @@ json cross_validate(const TrainConfig& config) {
   try {
     EpochCurves curves;
     size_t epochs = 0;
-    for (const json& h : histories) epochs = std::max(epochs, h.size());
+    for (const json& h : m.histories) epochs = std::max(epochs, h.size());
     for (size_t e = 0; e < epochs; ++e) {
       double tl = 0, vl = 0, ta = 0, va = 0, n = 0;
-      for (const json& h : histories)
+      for (const json& h : m.histories)
         if (e < h.size()) {
           tl += h[e]["train_loss"].get<double>(), vl += h[e]["val_loss"].get<double>();
           ta += h[e]["train_accuracy"].get<double>(), va += h[e]["val_accuracy"].get<double>(), n += 1;
@@ -318,16 +367,16 @@ json cross_validate(const TrainConfig& config) {
       curves.train_accuracy.push_back(ta / n);
       curves.val_accuracy.push_back(va / n);
     }
-    plot_training_curves((fs::path(cfg.out) / "curves.png").string(), curves,
+    plot_training_curves((fs::path(out) / "curves.png").string(), curves,
                          "VGG" + std::to_string(spec.depth) + (spec.batch_norm ? "-BN" : "") + ", mean of " +
                              std::to_string(cfg.folds) + " folds");
     const std::vector<double> p = calibrated(logits_of(0), temperature);
     const nn::metrics::RocCurve roc = nn::metrics::roc_curve(p, labels);
     const nn::metrics::BinaryMetrics at = nn::metrics::binary_metrics(p, labels, spec.threshold);
-    plot_roc((fs::path(cfg.out) / "roc.png").string(), roc.fpr, roc.tpr, at.auc, 1.0 - at.specificity, at.sensitivity);
+    plot_roc((fs::path(out) / "roc.png").string(), roc.fpr, roc.tpr, at.auc, 1.0 - at.specificity, at.sensitivity);
     const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(0), 1.0), labels);
     const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
-    plot_reliability((fs::path(cfg.out) / "reliability.png").string(), before.confidence, before.fraction, before.ece,
+    plot_reliability((fs::path(out) / "reliability.png").string(), before.confidence, before.fraction, before.ece,
                      after.confidence, after.fraction, after.ece);
   } catch (const nn::Error& e) {
     charts_error = e.what();
@@ -346,23 +395,72 @@ json cross_validate(const TrainConfig& config) {
                    {"worst_condition", worst_condition},
                    {"conditions", conditions},
                    {"threshold_candidates", candidates}};
-  run_files::save_json((fs::path(cfg.out) / "protocol.json").string(), protocol);
+  if (!charts_error.empty()) protocol["charts_error"] = charts_error;
+  run_files::save_json((fs::path(out) / "protocol.json").string(), protocol);
+  return protocol;
+}
+
+}  // namespace
+
+json cross_validate(const TrainConfig& config) {
+  const auto t_start = std::chrono::steady_clock::now();
+  TrainConfig cfg = with_defaults(config);
+  if (cfg.threads > 0) nn::set_num_threads(cfg.threads);
+  NN_CHECK(cfg.folds >= 2, "cross_validate: needs at least 2 folds, got ", cfg.folds);
+  run_files::prepare(cfg.out);
+  std::shared_ptr<const XrayData> data = XrayData::load(cfg);
+  const std::vector<nn::data::Split> folds = nn::data::stratified_kfold(data->samples, cfg.folds, cfg.seed, !cfg.image_split);
+  Members m = train_folds(cfg, data, folds);
+  json protocol = evaluate_protocol(cfg, *data, folds, m, cfg.out);
+
+  const std::string model_path = (fs::path(cfg.out) / "model.safetensors").string();
+  std::vector<const nn::models::VGG*> raw;
+  for (const auto& member : m.models) raw.push_back(member.get());
+  const std::string rule = cfg.threshold_rule + (cfg.threshold_on == "clean" ? "" : " on shifts");
+  save_model(model_path, raw, m.spec,
+             {{"trained_on", cfg.data}, {"threshold_rule", rule},
+              {"protocol_mean_auc", json(protocol["mean_auc"]).dump()},
+              {"protocol_clean_auc", json(protocol["conditions"]["clean"]["auc"]["mean"]).dump()}});
   json summary = {{"config", cfg.to_json()},
-                  {"model", json::parse(json(spec.to_metadata()).dump())},
-                  {"threshold_rule", chosen.name()},
-                  {"threshold", spec.threshold},
-                  {"temperature", temperature},
+                  {"model", json::parse(json(m.spec.to_metadata()).dump())},
+                  {"threshold_rule", rule},
+                  {"threshold", m.spec.threshold},
+                  {"temperature", m.spec.temperature},
                   {"protocol", protocol},
                   {"epochs_per_fold", cfg.epochs},
                   {"total_seconds", seconds_since(t_start)},
                   {"peak_memory_mib", run_files::peak_rss_mib()},
                   {"threads", nn::get_num_threads()}};
-  if (!charts_error.empty()) summary["charts_error"] = charts_error;
   run_files::save_json((fs::path(cfg.out) / "summary.json").string(), summary);
-  std::printf("wrote %s (an ensemble of %d), protocol.json, oof.safetensors, summary.json%s (total %s, peak memory %ld MiB)\n",
-              model_path.c_str(), cfg.folds, charts_error.empty() ? ", curves.png, roc.png, reliability.png" : "",
-              run_files::format_duration(seconds_since(t_start)).c_str(), run_files::peak_rss_mib());
+  std::printf("wrote %s (an ensemble of %d), protocol.json, oof.safetensors, summary.json, curves.png, roc.png, "
+              "reliability.png (total %s, peak memory %ld MiB)\n",
+              model_path.c_str(), cfg.folds, run_files::format_duration(seconds_since(t_start)).c_str(),
+              run_files::peak_rss_mib());
   return summary;
+}
+
+json rescore(const std::string& run, const std::string& out, const std::string& data_dir, int threads) {
+  const json saved = json::parse(std::ifstream(fs::path(run) / "summary.json"));
+  NN_CHECK(saved.contains("config") && saved["config"].contains("folds"), run, "/summary.json: not a cross-validated run");
+  const json& c = saved["config"];
+  TrainConfig cfg;
+  cfg.data = data_dir.empty() ? c["data"].get<std::string>() : data_dir;
+  cfg.out = out;
+  cfg.folds = c["folds"];
+  cfg.seed = c["seed"];
+  cfg.max_images = c["max_images"];
+  cfg.image_size = c["image_size"];
+  cfg.image_split = !c["patient_split"].get<bool>();
+  cfg.threshold_rule = c["threshold_rule"];
+  if (c.contains("threshold_on")) cfg.threshold_on = c["threshold_on"];
+  cfg.threads = threads;
+  if (threads > 0) nn::set_num_threads(threads);
+  run_files::prepare(out);
+  std::shared_ptr<const XrayData> data = XrayData::load(cfg);
+  const std::vector<nn::data::Split> folds = nn::data::stratified_kfold(data->samples, cfg.folds, cfg.seed, !cfg.image_split);
+  Members m;
+  for (int k = 0; k < cfg.folds; ++k) load_fold(fold_dir(run, k), m);
+  return evaluate_protocol(cfg, *data, folds, m, out);
 }
 
 }  // namespace pneumonia

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <nn/data/image.h>
 
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
@@ -20,16 +21,30 @@
 namespace pneumonia {
 
 // One condition under which the held-out X-rays are scored: a deterministic change of the decoded
-// grayscale image (before the model's own resize).
+// grayscale image (before the model's own resize); `label` only for counterfactual conditions.
 struct AcquisitionShift {
   std::string name;         // "clean", "gamma-0.6", ...
   std::string description;  // what it imitates
-  std::function<nn::data::Image(const nn::data::Image& gray)> apply;
+  std::function<nn::data::Image(const nn::data::Image& gray, int64_t label)> apply;
 };
-// The protocol's conditions, "clean" first (docs/evaluation_protocol.md).
-const std::vector<AcquisitionShift>& acquisition_shifts();
+
+// The mean gray-level distribution (nn::data::intensity_cdf) of each class's images.
+struct ClassIntensities {
+  std::array<std::vector<double>, 2> cdf;
+};
+ClassIntensities class_intensities(const XrayData& data);
+
+// The protocol's conditions, "clean" first (docs/evaluation_protocol.md); with class intensities,
+// the counterfactual "processing-swap" last.
+std::vector<AcquisitionShift> acquisition_shifts(const ClassIntensities& classes = {});
 
 // Runs the protocol and writes the ensemble (config.folds >= 2). Returns the summary.
 nlohmann::json cross_validate(const TrainConfig& config);
+
+// Scores the fold models of a finished cross-validated run (RUN/fold-<k>/model.safetensors, the
+// settings from RUN/summary.json; the data from `data` when given, else the run's) under the
+// current protocol, and writes protocol.json, oof.safetensors, the charts and summary.json into
+// `out` (created). For comparing runs made before the protocol changed. Returns the protocol.
+nlohmann::json rescore(const std::string& run, const std::string& out, const std::string& data = "", int threads = 0);
 
 }  // namespace pneumonia

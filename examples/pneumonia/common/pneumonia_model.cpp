@@ -205,23 +205,34 @@ std::vector<double> PneumoniaModel::probabilities(const std::vector<nn::Tensor>&
 }
 
 nn::explain::GradCam PneumoniaModel::explain(const nn::Tensor& input) {
+  NN_CHECK(input.dim() == 4 && input.size(0) == 1, "PneumoniaModel::explain: expected one input (1, 3, S, S)");
+  return explain_batch(input).front();
+}
+
+std::vector<nn::explain::GradCam> PneumoniaModel::explain_batch(const nn::Tensor& inputs) {
   NN_CHECK(!members.empty(), "PneumoniaModel: no members");
-  nn::explain::GradCam out;
-  nn::Tensor heat;
-  double logit = 0;
+  const int64_t n = inputs.size(0);
+  std::vector<nn::explain::GradCam> out;
+  std::vector<nn::Tensor> heat(static_cast<size_t>(n));
+  std::vector<double> logit(static_cast<size_t>(n), 0.0);
   for (const auto& m : members) {
-    nn::explain::GradCam cam = nn::explain::grad_cam(*m, input, nn::models::vgg_cam_layer(*m), 0);
-    heat = heat.defined() ? nn::add(heat, cam.heatmap) : cam.heatmap;
-    logit += cam.logit;
-    if (!out.activations_cam.defined()) out = cam;
+    std::vector<nn::explain::GradCam> cams =
+        nn::explain::grad_cam_batch(*m, inputs, nn::models::vgg_cam_layer(*m), std::vector<int64_t>(static_cast<size_t>(n), 0));
+    if (out.empty()) out = cams;
+    for (int64_t i = 0; i < n; ++i) {
+      heat[i] = heat[i].defined() ? nn::add(heat[i], cams[i].heatmap) : cams[i].heatmap;
+      logit[i] += cams[i].logit;
+    }
   }
   if (members.size() > 1) {
-    // The mean of maps each scaled to a maximum of 1, scaled again (x / x is exactly 1).
-    std::vector<float> h = heat.contiguous().to_vector<float>();
-    const float mx = *std::max_element(h.begin(), h.end());
-    for (float& v : h) v = mx > 0 ? v / mx : 0.0f;
-    out.heatmap = nn::from_vector(h, heat.shape());
-    out.logit = logit / static_cast<double>(members.size());
+    for (int64_t i = 0; i < n; ++i) {
+      // The mean of maps each scaled to a maximum of 1, scaled again (x / x is exactly 1).
+      std::vector<float> h = heat[i].contiguous().to_vector<float>();
+      const float mx = *std::max_element(h.begin(), h.end());
+      for (float& v : h) v = mx > 0 ? v / mx : 0.0f;
+      out[i].heatmap = nn::from_vector(h, heat[i].shape());
+      out[i].logit = logit[i] / static_cast<double>(members.size());
+    }
   }
   return out;
 }

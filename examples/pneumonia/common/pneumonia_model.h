@@ -60,6 +60,8 @@ class PneumoniaModel {
   // (nn::models::vgg_cam_layer): the members' heatmaps averaged and divided by their maximum, the
   // logit averaged. Does not modify the model (threads may share it).
   nn::explain::GradCam explain(const nn::Tensor& input);
+  // The same for a batch (N, 3, S, S) in one forward and one backward per member.
+  std::vector<nn::explain::GradCam> explain_batch(const nn::Tensor& inputs);
   void to(nn::Device device);
 };
 

@@ -191,16 +191,17 @@ json TrainConfig::to_json() const {
           {"balanced", balanced}, {"augment", !no_augment}, {"patient_split", !image_split},
           {"weight_decay", weight_decay}, {"warmup_epochs", warmup_epochs},
           {"label_smoothing", label_smoothing}, {"ema_decay", ema_decay}, {"select", select},
+          {"histogram_mix", histogram_mix},
           {"augment_options", {{"zoom", augment.zoom}, {"shear", augment.shear},
                                {"rotation_degrees", augment.rotation_degrees}, {"translate", augment.translate},
-                               {"brightness", augment.brightness}, {"contrast", augment.contrast}}},
+                               {"brightness", augment.brightness}, {"contrast", augment.contrast}, {"aspect", augment.aspect}}},
           {"degrade", {{"gamma_max", degrade.gamma_max}, {"blur_probability", degrade.blur_probability},
                        {"blur_sigma_max", degrade.blur_sigma_max}, {"noise_probability", degrade.noise_probability},
                        {"noise_sigma_max", degrade.noise_sigma_max},
                        {"downscale_probability", degrade.downscale_probability},
                        {"downscale_min", degrade.downscale_min}, {"jpeg_probability", degrade.jpeg_probability},
                        {"jpeg_quality_min", degrade.jpeg_quality_min}}},
-          {"threshold_rule", threshold_rule}};
+          {"threshold_rule", threshold_rule}, {"threshold_on", threshold_on}};
 }
 
 // ---- data ----
@@ -218,9 +219,11 @@ std::shared_ptr<const XrayData> XrayData::load(const TrainConfig& cfg) {
                                        cfg.workers);
   for (const std::string& f : data->cache.failed) std::fprintf(stderr, "unreadable, skipped: %s\n", f.c_str());
   data->labels.assign(data->samples.size(), 0);
+  data->cdfs.resize(data->samples.size());
   for (size_t i = 0; i < data->samples.size(); ++i) {
     data->labels[i] = data->samples[i].label;
     data->index_of_path.emplace(data->samples[i].path, i);
+    if (data->cache.images[i].height > 0) data->cdfs[i] = nn::data::intensity_cdf(data->cache.images[i], 64);
   }
   int64_t pos = 0;
   for (int64_t l : data->labels) pos += l;
@@ -258,9 +261,11 @@ TrainConfig with_defaults(const TrainConfig& config) {
   if (cfg.epochs <= 0) cfg.epochs = transfer ? 8 : 10;
   if (cfg.image_size <= 0) cfg.image_size = transfer ? 224 : 128;
   if (cfg.lr <= 0) cfg.lr = cfg.mode == "finetune" ? 1e-4 : 1e-3;
+  NN_CHECK(cfg.histogram_mix >= 0 && cfg.histogram_mix <= 1, "--histogram-mix must be in [0, 1]");
   if (cfg.no_augment) {
     cfg.augment = nn::data::AugmentOptions{0, 0, 0, 0, false, 0, 0};
     cfg.degrade = nn::data::DegradeOptions{};
+    cfg.histogram_mix = 0;
   }
   return cfg;
 }
@@ -321,8 +326,20 @@ void Trainer::use_split() {
 
 Tensor Trainer::sample_input(int64_t index, bool augmented, nn::Generator& gen) const {
   const nn::data::Image& image = data_->cache.images[static_cast<size_t>(index)];
-  if (!augmented) return xray_to_input(image, preset_);
-  return xray_to_input(nn::data::degrade(nn::data::augment(image, cfg_.augment, gen), cfg_.degrade, gen), preset_);
+  return xray_to_input(augmented ? training_view(image, gen) : image, preset_);
+}
+
+nn::data::Image Trainer::training_view(const nn::data::Image& image, nn::Generator& gen) const {
+  nn::data::Image out = image;
+  if (cfg_.histogram_mix > 0) {
+    uint32_t r[4];
+    nn::philox4x32(gen.seed(), gen.reserve(1), 0, r);
+    if (r[0] * (1.0 / 4294967296.0) < cfg_.histogram_mix) {
+      const int64_t other = split_.train[static_cast<size_t>(r[1] % split_.train.size())];
+      out = nn::data::match_histogram(out, data_->cdfs[static_cast<size_t>(other)]);
+    }
+  }
+  return nn::data::degrade(nn::data::augment(out, cfg_.augment, gen), cfg_.degrade, gen);
 }
 
 nn::models::VGG& Trainer::kept_model() { return average_ ? *average_ : *model_; }
@@ -392,7 +409,8 @@ void Trainer::build_model() {
   train_cache_.clear();
   val_cache_.clear();
   if (transfer_) {
-    const bool plain = nn::data::is_identity(cfg_.augment) && nn::data::is_identity(cfg_.degrade);
+    const bool plain = nn::data::is_identity(cfg_.augment) && nn::data::is_identity(cfg_.degrade) &&
+                       cfg_.histogram_mix == 0;
     const int views = plain ? 1 : std::max(1, cfg_.views);
     const nn::DType store = cfg_.mode == "finetune" ? nn::DType::f16 : nn::f32;
     auto t_feat = std::chrono::steady_clock::now();
@@ -456,12 +474,12 @@ void Trainer::build_model() {
     lo.balanced = cfg_.balanced;
     lo.workers = cfg_.workers;
     lo.seed = cfg_.seed;
-    const bool plain = nn::data::is_identity(cfg_.augment) && nn::data::is_identity(cfg_.degrade);
+    const bool plain = nn::data::is_identity(cfg_.augment) && nn::data::is_identity(cfg_.degrade) &&
+                       cfg_.histogram_mix == 0;
     loader_ = std::make_unique<nn::data::DataLoader>(
         data_->samples, split_.train,
         [this, plain](const nn::data::Image& image, nn::Generator& g) {
-          if (plain) return xray_to_input(image, preset_);
-          return xray_to_input(nn::data::degrade(nn::data::augment(image, cfg_.augment, g), cfg_.degrade, g), preset_);
+          return xray_to_input(plain ? image : training_view(image, g), preset_);
         },
         lo, [this](const nn::data::Sample& s) { return data_->cache.images[data_->index_of_path.at(s.path)]; });
   }

@@ -73,6 +73,10 @@ struct TrainConfig {
   bool progress = true;  // a progress bar on stderr
   nn::data::AugmentOptions augment;
   nn::data::DegradeOptions degrade;  // acquisition shifts drawn for each training image
+  // The probability that a training image takes the gray-level histogram of another, random,
+  // training image (nn::data::match_histogram): the classes' gray levels then say nothing of the
+  // class, whatever processing each collection had.
+  double histogram_mix = 0;
 
   // The settings as JSON (summary.json, and the checkpoint, which --resume checks against).
   nlohmann::json to_json() const;
@@ -89,6 +93,7 @@ struct XrayData {
   std::vector<nn::data::Sample> samples;  // the folder's (a stratified subset with max_images)
   nn::data::ImageCache cache;             // cache.images[i] is samples[i]'s; empty when unreadable
   std::vector<int64_t> labels;            // samples[i].label
+  std::vector<std::vector<double>> cdfs;  // nn::data::intensity_cdf of each cached image (64 bins)
   std::unordered_map<std::string, size_t> index_of_path;
 
   // Scans config.data, takes the subset, decodes with config.workers threads; prints a summary.
@@ -159,6 +164,8 @@ class Trainer {
   void check_data_loaded(const char* step) const;
   void check_model_built(const char* step) const;
   nn::Tensor sample_input(int64_t index, bool augmented, nn::Generator& gen) const;
+  // The training transform of a cached image: histogram mix, augmentation, degradation.
+  nn::data::Image training_view(const nn::data::Image& image, nn::Generator& gen) const;
   nn::models::VGG& kept_model();                   // the EMA when on, else the model
   nn::Tensor forward(nn::models::VGG& model, const nn::Tensor& x);  // logits (N) of the trainable part
   void step(const nn::Tensor& x, const nn::Tensor& y);

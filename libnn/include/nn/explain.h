@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "nn/data/image.h"
 #include "nn/module.h"
@@ -42,6 +43,12 @@ struct GradCam {
 // -1 takes the argmax of the logits (for a 1-logit binary head: the single logit, 0); otherwise it
 // must be in [0, K). Does not modify the model (see the header comment).
 GradCam grad_cam(Module& model, const Tensor& input, const std::string& layer, int64_t target_class = -1);
+// Grad-CAM for a batch (N, C, H, W) in one forward and one backward pass (the backward of the sum of
+// the targets' logits: each image's logits depend on its own input only, as they do in eval mode),
+// one result per image, each equal to grad_cam of that image alone up to float rounding.
+// target_classes: one per image (-1: its argmax), or empty for all -1.
+std::vector<GradCam> grad_cam_batch(Module& model, const Tensor& inputs, const std::string& layer,
+                                    const std::vector<int64_t>& target_classes = {});
 
 // Bilinear resampling of a 2-D map (h, w) -> (height, width), exactly as PyTorch's
 // F.interpolate(x[None, None], size=(height, width), mode='bilinear', align_corners=False)

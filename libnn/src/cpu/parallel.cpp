@@ -13,6 +13,7 @@
 namespace nn {
 namespace {
 std::atomic<int> num_threads{0};
+thread_local int this_thread_limit = 0;  // 0: none
 
 // omp_set_num_threads only sets the calling thread's default; Eigen's GEMM reads its own global
 // setting, which holds on every thread (data-loader and server workers included).
@@ -45,7 +46,12 @@ void set_num_threads(int n) {
 
 int get_num_threads() {
   cpu::ensure_threads_initialised();
-  return num_threads;
+  return this_thread_limit > 0 ? std::min<int>(this_thread_limit, num_threads) : num_threads.load();
+}
+
+void set_this_thread_num_threads(int n) {
+  NN_CHECK(n >= 0 && n <= 1024, "set_this_thread_num_threads: expected 0..1024 threads, got ", n);
+  this_thread_limit = n;
 }
 
 }  // namespace nn

@@ -24,6 +24,7 @@ void check_options(const AugmentOptions& o) {
            "augment: brightness must be in [0, 1], got ", o.brightness);
   NN_CHECK(finite_nonnegative(o.contrast) && o.contrast <= 1.0,
            "augment: contrast must be in [0, 1], got ", o.contrast);
+  NN_CHECK(finite_nonnegative(o.aspect) && o.aspect <= 3.0, "augment: aspect must be in [0, 3], got ", o.aspect);
 }
 
 void check_image(const Image& image) {
@@ -45,17 +46,16 @@ bool has_alpha(int64_t channels) { return channels == 2 || channels == 4; }
 
 bool is_identity(const AugmentOptions& o) {
   return o.zoom == 0.0 && o.shear == 0.0 && o.rotation_degrees == 0.0 && o.translate == 0.0 &&
-         !o.horizontal_flip && o.brightness == 0.0 && o.contrast == 0.0;
+         !o.horizontal_flip && o.brightness == 0.0 && o.contrast == 0.0 && o.aspect == 0.0;
 }
 
 AugmentParams draw_augment_params(const AugmentOptions& o, Generator& gen) {
   check_options(o);
-  const uint64_t counter = gen.reserve(2);
-  uint32_t w[8];
-  philox4x32(gen.seed(), counter, 0, w);
-  philox4x32(gen.seed(), counter + 1, 0, w + 4);
-  double u[8];
-  for (int i = 0; i < 8; ++i) u[i] = w[i] * (1.0 / 4294967296.0);  // [0, 1), 32 bits
+  const uint64_t counter = gen.reserve(3);
+  uint32_t w[12];
+  for (int b = 0; b < 3; ++b) philox4x32(gen.seed(), counter + static_cast<uint64_t>(b), 0, w + 4 * b);
+  double u[12];
+  for (int i = 0; i < 12; ++i) u[i] = w[i] * (1.0 / 4294967296.0);  // [0, 1), 32 bits
   AugmentParams p;
   p.zoom = 1.0 + symmetric(u[0], o.zoom);
   p.shear = symmetric(u[1], o.shear);
@@ -65,6 +65,7 @@ AugmentParams draw_augment_params(const AugmentOptions& o, Generator& gen) {
   p.flip = o.horizontal_flip && u[5] < 0.5;
   p.brightness = symmetric(u[6], o.brightness);
   p.contrast = 1.0 + symmetric(u[7], o.contrast);
+  p.aspect = std::exp(symmetric(u[8], std::log1p(o.aspect)));
   return p;
 }
 
@@ -73,7 +74,8 @@ Image apply_augment(const Image& image, const AugmentParams& p) {
   NN_CHECK(std::isfinite(p.zoom) && p.zoom > 0.0 && std::isfinite(p.shear) &&
                std::abs(p.shear) < kPi / 2 && std::isfinite(p.rotation) &&
                std::isfinite(p.translate_x) && std::isfinite(p.translate_y) &&
-               std::isfinite(p.brightness) && std::isfinite(p.contrast) && p.contrast >= 0.0,
+               std::isfinite(p.brightness) && std::isfinite(p.contrast) && p.contrast >= 0.0 &&
+               std::isfinite(p.aspect) && p.aspect > 0.0,
            "apply_augment: invalid parameters (zoom ", p.zoom, ", shear ", p.shear, ", rotation ",
            p.rotation, ", translate ", p.translate_x, "/", p.translate_y, ", brightness ",
            p.brightness, ", contrast ", p.contrast, ")");
@@ -83,15 +85,15 @@ Image apply_augment(const Image& image, const AugmentParams& p) {
   // Geometry: skipped when it is the identity, so brightness/contrast-only augmentation does not
   // resample.
   const bool geometric = p.zoom != 1.0 || p.shear != 0.0 || p.rotation != 0.0 ||
-                         p.translate_x != 0.0 || p.translate_y != 0.0;
+                         p.translate_x != 0.0 || p.translate_y != 0.0 || p.aspect != 1.0;
   if (geometric) {
     // M = R * Sh * Z and the offset R * t, in (x, y) relative to the centre.
     const double cr = std::cos(p.rotation), sr = std::sin(p.rotation);
     const double cs = std::cos(p.shear), ss = std::sin(p.shear);
-    const double f = p.zoom;
-    // Sh * Z = [[cs f, 0], [-ss f, f]]
-    const double a00 = cr * cs * f - sr * ss * f, a01 = sr * f;
-    const double a10 = -sr * cs * f - cr * ss * f, a11 = cr * f;
+    const double f = p.zoom, fa = p.zoom * p.aspect;
+    // Sh * Z = [[cs f a, 0], [-ss f a, f]]
+    const double a00 = cr * cs * fa - sr * ss * fa, a01 = sr * f;
+    const double a10 = -sr * cs * fa - cr * ss * fa, a11 = cr * f;
     const double tx = p.translate_x * static_cast<double>(W), ty = p.translate_y * static_cast<double>(H);
     const double ox = cr * tx + sr * ty, oy = -sr * tx + cr * ty;
     const double cx = 0.5 * static_cast<double>(W - 1), cy = 0.5 * static_cast<double>(H - 1);

@@ -2,6 +2,7 @@
 #include "nn/data/degrade.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -121,6 +122,59 @@ Image jpeg_roundtrip(const Image& image, int quality) {
   const int64_t n = image.height * image.width, c = image.channels, d = decoded.channels;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t k = 0; k < d; ++k) out.pixels[static_cast<size_t>(i * c + k)] = decoded.pixels[static_cast<size_t>(i * d + k)];
+  return out;
+}
+
+std::vector<double> intensity_cdf(const Image& image, int bins) {
+  check_image(image, "intensity_cdf");
+  NN_CHECK(bins >= 2, "intensity_cdf: needs at least 2 bins, got ", bins);
+  std::vector<double> cdf(static_cast<size_t>(bins), 0.0);
+  const int64_t c = image.channels;
+  int64_t n = 0;
+  for (size_t i = 0; i < image.pixels.size(); ++i) {
+    if (is_alpha(static_cast<int64_t>(i) % c, c)) continue;
+    const auto b = std::min<int64_t>(bins - 1, static_cast<int64_t>(clamp01(image.pixels[i]) * bins));
+    cdf[static_cast<size_t>(b)] += 1;
+    ++n;
+  }
+  double run = 0;
+  for (double& v : cdf) {
+    run += v;
+    v = run / static_cast<double>(n);
+  }
+  cdf.back() = 1.0;
+  return cdf;
+}
+
+Image match_histogram(const Image& image, const std::vector<double>& reference) {
+  check_image(image, "match_histogram");
+  NN_CHECK(reference.size() >= 2 && std::abs(reference.back() - 1.0) < 1e-9,
+           "match_histogram: the reference must be a cdf of at least 2 bins ending at 1");
+  for (size_t b = 1; b < reference.size(); ++b)
+    NN_CHECK(reference[b] >= reference[b - 1], "match_histogram: the reference cdf decreases at bin ", b);
+  const std::vector<double> own = intensity_cdf(image, 256);
+  const double ref_bins = static_cast<double>(reference.size());
+  // The value of the reference at quantile q: the bin where its cdf reaches q, linearly within it.
+  auto quantile = [&](double q) {
+    const auto it = std::lower_bound(reference.begin(), reference.end(), q);
+    const size_t b = static_cast<size_t>(std::min<std::ptrdiff_t>(it - reference.begin(), reference.size() - 1));
+    const double below = b == 0 ? 0.0 : reference[b - 1], width = reference[b] - below;
+    const double within = width > 0 ? (q - below) / width : 0.5;
+    return (static_cast<double>(b) + std::clamp(within, 0.0, 1.0)) / ref_bins;
+  };
+  std::array<float, 256> map{};
+  for (int v = 0; v < 256; ++v) {
+    // A level's rank: the middle of the samples in its bin.
+    const double below = v == 0 ? 0.0 : own[static_cast<size_t>(v) - 1];
+    map[static_cast<size_t>(v)] = static_cast<float>(quantile((below + own[static_cast<size_t>(v)]) / 2));
+  }
+  Image out = image;
+  const int64_t c = image.channels;
+  for (size_t i = 0; i < out.pixels.size(); ++i)
+    if (!is_alpha(static_cast<int64_t>(i) % c, c)) {
+      const auto b = std::min<int64_t>(255, static_cast<int64_t>(clamp01(out.pixels[i]) * 256));
+      out.pixels[i] = map[static_cast<size_t>(b)];
+    }
   return out;
 }
 

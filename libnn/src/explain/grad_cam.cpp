@@ -71,6 +71,17 @@ GradCam grad_cam(Module& model, const Tensor& input, const std::string& layer, i
   NN_CHECK(input.defined() && input.dim() == 4 && input.size(0) == 1,
            "grad_cam: expected one preprocessed input (1, C, H, W), got ",
            input.defined() ? shape_str(input.shape()) : std::string("an undefined tensor"));
+  return grad_cam_batch(model, input, layer, {target_class}).front();
+}
+
+std::vector<GradCam> grad_cam_batch(Module& model, const Tensor& inputs, const std::string& layer,
+                                    const std::vector<int64_t>& target_classes) {
+  NN_CHECK(inputs.defined() && inputs.dim() == 4 && inputs.size(0) >= 1,
+           "grad_cam: expected preprocessed inputs (N, C, H, W), got ",
+           inputs.defined() ? shape_str(inputs.shape()) : std::string("an undefined tensor"));
+  const int64_t n = inputs.size(0);
+  NN_CHECK(target_classes.empty() || static_cast<int64_t>(target_classes.size()) == n, "grad_cam: ",
+           target_classes.size(), " target classes for ", n, " inputs");
   NN_CHECK(grad_mode_enabled(), "grad_cam: grad mode is off in this thread (called inside a NoGradGuard)");
   const std::vector<std::string> layers = layer_names(model);
   NN_CHECK(layers.empty() || layer != layers.back(), "grad_cam: '", layer,
@@ -81,57 +92,66 @@ GradCam grad_cam(Module& model, const Tensor& input, const std::string& layer, i
   Tensor a;
   {
     NoGradGuard no_grad;
-    a = forward_to(model, input, layer);
+    a = forward_to(model, inputs, layer);
   }
-  NN_CHECK(a.dim() == 4 && a.size(0) == 1, "grad_cam: layer ", layer, " gave ", shape_str(a.shape()),
-           ", not a (1, C, h, w) activation map");
+  NN_CHECK(a.dim() == 4 && a.size(0) == n, "grad_cam: layer ", layer, " gave ", shape_str(a.shape()),
+           ", not an activation map (N, C, h, w)");
   a = a.detach().requires_grad_(true);
 
-  // 3. The rest of the model, differentiated with respect to A only; backward from the target logit.
+  // 3. The rest of the model, differentiated with respect to A only; backward from the sum of the
+  // targets' logits (image i's logits depend on A[i] only).
   GradientsOnlyFor only_a({a});
   Tensor logits = forward_from(model, a, layer);
-  NN_CHECK(logits.dim() == 2 && logits.size(0) == 1, "grad_cam: the model gave ", shape_str(logits.shape()),
-           ", not logits (1, K)");
+  NN_CHECK(logits.dim() == 2 && logits.size(0) == n, "grad_cam: the model gave ", shape_str(logits.shape()),
+           ", not logits (N, K)");
   const int64_t k = logits.size(1);
-  const std::vector<float> lv = logits.to_vector<float>();
-  if (target_class < 0) {
-    NN_CHECK(target_class == -1, "grad_cam: target_class must be -1 (the argmax) or in [0, ", k, "), got ",
-             target_class);
-    target_class = static_cast<int64_t>(std::max_element(lv.begin(), lv.end()) - lv.begin());
+  const std::vector<float> lv = logits.detach().contiguous().to_vector<float>();
+  std::vector<int64_t> targets(static_cast<size_t>(n), -1);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t t = target_classes.empty() ? -1 : target_classes[static_cast<size_t>(i)];
+    if (t < 0) {
+      NN_CHECK(t == -1, "grad_cam: target_class must be -1 (the argmax) or in [0, ", k, "), got ", t);
+      t = static_cast<int64_t>(std::max_element(lv.begin() + i * k, lv.begin() + (i + 1) * k) - (lv.begin() + i * k));
+    }
+    NN_CHECK(t < k, "grad_cam: target_class ", t, " is not in [0, ", k, ")");
+    targets[static_cast<size_t>(i)] = t;
   }
-  NN_CHECK(target_class < k, "grad_cam: target_class ", target_class, " is not in [0, ", k, ")");
-  Tensor target = logits.select(0, 0).select(0, target_class);
-  target.backward();
+  std::vector<float> pick(static_cast<size_t>(n * k), 0.0f);
+  for (int64_t i = 0; i < n; ++i) pick[static_cast<size_t>(i * k + targets[static_cast<size_t>(i)])] = 1.0f;
+  Tensor selector = from_vector(pick, {n, k}).to(logits.device()).to(logits.dtype());
+  sum(mul(logits, selector)).backward();
   Tensor grad = a.grad();
 
-  GradCam out;
-  out.target_class = target_class;
-  out.logit = lv[static_cast<size_t>(target_class)];
-  out.layer = layer;
-
-  // 4. Channel weights and the low-resolution map.
+  // 4-5. Per image: channel weights, the low-resolution map, upsampled and normalised.
   const int64_t c = a.size(1), h = a.size(2), w = a.size(3), hw = h * w;
   const std::vector<float> av = a.detach().contiguous().to_vector<float>();
   const std::vector<float> gv = grad.defined() ? grad.contiguous().to_vector<float>()
                                                : std::vector<float>(av.size(), 0.0f);
-  std::vector<double> cam(static_cast<size_t>(hw), 0.0);
-  for (int64_t ch = 0; ch < c; ++ch) {
-    double wc = 0;
-    for (int64_t p = 0; p < hw; ++p) wc += gv[static_cast<size_t>(ch * hw + p)];
-    wc /= static_cast<double>(hw);
-    if (wc == 0) continue;
-    for (int64_t p = 0; p < hw; ++p) cam[static_cast<size_t>(p)] += wc * av[static_cast<size_t>(ch * hw + p)];
+  std::vector<GradCam> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    GradCam& r = out[static_cast<size_t>(i)];
+    r.target_class = targets[static_cast<size_t>(i)];
+    r.logit = lv[static_cast<size_t>(i * k + r.target_class)];
+    r.layer = layer;
+    const float* ai = av.data() + i * c * hw;
+    const float* gi = gv.data() + i * c * hw;
+    std::vector<double> cam(static_cast<size_t>(hw), 0.0);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double wc = 0;
+      for (int64_t p = 0; p < hw; ++p) wc += gi[ch * hw + p];
+      wc /= static_cast<double>(hw);
+      if (wc == 0) continue;
+      for (int64_t p = 0; p < hw; ++p) cam[static_cast<size_t>(p)] += wc * ai[ch * hw + p];
+    }
+    r.activations_cam = empty({h, w});
+    float* cm = r.activations_cam.data<float>();
+    for (int64_t p = 0; p < hw; ++p) cm[p] = static_cast<float>(std::max(0.0, cam[static_cast<size_t>(p)]));
+    r.heatmap = upsample_bilinear(r.activations_cam, inputs.size(2), inputs.size(3));
+    float* hm = r.heatmap.data<float>();
+    const int64_t total = r.heatmap.numel();
+    const float mx = total > 0 ? *std::max_element(hm, hm + total) : 0.0f;
+    for (int64_t p = 0; p < total; ++p) hm[p] = mx > 0 ? hm[p] / mx : 0.0f;
   }
-  out.activations_cam = empty({h, w});
-  float* cm = out.activations_cam.data<float>();
-  for (int64_t p = 0; p < hw; ++p) cm[p] = static_cast<float>(std::max(0.0, cam[static_cast<size_t>(p)]));
-
-  // 5. Upsampled and normalised by its maximum.
-  out.heatmap = upsample_bilinear(out.activations_cam, input.size(2), input.size(3));
-  float* hm = out.heatmap.data<float>();
-  const int64_t n = out.heatmap.numel();
-  const float mx = n > 0 ? *std::max_element(hm, hm + n) : 0.0f;
-  for (int64_t i = 0; i < n; ++i) hm[i] = mx > 0 ? hm[i] / mx : 0.0f;
   return out;
 }
 

@@ -11,7 +11,9 @@
 // column x, row y, taken relative to the centre c = ((W - 1) / 2, (H - 1) / 2), samples the input at
 //
 //   src = c + R(theta) * (Sh(s) * Z(f) * (p - c) + t),     p = (x, y)
-//   Z(f) = [[f, 0], [0, f]]                       f in [1 - zoom, 1 + zoom]  (f < 1 enlarges)
+//   Z(f) = [[f a, 0], [0, f]]                     f in [1 - zoom, 1 + zoom]  (f < 1 enlarges);
+//                                                 a log-uniform in [1/(1 + aspect), 1 + aspect]
+//                                                 (a > 1 squeezes the content horizontally)
 //   Sh(s) = [[cos s, 0], [-sin s, 1]]             s in [-shear, shear] radians (Keras' matrix,
 //                                                 written in (x, y) instead of (row, col))
 //   R(theta) = [[cos, sin], [-sin, cos]]          theta in [-rotation_degrees, rotation_degrees]
@@ -38,14 +40,16 @@ struct AugmentOptions {
   bool horizontal_flip = false;  // probability 1/2 when on; off by default (it would break left/right anatomy)
   double brightness = 0.1;       // adds d uniform in [-b, b] (pixel values are in [0, 1])
   double contrast = 0.1;         // scales around the image mean by k uniform in [1 - c, 1 + c]; c <= 1
+  double aspect = 0.0;           // horizontal scale a log-uniform in [1/(1 + aspect), 1 + aspect]
 };
 
 // True when every option is zero / false: augment() then returns its input unchanged.
 bool is_identity(const AugmentOptions& options);
 
-// One draw of the random parameters (what augment() applies). Drawing consumes exactly two Philox
-// blocks of `gen` (8 uniform numbers in a fixed order: zoom, shear, rotation, tx, ty, flip,
-// brightness, contrast), whatever the options, so streams stay aligned across option changes.
+// One draw of the random parameters (what augment() applies). Drawing consumes exactly three
+// Philox blocks of `gen` (uniform numbers in a fixed order: zoom, shear, rotation, tx, ty, flip,
+// brightness, contrast, aspect), whatever the options, so streams stay aligned across option
+// changes.
 struct AugmentParams {
   double zoom = 1.0;          // f
   double shear = 0.0;         // radians
@@ -55,6 +59,7 @@ struct AugmentParams {
   bool flip = false;
   double brightness = 0.0;    // added
   double contrast = 1.0;      // factor
+  double aspect = 1.0;        // a: the horizontal sampling scale relative to the vertical
 };
 AugmentParams draw_augment_params(const AugmentOptions& options, Generator& gen);
 

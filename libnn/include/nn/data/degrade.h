@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "nn/data/image.h"
 #include "nn/generator.h"
@@ -26,6 +27,16 @@ Image add_gaussian_noise(const Image& image, double sigma, Generator& gen);
 Image downscale_upscale(const Image& image, double factor);
 // Encoded as a JPEG of `quality` (1..100) and decoded again (gray stays gray).
 Image jpeg_roundtrip(const Image& image, int quality);
+
+// The cumulative distribution of an image's colour samples (alpha excluded) over `bins` equal-width
+// bins of [0, 1] (values clamped): cdf[b] = the fraction of samples in bins 0..b; cdf.back() == 1.
+std::vector<double> intensity_cdf(const Image& image, int bins = 256);
+// Histogram matching: every colour sample v replaced by the reference distribution's value at v's
+// rank in the image (the reference's quantile at the image's cdf(v), interpolated linearly within
+// the reference's bins), so the image takes the reference's histogram - another machine's or
+// another processing's gray levels - while keeping the order of its own. The reference is a cdf of
+// intensity_cdf's form (any number of bins >= 2).
+Image match_histogram(const Image& image, const std::vector<double>& reference_cdf);
 
 // A random draw of degradations for training. Each one is applied with its probability; the
 // strengths are uniform in the ranges given (gamma: log-uniform in [1/gamma_max, gamma_max]).
