@@ -111,9 +111,14 @@ for mode in ("head", "finetune"):
     trainable = "head only" if mode == "head" else "head + block 5"
     e = json.load(open(f"{work}/{mode}-eval.json"))
     c = e["confusion"]
-    assert e["n"] == 20 and c["tp"] + c["fp"] + c["tn"] + c["fn"] == 20, e
+    # Every test image is answered: diagnosed (n) or refused by the out-of-distribution gate, whose
+    # feature limit here comes from 20 validation images of a 2-epoch model on random weights.
+    r = e["refused"]
+    assert r["gate"] is True and e["n"] + r["total"] == 20 and r["of"] == 20, e
+    assert c["tp"] + c["fp"] + c["tn"] + c["fn"] == e["n"] and e["n"] >= 10, e
     p = json.load(open(f"{work}/{mode}-predict.json"))
-    assert len(p) == 2 and all(0 <= r["probability"] <= 1 for r in p), p
+    assert len(p) == 2 and all(0 <= r["probability"] <= 1 and r["ood_score"] >= 0 if r["label"] != "REJECTED"
+                               else r["reason"] for r in p), p
     print(f"{mode}: {trainable} trained, frozen convolutions unchanged; validation AUC "
           f"{s['validation_at_threshold']['auc']:.3f}, threshold {s['threshold']:.3f}, test AUC {e['auc']:.3f}")
 PY
@@ -169,6 +174,32 @@ set -e
 [[ $rc -eq 1 ]] || { echo "expected exit 1 with an unreadable image, got $rc"; exit 1; }
 grep -q "broken.png" "$work/p.err"
 "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); assert len(r)==1 and 0<=r[0]['probability']<=1" "$work/p.json"
+# Not chest X-rays: a white image, a black one, noise and a colour gradient are each answered
+# REJECTED with a reason (text and JSON), no probability, and exit 0 (a refusal is an answer).
+"$py" - "$work/ood" <<'PY'
+import os, random, struct, sys, zlib
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+def png(name, w, h, pixel):
+    rows = b"".join(b"\0" + bytes(v for x in range(w) for v in pixel(x, y)) for y in range(h))
+    def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    open(os.path.join(out, name), "wb").write(data)
+random.seed(7)
+png("white.png", 96, 96, lambda x, y: (255, 255, 255))
+png("black.png", 96, 96, lambda x, y: (0, 0, 0))
+png("noise.png", 96, 96, lambda x, y: (random.randrange(256),) * 3)
+png("colour.png", 96, 96, lambda x, y: (x * 255 // 95, y * 255 // 95, 128))
+PY
+"$bin/pneumonia-predict" --model "$work/run/model.safetensors" "$work"/ood/*.png > "$work/ood.txt"
+[[ $(grep -c "^REJECTED  " "$work/ood.txt") -eq 4 ]] || { echo "expected 4 REJECTED lines:"; cat "$work/ood.txt"; exit 1; }
+"$bin/pneumonia-predict" --model "$work/run/model.safetensors" --json "$work"/ood/*.png > "$work/ood.json"
+"$py" - "$work/ood.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert len(r) == 4 and all(x["label"] == "REJECTED" and x["reason"] and "probability" not in x for x in r), r
+PY
 # The fuzzers' regression inputs (a crafted JPEG that once drove the old decoder into undefined
 # behaviour): alone, each gives exit 1 and one line on stderr that names the file.
 for f in "$root"/tests/fuzz/regressions/fuzz_image/*; do

@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh --smoke [TARGET...]                 CI's check: the same verdict on every run
 #
 # SECONDS_PER_TARGET defaults to 600; TARGETs default to all (fuzz_safetensors fuzz_image
-# fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart).
+# fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart fuzz_dicom).
 #
 # --smoke (what scripts/test.sh and so CI run) is deterministic: per target it first replays every
 # file of tests/fuzz/regressions/<target>/ (inputs that once broke a reader; a new finding is
@@ -35,14 +35,14 @@ else
   shift || true
 fi
 targets=("$@")
-all_targets=(fuzz_safetensors fuzz_image fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart)
+all_targets=(fuzz_safetensors fuzz_image fuzz_torch_checkpoint fuzz_keras_h5 fuzz_multipart fuzz_dicom)
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 build=${BUILD_DIR:-build-fuzz}
 nice_level=${NICE:-10}
 
 for t in "${targets[@]}"; do
   case $t in
-    fuzz_safetensors | fuzz_image | fuzz_torch_checkpoint | fuzz_keras_h5 | fuzz_multipart) ;;
+    fuzz_safetensors | fuzz_image | fuzz_torch_checkpoint | fuzz_keras_h5 | fuzz_multipart | fuzz_dicom) ;;
     *) echo "fuzz.sh: unknown target '$t' (${all_targets[*]})" >&2; exit 2 ;;
   esac
 done
@@ -59,7 +59,7 @@ python3 tests/fuzz/make_corpus.py "$build/seeds" > /dev/null
 # recipe for a file, not the file).
 max_len() {
   case $1 in
-    fuzz_safetensors | fuzz_torch_checkpoint) echo 16384 ;;
+    fuzz_safetensors | fuzz_torch_checkpoint | fuzz_dicom) echo 16384 ;;
     fuzz_image) echo 65536 ;;
     fuzz_keras_h5) echo 2048 ;;
     fuzz_multipart) echo 8192 ;;
@@ -71,6 +71,7 @@ dict_flag() {
     fuzz_image) echo -dict=tests/fuzz/image.dict ;;
     fuzz_torch_checkpoint) echo -dict=tests/fuzz/torch_checkpoint.dict ;;
     fuzz_multipart) echo -dict=tests/fuzz/multipart.dict ;;
+    fuzz_dicom) echo -dict=tests/fuzz/dicom.dict ;;
   esac
 }
 
@@ -95,8 +96,19 @@ smoke_runs() {
     fuzz_torch_checkpoint) n=400000 ;;
     fuzz_keras_h5) n=16000 ;;
     fuzz_multipart) n=1200000 ;;
+    fuzz_dicom) n=600000 ;;  # measured 2026-12-07: 300000 in 20 s beside a training run
   esac
   echo $((n * ${SMOKE_SCALE:-100} / 100))
+}
+
+# LeakSanitizer suppressions: fuzz_dicom's (tests/fuzz/fuzz_dicom.lsan.supp) cover GDCM's leak of
+# OpenJPEG's image header when a JPEG 2000 codestream fails to decode. An LSAN_OPTIONS from the
+# caller wins.
+lsan_options() {
+  case $1 in
+    fuzz_dicom) echo "${LSAN_OPTIONS:-suppressions=tests/fuzz/fuzz_dicom.lsan.supp}" ;;
+    *) echo "${LSAN_OPTIONS:-}" ;;
+  esac
 }
 
 # Address-space randomisation off (setarch -R) where the system allows it: where blocks lie must
@@ -121,14 +133,14 @@ if [ "$smoke" -eq 1 ]; then
     echo "== $t: replay of $n_regressions regression input(s) and $((${#replay[@]} - n_regressions)) seeds, then $runs executions from -seed=1 (log: $log)"
     set +e
     {
-      ASAN_OPTIONS=$(asan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 "${no_aslr[@]}" "$build/bin/$t" \
-        -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=120 "${replay[@]}"
+      ASAN_OPTIONS=$(asan_options "$t") LSAN_OPTIONS=$(lsan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+        "${no_aslr[@]}" "$build/bin/$t" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=120 "${replay[@]}"
       rc_replay=$?
       echo "replay exit $rc_replay"
       rc_fuzz=0
       if [ "$rc_replay" -eq 0 ]; then
-        ASAN_OPTIONS=$(asan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 "${no_aslr[@]}" "$build/bin/$t" \
-          "$corpus" "$build/seeds/$t" $(dict_flag "$t") -max_len="$(max_len "$t")" -seed=1 -runs="$runs" \
+        ASAN_OPTIONS=$(asan_options "$t") LSAN_OPTIONS=$(lsan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+          "${no_aslr[@]}" "$build/bin/$t" "$corpus" "$build/seeds/$t" $(dict_flag "$t") -max_len="$(max_len "$t")" -seed=1 -runs="$runs" \
           -reload=0 -timeout=120 -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 \
           -artifact_prefix="$build/smoke-crashes/$t/"
         rc_fuzz=$?
@@ -173,7 +185,8 @@ for t in "${targets[@]}"; do
   # its pool from NN_NUM_THREADS (it overrides OMP_NUM_THREADS with the core count otherwise), and
   # an idle OpenMP worker spinning in sched_yield took half a core from the other target.
   set +e
-  ASAN_OPTIONS=$(asan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
+  ASAN_OPTIONS=$(asan_options "$t") LSAN_OPTIONS=$(lsan_options "$t") NN_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+    nice -n "$nice_level" "$build/bin/$t" "$corpus" "$build/seeds/$t" \
     $(dict_flag "$t") -max_len="$(max_len "$t")" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$crashes/" \
     ${FUZZ_ARGS:-} > "$log" 2>&1

@@ -6,13 +6,14 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libeigen3-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev libcli11-dev
+  libgdcm-dev libgdcm-tools                     # DICOM decoding (GDCM); gdcmconv makes the compressed test files
   libplplot-dev plplot-driver-cairo             # pneumonia charts (PNG via cairo)
   libzip-dev zipcmp zipmerge ziptool libhdf5-dev  # nn-convert (libzip's CMake config names the zip tools)
   libgtest-dev libbenchmark-dev
   clang libclang-rt-14-dev                      # libFuzzer targets (tests/fuzz; scripts/fuzz.sh)
   libboost-dev zlib1g-dev                       # pneumonia-serve: Boost.Beast / Asio (header-only), fast PNG
   chromium chromium-driver python3-selenium     # the web app's browser test (headless)
-  python3-torch python3-torchvision python3-h5py python3-numpy python3-sklearn  # golden references (/usr/bin/python3)
+  python3-torch python3-torchvision python3-h5py python3-numpy python3-sklearn python3-pydicom  # golden references, test files (/usr/bin/python3)
 )
 
 missing=()

@@ -426,7 +426,7 @@ TEST(Image, RefusesEmptyAndOtherFormats) {
     Bytes b(magic.begin(), magic.end());
     b.resize(std::max<size_t>(b.size(), 200), 0);
     std::string message = error_of([&] { decode(b); });
-    EXPECT_TRUE(contains(message, name + " images are not supported (JPEG and PNG only)")) << message;
+    EXPECT_TRUE(contains(message, name + " images are not supported (JPEG")) << message;
     EXPECT_TRUE(contains(message, "test image")) << message;
   };
   refused("GIF89a", "GIF");
@@ -436,9 +436,14 @@ TEST(Image, RefusesEmptyAndOtherFormats) {
   refused(std::string("II*\0", 4), "TIFF");
   refused(std::string("MM\0*", 4), "TIFF");
   refused(std::string("\0\0\0\x1c" "ftypavif", 12), "AVIF");
-  refused(std::string(128, '\0') + "DICM", "DICOM");
-  std::string message = error_of([] { decode(Bytes{'h', 'e', 'l', 'l', 'o'}); });
-  EXPECT_TRUE(contains(message, "not a JPEG or PNG image (5 bytes starting with 68 65 6c 6c 6f)")) << message;
+  // DICOM is read when nn is built with GDCM (tests/test_dicom.cpp) and refused by name otherwise;
+  // either way 128 zero bytes and "DICM" are not an image.
+  Bytes dicom(128, 0);
+  dicom.insert(dicom.end(), {'D', 'I', 'C', 'M'});
+  std::string message = error_of([&] { decode(dicom); });
+  EXPECT_TRUE(contains(message, "test image") && contains(message, "DICOM")) << message;
+  message = error_of([] { decode(Bytes{'h', 'e', 'l', 'l', 'o'}); });
+  EXPECT_TRUE(contains(message, "not a JPEG") && contains(message, " image (5 bytes starting with 68 65 6c 6c 6f)")) << message;
 }
 
 TEST(Image, RefusesTruncatedPngAndJpegAtEveryLength) {

@@ -6,8 +6,13 @@
 //       on a NORMAL/ + PNEUMONIA/ folder: accuracy, sensitivity, specificity, PPV, NPV, F1, ROC AUC
 //       with a bootstrap 95% interval, and the confusion matrix
 //
-// Unreadable images are listed on stderr and skipped; the exit code is then 1. Exit codes: 0 all
-// went well, 1 a bad input (model, image), 2 usage error.
+// Every image first goes through the model's out-of-distribution gate (common/ood_gate.h): an image
+// that does not look like a frontal chest X-ray is answered REJECTED with the reason (text:
+// "REJECTED  reason  path"; JSON: "label": "REJECTED", "reason"), without a probability. --eval
+// scores the images the gate accepts and counts the refused ones; --no-gate diagnoses everything.
+//
+// Unreadable images are listed on stderr and skipped; the exit code is then 1 (a refusal is an
+// answer, not an error). Exit codes: 0 all went well, 1 a bad input (model, image), 2 usage error.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <nn/data/dataset.h>
@@ -72,6 +77,7 @@ int main(int argc, char** argv) {
   double threshold = -1;
   int64_t batch = 32;
   int threads = 0, bootstrap = 1000;
+  bool no_gate = false;
   app.add_option("--model", model_path, "model.safetensors written by pneumonia-train")->required();
   app.add_option("--eval", eval_dir, "evaluate on a folder with NORMAL/ and PNEUMONIA/ subfolders");
   app.add_flag("--json", as_json, "print JSON");
@@ -80,6 +86,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "images per forward pass")->check(CLI::Range(1, 4096));
   app.add_option("--threads", threads, "compute threads");
   app.add_option("--bootstrap", bootstrap, "bootstrap rounds for the AUC interval")->check(CLI::Range(0, 100000));
+  app.add_flag("--no-gate", no_gate, "diagnose every image, also those the out-of-distribution gate would refuse");
   app.add_option("paths", paths, "images or folders of images");
   try {
     app.parse(argc, argv);
@@ -109,38 +116,88 @@ int main(int argc, char** argv) {
     } else {
       files = collect_images(paths, problems);
     }
+    // Each image: decoded, the gate's input checks, then prepared as the model's input.
+    struct Answer {
+      std::string path;
+      int64_t label = -1;  // --eval: the true class
+      pneumonia::Assessment assessment;
+    };
+    std::vector<Answer> answers;
     std::vector<nn::Tensor> inputs;
-    std::vector<std::string> used;
-    std::vector<int64_t> used_labels;
+    std::vector<size_t> input_of;  // the answer of each input
     for (size_t i = 0; i < files.size(); ++i) {
       try {
-        inputs.push_back(pneumonia::xray_to_input(pneumonia::prepare_xray(files[i], spec.input_size), preset));
-        used.push_back(files[i]);
-        if (!labels.empty()) used_labels.push_back(labels[i]);
+        const nn::data::Image decoded = nn::data::load_image(files[i]);
+        Answer a{files[i], labels.empty() ? -1 : labels[i], {}};
+        const std::string reason = no_gate ? "" : pneumonia::check_input(pneumonia::input_stats(decoded), loaded.gate.input);
+        if (!reason.empty()) {
+          a.assessment.refused = true;
+          a.assessment.reason = reason;
+        } else {
+          inputs.push_back(pneumonia::xray_to_input(pneumonia::prepare_decoded(decoded, spec.input_size), preset));
+          input_of.push_back(answers.size());
+        }
+        answers.push_back(std::move(a));
       } catch (const nn::Error& e) {
         problems.push_back(e.what());
       }
     }
-    if (inputs.empty()) {  // nothing to answer: one line per problem, each naming its file
+    if (answers.empty()) {  // nothing to answer: one line per problem, each naming its file
       for (const std::string& p : problems) std::fprintf(stderr, "pneumonia-predict: %s\n", p.c_str());
       if (problems.empty()) std::fprintf(stderr, "pneumonia-predict: no images found\n");
       return 1;
     }
     for (const std::string& p : problems) std::fprintf(stderr, "skipped: %s\n", p.c_str());
-    std::vector<double> probs = loaded.probabilities(inputs, batch);
+    if (!no_gate && !loaded.gate.has_features())
+      std::fprintf(stderr, "pneumonia-predict: warning: %s has no feature stage in its out-of-distribution gate "
+                   "(trained before the gate existed); only the input checks apply\n", model_path.c_str());
+    for (size_t begin = 0; begin < inputs.size(); begin += static_cast<size_t>(batch)) {
+      const size_t end = std::min(inputs.size(), begin + static_cast<size_t>(batch));
+      std::vector<nn::Tensor> chunk;
+      for (size_t i = begin; i < end; ++i) chunk.push_back(inputs[i].unsqueeze(0));
+      const std::vector<pneumonia::Assessment> assessed = loaded.assess(nn::concat(chunk, 0));
+      for (size_t i = begin; i < end; ++i) {
+        pneumonia::Assessment a = assessed[i - begin];
+        if (no_gate) a.refused = false, a.reason.clear();
+        answers[input_of[i]].assessment = a;
+      }
+    }
 
     if (eval_dir.empty()) {
       json out = json::array();
-      for (size_t i = 0; i < used.size(); ++i) {
-        const bool positive = probs[i] >= threshold;
+      for (const Answer& a : answers) {
+        const pneumonia::Assessment& r = a.assessment;
+        if (r.refused) {
+          if (as_json)
+            out.push_back({{"path", a.path}, {"label", "REJECTED"}, {"reason", r.reason}});
+          else
+            std::printf("%-9s  %s  %s\n", "REJECTED", r.reason.c_str(), a.path.c_str());
+          continue;
+        }
+        const bool positive = r.probability >= threshold;
         const std::string& label = spec.classes[positive ? 1 : 0];
-        if (as_json)
-          out.push_back({{"path", used[i]}, {"label", label}, {"probability", probs[i]}});
-        else
-          std::printf("%-9s  %.4f  %s\n", label.c_str(), probs[i], used[i].c_str());
+        if (as_json) {
+          json j = {{"path", a.path}, {"label", label}, {"probability", r.probability}};
+          if (std::isfinite(r.ood_score)) j["ood_score"] = r.ood_score;
+          out.push_back(j);
+        } else {
+          std::printf("%-9s  %.4f  %s\n", label.c_str(), r.probability, a.path.c_str());
+        }
       }
       if (as_json) std::cout << out.dump(2) << "\n";
     } else {
+      std::vector<double> probs;
+      std::vector<int64_t> used_labels;
+      int64_t refused[2] = {0, 0};
+      for (const Answer& a : answers) {
+        if (a.assessment.refused) {
+          ++refused[a.label == 0 ? 0 : 1];
+          continue;
+        }
+        probs.push_back(a.assessment.probability);
+        used_labels.push_back(a.label);
+      }
+      NN_CHECK(!probs.empty(), "the gate refused all ", answers.size(), " images of ", eval_dir);
       nn::metrics::BinaryMetrics m = nn::metrics::binary_metrics(probs, used_labels, threshold);
       nn::metrics::Interval ci{NAN, NAN};
       if (bootstrap > 0) ci = nn::metrics::bootstrap_auc_interval(probs, used_labels, bootstrap, 0);
@@ -150,9 +207,15 @@ int main(int argc, char** argv) {
         j["auc_95ci"] = {ci.low, ci.high};
         j["confusion"]["matrix"] = {{c.tn, c.fp}, {c.fn, c.tp}};
         j["confusion"]["rows"] = "true NORMAL, true PNEUMONIA; columns predicted NORMAL, PNEUMONIA";
+        j["refused"] = {{spec.classes[0], refused[0]}, {spec.classes[1], refused[1]}, {"total", refused[0] + refused[1]},
+                        {"of", answers.size()}, {"gate", !no_gate}};
         std::cout << j.dump(2) << "\n";
       } else {
         std::printf("%s: %lld images, threshold %.3f\n", eval_dir.c_str(), static_cast<long long>(m.n), threshold);
+        std::printf("  refused by the gate: %lld of %zu (%lld %s, %lld %s)%s\n",
+                    static_cast<long long>(refused[0] + refused[1]), answers.size(), static_cast<long long>(refused[0]),
+                    spec.classes[0].c_str(), static_cast<long long>(refused[1]), spec.classes[1].c_str(),
+                    no_gate ? " (--no-gate)" : "; the metrics are of the images it accepted");
         std::printf("  accuracy     %s\n  sensitivity  %s\n  specificity  %s\n  PPV          %s\n  NPV          %s\n"
                     "  F1           %s\n  ROC AUC      %s (95%% CI %s-%s)\n",
                     number(m.accuracy).c_str(), number(m.sensitivity).c_str(), number(m.specificity).c_str(),

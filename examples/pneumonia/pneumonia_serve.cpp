@@ -10,10 +10,13 @@
 // Loads the model once (shared read-only by all worker threads: inference and Grad-CAM never
 // write to it) and serves
 //   GET  /             the page (examples/pneumonia/web/index.html, embedded at build time)
-//   GET  /api/health   {"status":"ok","model":...,"classes":[...],"input_size":N,"threshold":T,"device":...}
+//   GET  /api/health   {"status":"ok","model":...,"classes":[...],"input_size":N,"threshold":T,"device":...,
+//                       "members":K,"ood_gate":...}
 //   POST /api/predict  multipart/form-data with one file field "image" (JPEG or PNG) ->
 //                      {"label","probability","threshold","heatmap" (base64 PNG of the Grad-CAM map
-//                       blended over the X-ray, at the upload's size),"model","elapsed_ms","width","height"}
+//                       blended over the X-ray, at the upload's size),"model","elapsed_ms","width","height",
+//                       "ood_score"}, or, when the out-of-distribution gate (common/ood_gate.h) refuses
+//                      the image, {"label":"REJECTED","reason","model","elapsed_ms","width","height"}
 // Errors are JSON {"error": "..."} with 400/404/405/413/414/431/503/500. Uploads are decoded from
 // memory only; nothing a client sends is written to disk. The HTTP machinery and its limits are in
 // common/http_server.h. Prints "listening on http://HOST:PORT" once ready (port 0 picks a free
@@ -104,7 +107,9 @@ struct App {
       const pneumonia::ModelSpec& spec = loaded.spec;
       return json_response(200, {{"status", "ok"}, {"model", model_name}, {"classes", spec.classes},
                                  {"input_size", spec.input_size}, {"threshold", spec.threshold},
-                                 {"device", device_name}});
+                                 {"device", device_name}, {"members", spec.members},
+                                 {"ood_gate", loaded.gate.has_features() ? "input checks + feature distance"
+                                                                         : "input checks only"}});
     }
     if (req.path == "/api/predict") {
       if (req.method != "POST") return method_not_allowed(req.method, req.path, "POST");
@@ -144,24 +149,35 @@ struct App {
     } catch (const nn::Error& e) {
       return error_response(400, std::string("cannot use the uploaded image: ") + e.what());
     }
-    // As pneumonia::prepare_xray: grayscale, squashed to the model's square input.
     const pneumonia::ModelSpec& spec = loaded.spec;
+    auto elapsed_ms = [&] {
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      return std::round(ms * 10) / 10;
+    };
+    // A refusal (the out-of-distribution gate) is an answer: 200, no probability, no heatmap.
+    auto refused = [&](const std::string& reason, int64_t width, int64_t height) {
+      return json_response(200, {{"label", "REJECTED"}, {"reason", reason}, {"model", model_name},
+                                 {"elapsed_ms", elapsed_ms()}, {"width", width}, {"height", height}});
+    };
+    const std::string input_problem = pneumonia::check_input(pneumonia::input_stats(decoded), loaded.gate.input);
+    if (!input_problem.empty()) return refused(input_problem, decoded.width, decoded.height);
+    // As pneumonia::prepare_xray: grayscale, squashed to the model's square input.
     nn::data::Image gray = nn::data::to_grayscale(decoded);
     decoded = {};
     nn::data::Image small = (gray.height == spec.input_size && gray.width == spec.input_size)
                                 ? gray
                                 : nn::data::resize(gray, spec.input_size, spec.input_size);
     nn::Tensor input = pneumonia::xray_to_input(small, preset).unsqueeze(0).to(device);
-    nn::explain::GradCam cam = batcher->explain(input);
-    const double probability = loaded.probability_of_logit(cam.logit);
-    std::vector<uint8_t> png = heatmap_png(nn::explain::colorize_blend(cam.heatmap, gray, 0.4));
-    const double elapsed_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    const pneumonia::Explained result = batcher->explain(input);
+    if (result.assessment.refused) return refused(result.assessment.reason, gray.width, gray.height);
+    const double probability = result.assessment.probability;
+    std::vector<uint8_t> png = heatmap_png(nn::explain::colorize_blend(result.cam.heatmap, gray, 0.4));
     const bool positive = probability >= spec.threshold;
-    return json_response(200, {{"label", spec.classes[positive ? 1 : 0]}, {"probability", probability},
-                               {"threshold", spec.threshold}, {"heatmap", base64(png)}, {"model", model_name},
-                               {"elapsed_ms", std::round(elapsed_ms * 10) / 10}, {"width", gray.width},
-                               {"height", gray.height}});
+    json answer = {{"label", spec.classes[positive ? 1 : 0]}, {"probability", probability},
+                   {"threshold", spec.threshold}, {"heatmap", base64(png)}, {"model", model_name},
+                   {"elapsed_ms", elapsed_ms()}, {"width", gray.width}, {"height", gray.height}};
+    if (std::isfinite(result.assessment.ood_score)) answer["ood_score"] = result.assessment.ood_score;
+    return json_response(200, answer);
   }
 };
 

@@ -508,6 +508,289 @@ def image_seeds():
     return seeds
 
 
+# ---------------------------------------------------------------- DICOM
+
+# Hand-written DICOM Part 10 files (PS3.10 and PS3.5): the preamble, "DICM", the file meta
+# information (explicit VR little endian), then the data set in the transfer syntax: implicit or
+# explicit VR, little or big endian, deflated, or with encapsulated pixel data (JPEG baseline from
+# make_jpeg above, JPEG lossless SV1, RLE and a JPEG 2000 codestream written here).
+DICOM_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+DICOM_UNDEFINED = 0xFFFFFFFF
+TS_IMPLICIT = "1.2.840.10008.1.2"
+TS_EXPLICIT = "1.2.840.10008.1.2.1"
+TS_DEFLATED = "1.2.840.10008.1.2.1.99"
+TS_BIG = "1.2.840.10008.1.2.2"
+TS_JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+TS_JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+TS_JPEG_LS = "1.2.840.10008.1.2.4.80"
+TS_J2K = "1.2.840.10008.1.2.4.90"
+TS_RLE = "1.2.840.10008.1.2.5"
+
+
+def dcm_value(vr, value, big):
+    """An element's value bytes: ints are packed by VR, strings padded to even length."""
+    e = ">" if big else "<"
+    if isinstance(value, int):
+        return struct.pack(e + {"US": "H", "SS": "h", "UL": "I", "SL": "i"}[vr], value)
+    if isinstance(value, str):
+        value = value.encode("ascii")
+        return value + (b"\0" if vr == "UI" else b" ") * (len(value) % 2)
+    return value
+
+
+def dcm_element(group, element, vr, value, big=False, implicit=False, length=None):
+    """One data element; `length` overrides the value's length (DICOM_UNDEFINED for sequences)."""
+    e = ">" if big else "<"
+    value = dcm_value(vr, value, big)
+    n = len(value) if length is None else length
+    head = struct.pack(e + "HH", group, element)
+    if implicit:
+        return head + struct.pack(e + "I", n) + value
+    if vr in DICOM_LONG_VRS:
+        return head + vr.encode() + b"\0\0" + struct.pack(e + "I", n) + value
+    return head + vr.encode() + struct.pack(e + "H", n) + value
+
+
+def dcm_item(data, big=False, undefined=False):
+    e = ">" if big else "<"
+    if undefined:
+        return struct.pack(e + "HHI", 0xFFFE, 0xE000, DICOM_UNDEFINED) + data + struct.pack(e + "HHI", 0xFFFE, 0xE00D, 0)
+    return struct.pack(e + "HHI", 0xFFFE, 0xE000, len(data)) + data
+
+
+def dcm_sequence_end(big=False):
+    return struct.pack((">" if big else "<") + "HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def dcm_data_set(elements, big=False, implicit=False):
+    """elements: (group, element, vr, value[, length]) in any order; written in ascending order."""
+    return b"".join(dcm_element(*el[:4], big=big, implicit=implicit, length=el[4] if len(el) > 4 else None)
+                    for el in sorted(elements, key=lambda el: (el[0], el[1])))
+
+
+def dcm_file(ts, data_set, group_length=True, meta_extra=()):
+    meta = dcm_data_set([(0x0002, 0x0001, "OB", b"\0\1"), (0x0002, 0x0002, "UI", "1.2.840.10008.5.1.4.1.1.7"),
+                         (0x0002, 0x0003, "UI", "1.2.826.0.1.3680043.8.498.77"), (0x0002, 0x0010, "UI", ts),
+                         (0x0002, 0x0012, "UI", "1.2.826.0.1.3680043.8.498")] + list(meta_extra))
+    if group_length:
+        meta = dcm_element(0x0002, 0x0000, "UL", len(meta)) + meta
+    return b"\0" * 128 + b"DICM" + meta + data_set
+
+
+def dcm_pixels(values, bits, signed, big=False):
+    code = {8: "b", 16: "h"}[bits]
+    data = struct.pack((">" if big else "<") + (code if signed else code.upper()) * len(values), *values)
+    return data + b"\0" * (len(data) % 2)
+
+
+def dcm_image(rows, cols, bits=16, stored=12, signed=False, photometric="MONOCHROME2", pixel_data=None, samples=1,
+              values=None, extra=(), big=False, implicit=False, pixel_vr=None, pixel_length=None, no_pixels=False):
+    """An image data set (patient "Doe^Jane"); pixel_data bytes, or values packed here."""
+    if pixel_data is None:
+        if values is None:
+            values = [((x * 37 + y * 11) % (1 << stored)) - (1 << (stored - 1) if signed else 0)
+                      for y in range(rows) for x in range(cols)]
+        pixel_data = dcm_pixels(values, bits, signed, big)
+    elements = [(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.7"), (0x0008, 0x0018, "UI", "1.2.826.0.1.3680043.8.498.77"),
+                (0x0008, 0x0060, "CS", "CR"), (0x0010, 0x0010, "PN", "Doe^Jane"), (0x0010, 0x0020, "LO", "Doe-4711"),
+                (0x0010, 0x0030, "DA", "19700101"),
+                (0x0028, 0x0002, "US", samples), (0x0028, 0x0004, "CS", photometric), (0x0028, 0x0010, "US", rows),
+                (0x0028, 0x0011, "US", cols), (0x0028, 0x0100, "US", bits), (0x0028, 0x0101, "US", stored),
+                (0x0028, 0x0102, "US", stored - 1), (0x0028, 0x0103, "US", 1 if signed else 0)]
+    elements += list(extra)
+    vr = pixel_vr or ("OB" if bits == 8 else "OW")
+    if not no_pixels:
+        elements.append((0x7FE0, 0x0010, vr, pixel_data) + ((pixel_length,) if pixel_length is not None else ()))
+    return dcm_data_set(elements, big=big, implicit=implicit)
+
+
+def dcm_encapsulated(fragments, table=b""):
+    """Encapsulated pixel data's value: the offset table item, fragment items, the delimiter."""
+    out = dcm_item(table)
+    for f in fragments:
+        out += dcm_item(f + b"\0" * (len(f) % 2))
+    return out + dcm_sequence_end()
+
+
+def jpeg_lossless(width, height, values, precision):
+    """JPEG lossless, Process 14, selection value 1 (predictor Ra), one Huffman table in which all
+    17 difference categories have 5-bit codes."""
+    categories = list(range(17))
+    w = BitWriter()
+    for y in range(height):
+        for x in range(width):
+            if x == 0 and y == 0:
+                pred = 1 << (precision - 1)
+            elif x == 0:
+                pred = values[(y - 1) * width]
+            else:
+                pred = values[y * width + x - 1]
+            diff = values[y * width + x] - pred
+            size, bits = magnitude(diff)
+            w.put(size, 5)
+            if 0 < size < 16:
+                w.put(bits, size)
+    w.flush()
+    sof = struct.pack(">BHHB", precision, height, width, 1) + bytes([1, 0x11, 0])
+    sos = bytes([1, 1, 0x00, 1, 0, 0])  # one component, table 0, predictor 1, Se 0, Ah/Al 0
+    return (b"\xff\xd8" + b"\xff\xc3" + struct.pack(">H", len(sof) + 2) + sof + dht(0, 0, categories, 5)
+            + b"\xff\xda" + struct.pack(">H", len(sos) + 2) + sos + bytes(w.out) + b"\xff\xd9")
+
+
+def j2k_flat(width, height, precision, components=1):
+    """A JPEG 2000 codestream of one tile whose only packet is empty: every coefficient is 0, so the
+    image decodes to the middle level 2^(precision-1) (reversible 5/3 transform, no decomposition)."""
+    siz = struct.pack(">HIIIIIIIIH", 0, width, height, 0, 0, width, height, 0, 0, components)
+    siz += bytes([precision - 1, 1, 1]) * components
+    cod = bytes([0, 0]) + struct.pack(">H", 1) + bytes([0, 0, 4, 4, 0, 1])
+    qcd = bytes([0x40, (precision + 1) << 3])
+    data = b"\x00"
+    sot = struct.pack(">HIBB", 0, 12 + 2 + len(data), 0, 1)
+    return (b"\xff\x4f" + b"\xff\x51" + struct.pack(">H", len(siz) + 2) + siz + b"\xff\x52" + struct.pack(">H", len(cod) + 2)
+            + cod + b"\xff\x5c" + struct.pack(">H", len(qcd) + 2) + qcd + b"\xff\x90" + struct.pack(">H", len(sot) + 2)
+            + sot + b"\xff\x93" + data + b"\xff\xd9")
+
+
+def rle_segment(data):
+    out = b""
+    for i in range(0, len(data), 128):
+        chunk = data[i:i + 128]
+        out += bytes([len(chunk) - 1]) + chunk
+    return out + b"\0" * (len(out) % 2)
+
+
+def rle_frame(values, bits):
+    """DICOM RLE (PS3.5 G): one segment per byte of the sample, most significant first."""
+    if bits == 8:
+        planes = [bytes(v & 0xFF for v in values)]
+    else:
+        planes = [bytes((v >> 8) & 0xFF for v in values), bytes(v & 0xFF for v in values)]
+    segments = [rle_segment(p) for p in planes]
+    offsets, at = [], 64
+    for s in segments:
+        offsets.append(at)
+        at += len(s)
+    return struct.pack("<16I", len(segments), *(offsets + [0] * (15 - len(offsets)))) + b"".join(segments)
+
+
+def dicom_seeds():
+    seeds = {}
+    window = [(0x0028, 0x1050, "DS", "-700\\40"), (0x0028, 0x1051, "DS", "600\\400"),
+              (0x0028, 0x1052, "DS", "-1024"), (0x0028, 0x1053, "DS", "1.5")]
+    # Valid files in every transfer syntax written here.
+    seeds["explicit_16_12_window"] = dcm_file(TS_EXPLICIT, dcm_image(8, 9, extra=window))
+    seeds["explicit_16_full_range"] = dcm_file(TS_EXPLICIT, dcm_image(5, 4, stored=16))
+    seeds["explicit_8_mono1"] = dcm_file(TS_EXPLICIT, dcm_image(7, 5, bits=8, stored=8, photometric="MONOCHROME1"))
+    seeds["explicit_8_signed_odd"] = dcm_file(TS_EXPLICIT, dcm_image(3, 3, bits=8, stored=8, signed=True))
+    seeds["explicit_16_signed_sigmoid"] = dcm_file(TS_EXPLICIT, dcm_image(
+        6, 6, signed=True, extra=[(0x0028, 0x1050, "DS", "0"), (0x0028, 0x1051, "DS", "3000"), (0x0028, 0x1056, "CS", "SIGMOID")]))
+    seeds["explicit_linear_exact_mono1"] = dcm_file(TS_EXPLICIT, dcm_image(
+        4, 6, photometric="MONOCHROME1", extra=[(0x0028, 0x1050, "DS", "100"), (0x0028, 0x1051, "DS", "1"),
+                                               (0x0028, 0x1056, "CS", "LINEAR_EXACT")]))
+    seeds["explicit_1x1"] = dcm_file(TS_EXPLICIT, dcm_image(1, 1))
+    seeds["explicit_no_group_length"] = dcm_file(TS_EXPLICIT, dcm_image(4, 4), group_length=False)
+    seeds["implicit_16"] = dcm_file(TS_IMPLICIT, dcm_image(8, 7, implicit=True, extra=window))
+    seeds["implicit_8"] = dcm_file(TS_IMPLICIT, dcm_image(5, 5, bits=8, stored=8, implicit=True))
+    seeds["big_16_signed"] = dcm_file(TS_BIG, dcm_image(6, 5, signed=True, big=True, extra=window))
+    seeds["big_8"] = dcm_file(TS_BIG, dcm_image(4, 6, bits=8, stored=8, big=True))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = deflate.compress(dcm_image(8, 8, extra=window)) + deflate.flush()
+    seeds["deflated_16"] = dcm_file(TS_DEFLATED, body + b"\0" * (len(body) % 2))
+    # Sequences: defined and undefined lengths, nested, an icon with its own pixel data, and a
+    # CP-246 UN of undefined length holding an implicit VR item.
+    inner = dcm_data_set([(0x0008, 0x0100, "SH", "T-D1000"), (0x0008, 0x0102, "SH", "SRT")])
+    nested = dcm_data_set([(0x0008, 0x1150, "UI", "1.2.3"), (0x0040, 0xA043, "SQ", dcm_item(inner, undefined=True) + dcm_sequence_end(), DICOM_UNDEFINED)])
+    icon = dcm_data_set([(0x0028, 0x0002, "US", 1), (0x0028, 0x0004, "CS", "MONOCHROME2"), (0x0028, 0x0010, "US", 2),
+                         (0x0028, 0x0011, "US", 2), (0x0028, 0x0100, "US", 8), (0x0028, 0x0101, "US", 8),
+                         (0x0028, 0x0102, "US", 7), (0x0028, 0x0103, "US", 0), (0x7FE0, 0x0010, "OB", b"\1\2\3\4")])
+    implicit_item = dcm_data_set([(0x0008, 0x0100, "SH", "X")], implicit=True)
+    sequences = [(0x0008, 0x1140, "SQ", dcm_item(nested) + dcm_item(b"")),
+                 (0x0008, 0x1155, "SQ", dcm_item(nested, undefined=True) + dcm_sequence_end(), DICOM_UNDEFINED),
+                 (0x0009, 0x0010, "LO", "PRIVATE"), (0x0009, 0x1001, "UN", dcm_item(implicit_item, undefined=True) + dcm_sequence_end(), DICOM_UNDEFINED),
+                 (0x0088, 0x0200, "SQ", dcm_item(icon)), (0xFFFC, 0xFFFC, "OB", b"\0" * 8)]
+    seeds["explicit_sequences"] = dcm_file(TS_EXPLICIT, dcm_image(5, 6, extra=sequences))
+    implicit_sequences = [(0x0008, 0x1140, "SQ", dcm_item(dcm_data_set([(0x0008, 0x1150, "UI", "1.2.3")], implicit=True))),
+                          (0x0008, 0x1155, "SQ", dcm_item(b"", undefined=True) + dcm_sequence_end(), DICOM_UNDEFINED)]
+    seeds["implicit_sequences"] = dcm_file(TS_IMPLICIT, dcm_image(4, 5, implicit=True, extra=implicit_sequences))
+    # Encapsulated pixel data.
+    gray = make_jpeg(16, 12, gray=True)
+    seeds["jpeg_baseline_8"] = dcm_file(TS_JPEG_BASELINE, dcm_image(12, 16, bits=8, stored=8, pixel_vr="OB",
+                                                                      pixel_data=dcm_encapsulated([gray]), pixel_length=DICOM_UNDEFINED))
+    seeds["jpeg_baseline_two_fragments"] = dcm_file(TS_JPEG_BASELINE, dcm_image(
+        12, 16, bits=8, stored=8, pixel_vr="OB", pixel_data=dcm_encapsulated([gray[:100], gray[100:]]), pixel_length=DICOM_UNDEFINED))
+    values12 = [(x * 300 + y * 77) % 4096 for y in range(7) for x in range(9)]
+    seeds["jpeg_lossless_16_12"] = dcm_file(TS_JPEG_LOSSLESS, dcm_image(
+        7, 9, pixel_vr="OB", pixel_data=dcm_encapsulated([jpeg_lossless(9, 7, values12, 12)]), pixel_length=DICOM_UNDEFINED))
+    values8 = [(x * 40 + y * 9) % 256 for y in range(6) for x in range(5)]
+    seeds["jpeg_lossless_8"] = dcm_file(TS_JPEG_LOSSLESS, dcm_image(
+        6, 5, bits=8, stored=8, pixel_vr="OB", pixel_data=dcm_encapsulated([jpeg_lossless(5, 6, values8, 8)]),
+        pixel_length=DICOM_UNDEFINED))
+    seeds["rle_16"] = dcm_file(TS_RLE, dcm_image(7, 9, pixel_vr="OB", pixel_data=dcm_encapsulated([rle_frame(values12, 16)]),
+                                                 pixel_length=DICOM_UNDEFINED))
+    seeds["rle_8"] = dcm_file(TS_RLE, dcm_image(6, 5, bits=8, stored=8, pixel_vr="OB",
+                                                pixel_data=dcm_encapsulated([rle_frame(values8, 8)]), pixel_length=DICOM_UNDEFINED))
+    seeds["j2k_flat_16"] = dcm_file(TS_J2K, dcm_image(6, 7, pixel_vr="OB", pixel_data=dcm_encapsulated([j2k_flat(7, 6, 12)]),
+                                                      pixel_length=DICOM_UNDEFINED))
+    seeds["j2k_flat_8"] = dcm_file(TS_J2K, dcm_image(5, 4, bits=8, stored=8, pixel_vr="OB",
+                                                     pixel_data=dcm_encapsulated([j2k_flat(4, 5, 8)]), pixel_length=DICOM_UNDEFINED))
+    jls_header = (b"\xff\xd8\xff\xf7" + struct.pack(">HBHHB", 11, 8, 4, 4, 1) + bytes([1, 0x11, 0])
+                  + b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([1, 0, 0, 0, 0]) + b"\x00" * 6 + b"\xff\xd9")
+    seeds["jpeg_ls_garbage_scan"] = dcm_file(TS_JPEG_LS, dcm_image(4, 4, bits=8, stored=8, pixel_vr="OB",
+                                                                    pixel_data=dcm_encapsulated([jls_header]), pixel_length=DICOM_UNDEFINED))
+    # Refused: the image attributes.
+    seeds["bad_multi_frame"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, values=list(range(8)), extra=[(0x0028, 0x0008, "IS", "2")]))
+    seeds["bad_rgb"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, bits=8, stored=8, photometric="RGB", samples=3, values=list(range(12))))
+    seeds["bad_palette"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, bits=8, stored=8, photometric="PALETTE COLOR"))
+    seeds["bad_32_bits"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, bits=16, stored=12, pixel_data=b"\0" * 16)
+                                    .replace(struct.pack("<HH", 0x0028, 0x0100) + b"US\x02\x00\x10\x00",
+                                             struct.pack("<HH", 0x0028, 0x0100) + b"US\x02\x00\x20\x00"))
+    seeds["bad_no_pixel_data"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, no_pixels=True))
+    seeds["bad_huge_header"] = dcm_file(TS_EXPLICIT, dcm_image(65535, 65535, pixel_data=b"\0" * 8))
+    seeds["bad_short_pixels"] = dcm_file(TS_EXPLICIT, dcm_image(4, 4, pixel_data=b"\0" * 10))
+    seeds["bad_window"] = dcm_file(TS_EXPLICIT, dcm_image(3, 3, extra=[(0x0028, 0x1050, "DS", "Doe^Jane"), (0x0028, 0x1051, "DS", "0")]))
+    seeds["bad_transfer_syntax"] = dcm_file("1.2.840.10008.1.2.4.100", dcm_image(2, 2))
+    seeds["bad_transfer_syntax_text"] = dcm_file("Doe^Jane", dcm_image(2, 2))
+    # Refused: the encoding.
+    good = dcm_image(4, 4)
+    seeds["bad_truncated"] = dcm_file(TS_EXPLICIT, good)[:-5]
+    seeds["bad_odd_length"] = dcm_file(TS_EXPLICIT, dcm_image(4, 4, extra=[(0x0008, 0x0070, "LO", b"Doe^Jan")]))
+    seeds["bad_huge_length"] = dcm_file(TS_EXPLICIT, dcm_image(4, 4, extra=[(0x0008, 0x0070, "UT", b"Doe^Jane", 0xFFFFFFF0)]))
+    seeds["bad_undefined_not_sequence"] = dcm_file(TS_EXPLICIT, dcm_image(4, 4, extra=[(0x0008, 0x0070, "UT", b"Doe^Jane", DICOM_UNDEFINED)]))
+    seeds["bad_out_of_order"] = dcm_file(TS_EXPLICIT, good + dcm_element(0x0008, 0x0060, "CS", "CR"))
+    wrong_length = bytearray(dcm_file(TS_EXPLICIT, good))
+    struct.pack_into("<I", wrong_length, 140, struct.unpack_from("<I", wrong_length, 140)[0] + 2)
+    seeds["bad_group_length"] = bytes(wrong_length)
+    seeds["bad_item_at_top"] = dcm_file(TS_EXPLICIT, dcm_item(b"Doe^Jane") + good)
+    deep = b""
+    for _ in range(40):
+        deep = dcm_item(dcm_element(0x0040, 0xA730, "SQ", deep + dcm_sequence_end(), length=DICOM_UNDEFINED), undefined=True)
+    seeds["bad_deep_nesting"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, extra=[(0x0040, 0xA730, "SQ", deep + dcm_sequence_end(), DICOM_UNDEFINED)]))
+    seeds["bad_rows_vr"] = dcm_file(TS_EXPLICIT, good.replace(struct.pack("<HH", 0x0028, 0x0010) + b"US", struct.pack("<HH", 0x0028, 0x0010) + b"PN"))
+    seeds["bad_pixel_undefined_native"] = dcm_file(TS_EXPLICIT, dcm_image(2, 2, pixel_data=dcm_encapsulated([b"\0" * 8]), pixel_length=DICOM_UNDEFINED))
+    seeds["bad_j2k_size"] = dcm_file(TS_J2K, dcm_image(6, 7, pixel_vr="OB", pixel_data=dcm_encapsulated([j2k_flat(9000, 6, 12)]),
+                                                       pixel_length=DICOM_UNDEFINED))
+    seeds["bad_j2k_colour"] = dcm_file(TS_J2K, dcm_image(6, 7, pixel_vr="OB", pixel_data=dcm_encapsulated([j2k_flat(7, 6, 12, 3)]),
+                                                         pixel_length=DICOM_UNDEFINED))
+    seeds["bad_j2k_precision"] = dcm_file(TS_J2K, dcm_image(6, 7, bits=8, stored=8, pixel_vr="OB",
+                                                            pixel_data=dcm_encapsulated([j2k_flat(7, 6, 16)]), pixel_length=DICOM_UNDEFINED))
+    seeds["bad_jpeg_size"] = dcm_file(TS_JPEG_BASELINE, dcm_image(12, 17, bits=8, stored=8, pixel_vr="OB",
+                                                                   pixel_data=dcm_encapsulated([gray]), pixel_length=DICOM_UNDEFINED))
+    seeds["bad_jpeg_truncated"] = dcm_file(TS_JPEG_LOSSLESS, dcm_image(
+        7, 9, pixel_vr="OB", pixel_data=dcm_encapsulated([jpeg_lossless(9, 7, values12, 12)[:-12]]), pixel_length=DICOM_UNDEFINED))
+    rle = rle_frame(values12, 16)
+    seeds["bad_rle_no_segments"] = dcm_file(TS_RLE, dcm_image(7, 9, pixel_vr="OB", pixel_data=dcm_encapsulated([b"\0" * 4 + rle[4:]]),
+                                                              pixel_length=DICOM_UNDEFINED))
+    seeds["bad_rle_16_segments"] = dcm_file(TS_RLE, dcm_image(7, 9, pixel_vr="OB", pixel_data=dcm_encapsulated([b"\x10" + rle[1:]]),
+                                                              pixel_length=DICOM_UNDEFINED))
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = bomb.compress(dcm_image(4, 4, extra=[(0x0009, 0x0010, "LO", "X"), (0x0009, 0x1000, "OB", b"\0" * (1 << 20))])) + bomb.flush()
+    seeds["deflated_large"] = dcm_file(TS_DEFLATED, body + b"\0" * (len(body) % 2))
+    seeds["bad_deflate"] = dcm_file(TS_DEFLATED, b"\x03\x00Doe^Jane" * 3)
+    seeds["bad_no_preamble"] = dcm_file(TS_EXPLICIT, good)[132:]
+    seeds["bad_dicm_only"] = b"\0" * 128 + b"DICM"
+    return seeds
+
+
 # ---- .pth checkpoints (torch.save's zip and legacy formats), without torch -------------------
 
 def fake_torch():
@@ -715,7 +998,7 @@ def main():
         sys.exit("usage: make_corpus.py OUT_DIR")
     targets = (("fuzz_safetensors", safetensors_seeds()), ("fuzz_image", image_seeds()),
                ("fuzz_torch_checkpoint", torch_checkpoint_seeds()), ("fuzz_keras_h5", keras_h5_seeds()),
-               ("fuzz_multipart", multipart_seeds()))
+               ("fuzz_multipart", multipart_seeds()), ("fuzz_dicom", dicom_seeds()))
     for target, seeds in targets:
         folder = os.path.join(sys.argv[1], target)
         os.makedirs(folder, exist_ok=True)

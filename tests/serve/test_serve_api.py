@@ -8,7 +8,8 @@ Run by scripts/check_serve.sh against a server started with --read-timeout-s 2 (
 test relies on it). Covers the routes and their JSON, the security headers, a PNG, a JPEG (encoded
 here from the PNG's pixels by a small baseline JPEG encoder) and a non-square image (heatmap at the
 upload's size), determinism, every bad input (each must give the right status and a JSON error),
-the body/header limits (a 64 MiB Content-Length and an endless chunked body refused with 413
+a DICOM with the PNG's pixels (the same answer, no patient data echoed), images that are not chest
+X-rays (REJECTED with a reason), the body/header limits (a 64 MiB Content-Length and an endless chunked body refused with 413
 without the client sending it all, 200 headers, a huge request line), a slow client that must not
 block others and must be disconnected, 32 concurrent clients that must all get the single-request
 answer, and (with --busy-url, a server with --threads 1 --queue 1) 503 when the queue is full.
@@ -96,6 +97,34 @@ AC_VALS = bytes.fromhex(
     "01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a25262728292a3435363738393a"
     "434445464748494a535455565758595a636465666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9"
     "aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9fa")
+
+
+def dicom_encode_gray(w, h, rows, patient="Doe^Jane"):
+    """A DICOM Part 10 file (explicit VR little endian, MONOCHROME2, 8 bits, no window or rescale)
+    holding these 8-bit pixels: nn maps them to v/255, as it does the PNG's."""
+    def element(group, elem, vr, value):
+        if len(value) % 2:
+            value += b"\0" if vr in (b"UI", b"OB") else b" "
+        if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+            return struct.pack("<HH", group, elem) + vr + b"\0\0" + struct.pack("<I", len(value)) + value
+        return struct.pack("<HH", group, elem) + vr + struct.pack("<H", len(value)) + value
+    us = lambda v: struct.pack("<H", v)
+    meta_body = (element(0x0002, 0x0001, b"OB", b"\0\1") +
+                 element(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.7") +
+                 element(0x0002, 0x0003, b"UI", b"1.2.826.0.1.3680043.10.1") +
+                 element(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1"))
+    meta = element(0x0002, 0x0000, b"UL", struct.pack("<I", len(meta_body))) + meta_body
+    data = (element(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7") +
+            element(0x0008, 0x0018, b"UI", b"1.2.826.0.1.3680043.10.1") +
+            element(0x0008, 0x0060, b"CS", b"CR") +
+            element(0x0010, 0x0010, b"PN", patient.encode()) +
+            element(0x0010, 0x0020, b"LO", b"PID-4711") +
+            element(0x0028, 0x0002, b"US", us(1)) + element(0x0028, 0x0004, b"CS", b"MONOCHROME2") +
+            element(0x0028, 0x0010, b"US", us(h)) + element(0x0028, 0x0011, b"US", us(w)) +
+            element(0x0028, 0x0100, b"US", us(8)) + element(0x0028, 0x0101, b"US", us(8)) +
+            element(0x0028, 0x0102, b"US", us(7)) + element(0x0028, 0x0103, b"US", us(0)) +
+            element(0x7FE0, 0x0010, b"OB", bytes(v for row in rows for v in row)))
+    return b"\0" * 128 + b"DICM" + meta + data
 
 
 def huffman_codes(bits, vals):
@@ -271,6 +300,7 @@ def test_health():
     assert h["status"] == "ok" and h["classes"] == ["NORMAL", "PNEUMONIA"], h
     assert h["model"] == "model.safetensors" and isinstance(h["input_size"], int) and 0 <= h["threshold"] <= 1, h
     assert h["device"] in ("cpu", "cuda"), h
+    assert h["members"] == 1 and h["ood_gate"] == "input checks + feature distance", h
     assert headers.get("x-content-type-options") == "nosniff", headers
     assert "default-src 'self'" in headers.get("content-security-policy", ""), headers
     assert headers.get("cache-control") == "no-store", headers
@@ -305,6 +335,45 @@ def test_deterministic():
     b = json.loads(predict(PNG)[2])
     assert a["probability"] == b["probability"] == SINGLE["png"]["probability"], (a["probability"], b["probability"])
     assert a["heatmap"] == b["heatmap"]
+
+
+def test_predict_dicom():
+    """A DICOM holding the PNG's pixels gets the PNG's answer; no header value comes back."""
+    w, h, rows = png_decode_gray(PNG)
+    dcm = dicom_encode_gray(w, h, rows)
+    status, headers, data = predict(dcm, "xray.dcm", "application/dicom")
+    r = check_prediction(status, headers, data, w, h, "DICOM")
+    assert r["probability"] == SINGLE["png"]["probability"], (r["probability"], SINGLE["png"]["probability"])
+    assert r["heatmap"] == SINGLE["png"]["heatmap"]
+    assert b"Doe" not in data and b"Jane" not in data and b"4711" not in data, data[:300]
+    # A truncated DICOM is a 400 with a JSON error that names no header value either.
+    status, headers, data = predict(dcm[:len(dcm) - 100], "cut.dcm", "application/dicom")
+    msg = expect_error(status, headers, data, 400, "truncated DICOM")
+    assert "Doe" not in msg and "4711" not in msg, msg
+
+
+def test_rejected():
+    """Not a chest X-ray (blank, colour): 200 with label REJECTED and a reason, no probability or heatmap."""
+    white = png_encode_gray(64, 64, [[255] * 64 for _ in range(64)])
+    for what, image in (("white", white), ("colour", colour_png(80, 60))):
+        status, headers, data = predict(image, what + ".png")
+        assert status == 200, f"{what}: status {status}: {data[:300]!r}"
+        r = json.loads(data)
+        assert r["label"] == "REJECTED" and isinstance(r["reason"], str) and r["reason"], r
+        assert "probability" not in r and "heatmap" not in r, list(r)
+        assert r["model"] == "model.safetensors" and r["elapsed_ms"] >= 0, r
+    # The real X-ray is still answered.
+    assert json.loads(predict(PNG)[2])["label"] in ("NORMAL", "PNEUMONIA")
+
+
+def colour_png(w, h):
+    """An 8-bit RGB PNG: a red-green gradient over blue."""
+    raw = b"".join(b"\0" + bytes(v for x in range(w) for v in (x * 255 // (w - 1), y * 255 // (h - 1), 200))
+                   for y in range(h))
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def test_keep_alive():
@@ -512,6 +581,7 @@ def main():
     w, h, rows = png_decode_gray(PNG)
     JPEG = jpeg_encode_gray(w, h, rows)
     tests = [test_health, test_page, test_predict_png, test_predict_jpeg, test_predict_non_square, test_deterministic,
+             test_predict_dicom, test_rejected,
              test_keep_alive, test_bad_inputs, test_huge_content_length, test_endless_chunked, test_many_headers,
              test_huge_header, test_long_request_line, test_garbage_request, test_slow_client, test_concurrent]
     if BUSY:

@@ -12,7 +12,12 @@ runs as root in containers):
   3. checks #probability is a number in [0, 1], #probability-bar is shown, the #heatmap <img> has
      loaded and its natural size equals FILE's size (read from the PNG IHDR / JPEG SOF header);
   4. checks the browser console has no SEVERE message; saves the screenshot (--screenshot);
-  5. uploads a file of random bytes named broken.png and checks #error shows a message and no
+  5. when FILE is an 8-bit gray PNG: uploads a DICOM file holding its pixels (written here, with a
+     patient name) and checks the label and probability equal the PNG's, the heatmap loads, and the
+     patient's name appears nowhere on the page;
+  6. uploads a white image and checks the page says plainly that it is not a chest X-ray
+     (#refused with #refused-reason shown), with no label, probability or heatmap;
+  7. uploads a file of random bytes named broken.png and checks #error shows a message and no
      label is shown.
 Exit status: 0 pass, 1 fail (the reason is printed), 77 skipped (selenium, chromium or
 chromedriver missing).
@@ -28,6 +33,9 @@ import urllib.error
 import urllib.request
 
 SKIP = 77
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_serve_api as api  # noqa: E402 - its PNG and DICOM writers
 CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
 CHROMEDRIVER_CANDIDATES = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
 
@@ -249,6 +257,53 @@ def run(args, webdriver):
             time.sleep(0.6)  # the probability bar's width transition
             save_screenshot(driver, args.screenshot)
             print(f"screenshot {args.screenshot}")
+
+        # ---- the same pixels as DICOM ------------------------------------------------------
+        with tempfile.TemporaryDirectory(prefix="nn_browser_") as tmp:
+            with open(args.image, "rb") as f:
+                data = f.read()
+            gray = None
+            try:
+                gray = api.png_decode_gray(data) if data[:8] == b"\x89PNG\r\n\x1a\n" else None
+            except Exception:  # noqa: BLE001 - not an 8-bit gray PNG: no DICOM step
+                gray = None
+            if gray is not None:
+                w, h, rows = gray
+                dcm = os.path.join(tmp, "xray.dcm")
+                with open(dcm, "wb") as f:
+                    f.write(api.dicom_encode_gray(w, h, rows, patient="Doe^Jane"))
+                driver.execute_script("document.getElementById('label').textContent = '';")
+                upload(driver, By, dcm, args.timeout)
+                dlabel = wait_for(done, args.timeout, "#label for the DICOM upload")
+                dprob = float(js_text(driver, "probability"))
+                if dlabel != label or dprob != probability:
+                    raise Failure(f"DICOM: {dlabel} {dprob}, the PNG: {label} {probability}")
+                natural = wait_for(lambda: driver.execute_script(
+                    "var i = document.getElementById('heatmap');"
+                    "return i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null;"),
+                    10, "#heatmap to load for the DICOM upload")
+                if tuple(natural) != (width, height):
+                    raise Failure(f"DICOM: #heatmap is {natural[0]} x {natural[1]}, the image {width} x {height}")
+                if "Doe" in driver.find_element(By.TAG_NAME, "body").text:
+                    raise Failure("the patient's name from the DICOM header is on the page")
+                print(f"DICOM: label {dlabel}, probability {dprob} (the PNG's)")
+            else:
+                print("DICOM step skipped: the image is not an 8-bit gray PNG")
+
+            # ---- not a chest X-ray -------------------------------------------------------------
+            white = os.path.join(tmp, "white.png")
+            with open(white, "wb") as f:
+                f.write(api.png_encode_gray(64, 64, [[255] * 64 for _ in range(64)]))
+            upload(driver, By, white, args.timeout)
+            reason = wait_for(lambda: js_visible(driver, "refused") and js_text(driver, "refused-reason"),
+                              args.timeout, "#refused to show for a white image")
+            if js_visible(driver, "label") and js_text(driver, "label") in ("NORMAL", "PNEUMONIA"):
+                raise Failure("a label is shown for a refused image")
+            if js_visible(driver, "heatmap") or js_visible(driver, "probability-bar"):
+                raise Failure("a heatmap or probability is shown for a refused image")
+            if "chest X-ray" not in js_text(driver, "refused"):
+                raise Failure(f"#refused does not say the image is not a chest X-ray: {js_text(driver, 'refused')!r}")
+            print(f"white image: refused ({reason!r})")
 
         # ---- a broken file ----------------------------------------------------------------
         with tempfile.TemporaryDirectory(prefix="nn_browser_") as tmp:

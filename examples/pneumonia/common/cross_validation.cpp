@@ -4,6 +4,7 @@
 #include <nn/data/augment.h>
 #include <nn/data/degrade.h>
 #include <nn/io/safetensors.h>
+#include <nn/named_layers.h>
 #include <nn/nn.h>
 
 #include <algorithm>
@@ -119,32 +120,56 @@ std::vector<double> calibrated(const std::vector<double>& logits, double tempera
   return p;
 }
 
-// The logits of `member` for every image of `indices`, under every shift: out[c][k] for
-// indices[k]. The images are decoded again from their files at full size, made grayscale, shifted,
-// then prepared as the model's input (resize to its side).
-std::vector<std::vector<double>> score_under_shifts(nn::models::VGG& member, const ModelSpec& spec,
-                                                    const XrayData& data, const std::vector<int64_t>& indices,
-                                                    const std::vector<AcquisitionShift>& shifts) {
+// The logits of `member` for every image of `indices`, under every shift: logits[c][k] for
+// indices[k]; refused[c][k]: whether the member's gate (its input checks, then its feature
+// detector) refuses the image. The images are decoded again from their files at full size, made
+// grayscale, shifted, then prepared as the model's input (resize to its side).
+struct ShiftScores {
+  std::vector<std::vector<double>> logits;
+  std::vector<std::vector<char>> refused;
+};
+ShiftScores score_under_shifts(nn::models::VGG& member, const ModelSpec& spec, const OodGate& gate,
+                               const XrayData& data, const std::vector<int64_t>& indices,
+                               const std::vector<AcquisitionShift>& shifts) {
+  // A fold model written before the gate existed has no feature detector: only the input checks.
+  const FeatureGate* detector = gate.members.empty() ? nullptr : &gate.members[0];
   const nn::data::Preprocessing preset = nn::data::parse_preprocessing(spec.preprocessing);
-  std::vector<std::vector<double>> out(shifts.size());
+  ShiftScores out;
+  out.logits.resize(shifts.size());
+  out.refused.resize(shifts.size());
   nn::NoGradGuard no_grad;
   nn::EvalModeGuard eval;
   const size_t batch = 32;
   for (size_t b = 0; b < indices.size(); b += batch) {
     const size_t end = std::min(indices.size(), b + batch);
     std::vector<std::vector<nn::Tensor>> inputs(shifts.size());
+    std::vector<std::vector<char>> input_refused(shifts.size());
     for (size_t k = b; k < end; ++k) {
       const size_t i = static_cast<size_t>(indices[k]);
       const Image gray = nn::data::to_grayscale(nn::data::load_image(data.samples[i].path));
       for (size_t c = 0; c < shifts.size(); ++c) {
         Image shifted = shifts[c].apply(gray, data.labels[i]);
+        input_refused[c].push_back(!check_input(input_stats(shifted), gate.input).empty());
         if (shifted.height != spec.input_size || shifted.width != spec.input_size)
           shifted = nn::data::resize(shifted, spec.input_size, spec.input_size);
         inputs[c].push_back(xray_to_input(shifted, preset).unsqueeze(0));
       }
     }
-    for (size_t c = 0; c < shifts.size(); ++c)
-      for (float z : member(nn::concat(inputs[c], 0)).reshape({-1}).to_vector<float>()) out[c].push_back(z);
+    for (size_t c = 0; c < shifts.size(); ++c) {
+      const nn::Tensor x = nn::concat(inputs[c], 0);
+      std::vector<double> d(input_refused[c].size(), 0.0);
+      nn::Tensor z;
+      if (detector != nullptr) {
+        const nn::Tensor a = nn::forward_to(member, x, gate.layer);
+        d = detector->detector.distances(pooled_features(a));
+        z = nn::forward_from(member, a, gate.layer);
+      } else {
+        z = member(x);
+      }
+      for (float v : z.reshape({-1}).to_vector<float>()) out.logits[c].push_back(v);
+      for (size_t k = 0; k < d.size(); ++k)
+        out.refused[c].push_back(input_refused[c][k] || (detector != nullptr && OodGate::refuses(d[k] / detector->limit)));
+    }
   }
   return out;
 }
@@ -165,6 +190,7 @@ struct Members {
   std::vector<std::shared_ptr<nn::models::VGG>> models;
   ModelSpec spec;
   std::vector<json> histories;
+  std::vector<OodGate> gates;  // each fold model's (one feature detector each)
 };
 
 std::string fold_dir(const std::string& run, int k) { return (fs::path(run) / ("fold-" + std::to_string(k))).string(); }
@@ -174,8 +200,10 @@ void load_fold(const std::string& dir, Members& m) {
   const std::string path = (fs::path(dir) / "model.safetensors").string();
   PneumoniaModel done = load_model(path);
   NN_CHECK(done.members.size() == 1, path, ": not a fold's model");
+  NN_CHECK(done.gate.members.size() <= 1, path, ": not a fold's model (its gate has several detectors)");
   m.models.push_back(done.members[0]);
   m.spec = done.spec;
+  m.gates.push_back(done.gate);
   const json summary = json::parse(std::ifstream(fs::path(dir) / "summary.json"));
   m.histories.push_back(summary.contains("history") ? summary["history"] : json::array());
 }
@@ -211,6 +239,7 @@ Members train_folds(const TrainConfig& cfg, const std::shared_ptr<const XrayData
     m.models.push_back(member);
     m.spec = trainer.spec();
     m.histories.push_back(trainer.history());
+    m.gates.push_back(trainer.gate());
     // The fold's history goes into its summary for a later --resume.
     json fold_summary = json::parse(std::ifstream(fs::path(fold_cfg.out) / "summary.json"));
     fold_summary["history"] = trainer.history();
@@ -228,13 +257,18 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
   ModelSpec& spec = m.spec;
   // Out-of-fold logits per condition, and each sample's fold (-1 when unreadable).
   std::vector<std::vector<double>> oof(shifts.size(), std::vector<double>(data.samples.size(), NAN));
+  std::vector<std::vector<char>> oof_refused(shifts.size(), std::vector<char>(data.samples.size(), 0));
   std::vector<int> fold_of(data.samples.size(), -1);
   for (int k = 0; k < cfg.folds; ++k) {
     const std::vector<int64_t> held_out = data.usable(folds[static_cast<size_t>(k)].val);
     const auto t_score = std::chrono::steady_clock::now();
-    std::vector<std::vector<double>> scores = score_under_shifts(*m.models[static_cast<size_t>(k)], spec, data, held_out, shifts);
+    const ShiftScores scores = score_under_shifts(*m.models[static_cast<size_t>(k)], spec, m.gates[static_cast<size_t>(k)],
+                                                  data, held_out, shifts);
     for (size_t c = 0; c < shifts.size(); ++c)
-      for (size_t j = 0; j < held_out.size(); ++j) oof[c][static_cast<size_t>(held_out[j])] = scores[c][j];
+      for (size_t j = 0; j < held_out.size(); ++j) {
+        oof[c][static_cast<size_t>(held_out[j])] = scores.logits[c][j];
+        oof_refused[c][static_cast<size_t>(held_out[j])] = scores.refused[c][j];
+      }
     for (int64_t i : held_out) fold_of[static_cast<size_t>(i)] = k;
     std::printf("fold %d: %zu held-out images scored under %zu conditions in %.1f s\n", k + 1, held_out.size(),
                 shifts.size(), seconds_since(t_score));
@@ -301,7 +335,8 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
   std::string worst_condition;
   std::printf("\nprotocol: %d folds by patient; pooled out-of-fold %zu images; temperature %.3f; threshold %.3f (%s)\n",
               cfg.folds, scored.size(), temperature, spec.threshold, chosen.name().c_str());
-  std::printf("%-16s %17s %17s %17s %7s %7s\n", "condition", "AUC mean (sd)", "sensitivity", "specificity", "ECE", "ECE,T");
+  std::printf("%-16s %17s %17s %17s %7s %7s %8s\n", "condition", "AUC mean (sd)", "sensitivity", "specificity", "ECE",
+              "ECE,T", "refused");
   for (size_t c = 0; c < shifts.size(); ++c) {
     std::vector<double> aucs, sens, specs;
     for (int k = 0; k < cfg.folds; ++k) {
@@ -315,7 +350,12 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     const nn::metrics::BinaryMetrics pooled = nn::metrics::binary_metrics(p, labels, spec.threshold);
     const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(c), 1.0), labels);
     const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
+    // The gate's refusals of real X-rays (each by the fold model that did not train on it).
+    int64_t refused = 0;
+    for (int64_t i : scored) refused += oof_refused[c][static_cast<size_t>(i)];
+    const double refused_fraction = static_cast<double>(refused) / static_cast<double>(scored.size());
     conditions[shifts[c].name] = {{"description", shifts[c].description},
+                                  {"refused_by_gate", refused_fraction},
                                   {"auc", stats_json(aucs, pooled.auc)},
                                   {"sensitivity", stats_json(sens, pooled.sensitivity)},
                                   {"specificity", stats_json(specs, pooled.specificity)},
@@ -326,8 +366,8 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     const double balanced = (pooled.sensitivity + pooled.specificity) / 2;
     if (balanced < worst_balanced) worst_balanced = balanced, worst_condition = shifts[c].name;
     const Stats a = stats_of(aucs), se = stats_of(sens), sp = stats_of(specs);
-    std::printf("%-16s %9.4f (%.4f) %9.4f (%.4f) %9.4f (%.4f) %7.4f %7.4f\n", shifts[c].name.c_str(), a.mean, a.sd,
-                se.mean, se.sd, sp.mean, sp.sd, before.ece, after.ece);
+    std::printf("%-16s %9.4f (%.4f) %9.4f (%.4f) %9.4f (%.4f) %7.4f %7.4f %7.2f%%\n", shifts[c].name.c_str(), a.mean,
+                a.sd, se.mean, se.sd, sp.mean, sp.sd, before.ece, after.ece, 100.0 * refused_fraction);
   }
   std::printf("mean AUC over the conditions %.4f (of the pooled predictions %.4f); worst balanced accuracy %.4f (%s)\n",
               mean_auc, mean_pooled_auc, worst_balanced, worst_condition.c_str());
@@ -417,7 +457,22 @@ json cross_validate(const TrainConfig& config) {
   std::vector<const nn::models::VGG*> raw;
   for (const auto& member : m.models) raw.push_back(member.get());
   const std::string rule = cfg.threshold_rule + (cfg.threshold_on == "clean" ? "" : " on shifts");
-  save_model(model_path, raw, m.spec,
+  // The ensemble's gate: every fold's detector and limit; the input limits the most permissive.
+  OodGate gate = m.gates[0];
+  gate.members.clear();
+  bool every_fold_gated = true;
+  for (const OodGate& g : m.gates) {
+    gate.input.min_dynamic_range = std::min(gate.input.min_dynamic_range, g.input.min_dynamic_range);
+    gate.input.min_contrast = std::min(gate.input.min_contrast, g.input.min_contrast);
+    if (g.members.empty()) every_fold_gated = false;
+    else gate.members.push_back(g.members[0]);
+  }
+  if (!every_fold_gated) {
+    gate.members.clear();
+    std::fprintf(stderr, "pneumonia-train: warning: a fold model has no feature detector (trained before the gate "
+                 "existed): the ensemble's gate has only the input checks\n");
+  }
+  save_model(model_path, raw, m.spec, gate,
              {{"trained_on", cfg.data}, {"threshold_rule", rule},
               {"protocol_mean_auc", json(protocol["mean_auc"]).dump()},
               {"protocol_clean_auc", json(protocol["conditions"]["clean"]["auc"]["mean"]).dump()}});

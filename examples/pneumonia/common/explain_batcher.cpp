@@ -23,11 +23,11 @@ ExplainBatcher::~ExplainBatcher() {
   thread_.join();
 }
 
-nn::explain::GradCam ExplainBatcher::explain(const nn::Tensor& input) {
+Explained ExplainBatcher::explain(const nn::Tensor& input) {
   NN_CHECK(input.defined() && input.dim() == 4 && input.size(0) == 1,
            "ExplainBatcher::explain: expected one input (1, 3, S, S)");
   Item item{input, {}};
-  std::future<nn::explain::GradCam> result = item.done.get_future();
+  std::future<Explained> result = item.done.get_future();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     NN_CHECK(!stopping_, "the server is stopping");
@@ -62,13 +62,14 @@ void ExplainBatcher::run() {
     try {
       std::vector<nn::Tensor> inputs;
       for (Item* item : batch) inputs.push_back(item->input);
-      std::vector<nn::explain::GradCam> cams = model_.explain_batch(nn::concat(inputs, 0));
+      std::vector<Assessment> assessed;
+      std::vector<nn::explain::GradCam> cams = model_.explain_batch(nn::concat(inputs, 0), &assessed);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         images_ += static_cast<int64_t>(batch.size());
         ++batches_;
       }
-      for (size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value(std::move(cams[i]));
+      for (size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value({std::move(cams[i]), std::move(assessed[i])});
     } catch (...) {
       for (Item* item : batch) item->done.set_exception(std::current_exception());
     }

@@ -23,6 +23,13 @@
 
 namespace pneumonia {
 
+// Grad-CAM of one input and the model's assessment of it (the gate's feature stage, the logit and
+// probability), from the same forward pass.
+struct Explained {
+  nn::explain::GradCam cam;
+  Assessment assessment;
+};
+
 class ExplainBatcher {
  public:
   ExplainBatcher(PneumoniaModel& model, int64_t max_batch);
@@ -30,9 +37,10 @@ class ExplainBatcher {
   ExplainBatcher(const ExplainBatcher&) = delete;
   ExplainBatcher& operator=(const ExplainBatcher&) = delete;
 
-  // Grad-CAM and the mean logit of one preprocessed input (1, 3, S, S) on the model's device;
-  // blocks until its batch has run. Errors of the batch (nn::Error) are rethrown here.
-  nn::explain::GradCam explain(const nn::Tensor& input);
+  // Grad-CAM, the mean logit and the gate's verdict for one preprocessed input (1, 3, S, S) on the
+  // model's device; blocks until its batch has run. Errors of the batch (nn::Error) are rethrown
+  // here.
+  Explained explain(const nn::Tensor& input);
 
   // Images explained and batches run so far (for the health endpoint and tests).
   int64_t images() const;
@@ -41,7 +49,7 @@ class ExplainBatcher {
  private:
   struct Item {
     nn::Tensor input;
-    std::promise<nn::explain::GradCam> done;
+    std::promise<Explained> done;
   };
   void run();
 

@@ -5,6 +5,7 @@
 #include <nn/error.h>
 #include <nn/io/safetensors.h>
 #include <nn/layers.h>
+#include <nn/named_layers.h>
 #include <nn/ops.h>
 
 #include <algorithm>
@@ -128,6 +129,8 @@ namespace {
 
 std::string member_prefix(int k) { return "member" + std::to_string(k) + "."; }
 
+bool is_gate_tensor(const std::string& name) { return name.rfind("ood.", 0) == 0; }
+
 }  // namespace
 
 PneumoniaModel load_model(const std::string& path) {
@@ -136,15 +139,17 @@ PneumoniaModel load_model(const std::string& path) {
   try {
     nn::io::check_finite(file);  // a NaN weight would answer every image with NaN
     loaded.spec = ModelSpec::from_metadata(file.metadata);
+    nn::StateDict weights, gate_tensors;
+    for (const auto& [name, t] : file.tensors) (is_gate_tensor(name) ? gate_tensors : weights).emplace_back(name, t);
     for (int k = 0; k < loaded.spec.members; ++k) {
       nn::Generator gen(0);  // the values are overwritten by the load
       std::shared_ptr<nn::models::VGG> member = build_model(loaded.spec, gen);
       if (loaded.spec.members == 1) {
-        member->load_state_dict(file.tensors, /*strict=*/true);
+        member->load_state_dict(weights, /*strict=*/true);
       } else {
         const std::string prefix = member_prefix(k);
         nn::StateDict state;
-        for (const auto& [name, t] : file.tensors)
+        for (const auto& [name, t] : weights)
           if (name.rfind(prefix, 0) == 0) state.emplace_back(name.substr(prefix.size()), t);
         NN_CHECK(!state.empty(), "the file holds no tensors of ensemble member ", k, " (", prefix, "*)");
         member->load_state_dict(state, /*strict=*/true);
@@ -155,8 +160,16 @@ PneumoniaModel load_model(const std::string& path) {
     if (loaded.spec.members > 1) {
       size_t expected = 0;
       for (const auto& m : loaded.members) expected += m->state_dict().size();
-      NN_CHECK(file.tensors.size() == expected, "the file holds ", file.tensors.size(), " tensors, the ",
+      NN_CHECK(weights.size() == expected, "the file holds ", weights.size(), " weight tensors, the ",
                loaded.spec.members, " members ", expected);
+    }
+    loaded.gate = OodGate::from_file(file.metadata, gate_tensors, loaded.spec.members);
+    NN_CHECK(gate_tensors.size() == 2 * loaded.gate.members.size(), "the file holds ", gate_tensors.size(),
+             " gate tensors (ood.*), its gate ", 2 * loaded.gate.members.size());
+    if (loaded.gate.has_features()) {
+      const std::vector<std::string> layers = nn::layer_names(*loaded.members[0]);
+      NN_CHECK(std::find(layers.begin(), layers.end(), loaded.gate.layer) != layers.end(), "the gate's layer '",
+               loaded.gate.layer, "' is not a layer of the model");
     }
   } catch (const nn::Error& e) {
     NN_CHECK(false, path, ": ", e.what());
@@ -166,16 +179,27 @@ PneumoniaModel load_model(const std::string& path) {
 }
 
 void save_model(const std::string& path, const std::vector<const nn::models::VGG*>& members, const ModelSpec& spec,
-                const std::map<std::string, std::string>& extra) {
+                const OodGate& gate, const std::map<std::string, std::string>& extra) {
   NN_CHECK(!members.empty() && spec.members == static_cast<int>(members.size()), "save_model: the spec names ",
            spec.members, " members, ", members.size(), " given");
+  NN_CHECK(!gate.has_features() || gate.members.size() == members.size(), "save_model: the gate has ",
+           gate.members.size(), " feature detectors, the model ", members.size(), " members");
   std::map<std::string, std::string> metadata = spec.to_metadata();
   for (const auto& [k, v] : extra) metadata.emplace(k, v);
   nn::StateDict tensors;
   for (size_t k = 0; k < members.size(); ++k)
     for (const auto& [name, t] : members[k]->state_dict())
       tensors.emplace_back(members.size() == 1 ? name : member_prefix(static_cast<int>(k)) + name, t);
+  gate.add_to(metadata, tensors);
   nn::io::save_safetensors(path, tensors, metadata);
+}
+
+std::string last_feature_layer(nn::Module& vgg) {
+  std::string last;
+  for (const std::string& name : nn::layer_names(vgg))
+    if (name.rfind("features.", 0) == 0) last = name;
+  NN_CHECK(!last.empty(), "the model has no features.* layer");
+  return last;
 }
 
 nn::Tensor PneumoniaModel::logits(const nn::Tensor& inputs) {
@@ -187,6 +211,51 @@ nn::Tensor PneumoniaModel::logits(const nn::Tensor& inputs) {
     sum = sum.defined() ? nn::add(sum, z) : z;
   }
   return members.size() == 1 ? sum : nn::div(sum, static_cast<double>(members.size()));
+}
+
+nn::Tensor PneumoniaModel::logits_and_distances(const nn::Tensor& inputs, std::vector<std::vector<double>>& distances) {
+  nn::NoGradGuard no_grad;
+  NN_CHECK(!members.empty(), "PneumoniaModel: no members");
+  distances.clear();
+  if (!gate.has_features()) return logits(inputs);
+  nn::Tensor sum;
+  for (size_t k = 0; k < members.size(); ++k) {
+    nn::models::VGG& m = *members[k];
+    const nn::Tensor a = nn::forward_to(m, inputs, gate.layer);
+    distances.push_back(gate.members[k].detector.distances(pooled_features(a)));
+    nn::Tensor z = nn::forward_from(m, a, gate.layer).reshape({-1});
+    sum = sum.defined() ? nn::add(sum, z) : z;
+  }
+  return members.size() == 1 ? sum : nn::div(sum, static_cast<double>(members.size()));
+}
+
+namespace {
+
+// The assessments of logits z (N) and the members' distances (empty without a feature stage).
+std::vector<Assessment> assessments_of(const PneumoniaModel& model, const std::vector<float>& z,
+                                       const std::vector<std::vector<double>>& distances) {
+  std::vector<double> scores(z.size(), NAN);
+  if (!distances.empty()) scores = model.gate.scores(distances);
+  std::vector<Assessment> out(z.size());
+  for (size_t i = 0; i < z.size(); ++i) {
+    Assessment& a = out[i];
+    a.logit = z[i];
+    a.probability = model.probability_of_logit(z[i]);
+    a.ood_score = scores[i];
+    if (!distances.empty() && OodGate::refuses(scores[i])) {
+      a.refused = true;
+      a.reason = feature_refusal_reason(scores[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Assessment> PneumoniaModel::assess(const nn::Tensor& inputs) {
+  std::vector<std::vector<double>> distances;
+  const nn::Tensor z = logits_and_distances(inputs, distances);
+  return assessments_of(*this, z.to(nn::Device::cpu()).contiguous().to_vector<float>(), distances);
 }
 
 double PneumoniaModel::probability_of_logit(double logit) const { return 1.0 / (1.0 + std::exp(-logit / spec.temperature)); }
@@ -209,15 +278,28 @@ nn::explain::GradCam PneumoniaModel::explain(const nn::Tensor& input) {
   return explain_batch(input).front();
 }
 
-std::vector<nn::explain::GradCam> PneumoniaModel::explain_batch(const nn::Tensor& inputs) {
+std::vector<nn::explain::GradCam> PneumoniaModel::explain_batch(const nn::Tensor& inputs,
+                                                                 std::vector<Assessment>* assessments) {
   NN_CHECK(!members.empty(), "PneumoniaModel: no members");
   const int64_t n = inputs.size(0);
   std::vector<nn::explain::GradCam> out;
   std::vector<nn::Tensor> heat(static_cast<size_t>(n));
   std::vector<double> logit(static_cast<size_t>(n), 0.0);
+  std::vector<std::vector<double>> distances;
   for (const auto& m : members) {
-    std::vector<nn::explain::GradCam> cams =
-        nn::explain::grad_cam_batch(*m, inputs, nn::models::vgg_cam_layer(*m), std::vector<int64_t>(static_cast<size_t>(n), 0));
+    std::vector<nn::explain::GradCam> cams;
+    if (assessments != nullptr && gate.has_features()) {
+      // The gate's layer runs inside Grad-CAM's forward pass: a hook reads its output there.
+      const size_t k = distances.size();
+      nn::ForwardHooks look(*m, {{gate.layer, [&](const nn::Tensor& a) {
+                                    distances.push_back(gate.members[k].detector.distances(pooled_features(a.detach())));
+                                    return a;
+                                  }}});
+      cams = nn::explain::grad_cam_batch(*m, inputs, nn::models::vgg_cam_layer(*m), std::vector<int64_t>(static_cast<size_t>(n), 0));
+      NN_CHECK(distances.size() == k + 1, "PneumoniaModel::explain_batch: the gate's layer '", gate.layer, "' did not run");
+    } else {
+      cams = nn::explain::grad_cam_batch(*m, inputs, nn::models::vgg_cam_layer(*m), std::vector<int64_t>(static_cast<size_t>(n), 0));
+    }
     if (out.empty()) out = cams;
     for (int64_t i = 0; i < n; ++i) {
       heat[i] = heat[i].defined() ? nn::add(heat[i], cams[i].heatmap) : cams[i].heatmap;
@@ -234,6 +316,11 @@ std::vector<nn::explain::GradCam> PneumoniaModel::explain_batch(const nn::Tensor
       out[i].logit = logit[i] / static_cast<double>(members.size());
     }
   }
+  if (assessments != nullptr) {
+    std::vector<float> z;
+    for (const auto& cam : out) z.push_back(static_cast<float>(cam.logit));
+    *assessments = assessments_of(*this, z, distances);
+  }
   return out;
 }
 
@@ -241,8 +328,10 @@ void PneumoniaModel::to(nn::Device device) {
   for (const auto& m : members) m->to(device);
 }
 
-nn::data::Image prepare_xray(const std::string& path, int64_t size) {
-  nn::data::Image image = nn::data::to_grayscale(nn::data::load_image(path));
+nn::data::Image prepare_xray(const std::string& path, int64_t size) { return prepare_decoded(nn::data::load_image(path), size); }
+
+nn::data::Image prepare_decoded(const nn::data::Image& decoded, int64_t size) {
+  nn::data::Image image = nn::data::to_grayscale(decoded);
   if (image.height == size && image.width == size) return image;
   return nn::data::resize(image, size, size);
 }

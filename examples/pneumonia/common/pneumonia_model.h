@@ -13,6 +13,8 @@
 #include <nn/generator.h>
 #include <nn/models/vgg.h>
 
+#include "ood_gate.h"
+
 namespace pneumonia {
 
 struct ModelSpec {
@@ -45,10 +47,20 @@ std::shared_ptr<nn::Module> build_head(const ModelSpec& spec, int64_t flat_featu
 // A model file's network: one VGG, or an ensemble of them (the fold models of a cross-validated
 // run) whose logits are averaged; the probability is sigmoid(mean logit / temperature) (the
 // temperature calibrates it, see docs/evaluation_protocol.md). Every member is in eval mode.
+// What the model says of one input: refused by the feature stage of the gate (ood_gate.h), or
+// its logit and calibrated probability.
+struct Assessment {
+  double logit = 0, probability = 0;
+  double ood_score = 0;  // the gate's feature score (refused above 1); NaN without a feature stage
+  bool refused = false;
+  std::string reason;  // why it was refused
+};
+
 class PneumoniaModel {
  public:
   ModelSpec spec;
   std::vector<std::shared_ptr<nn::models::VGG>> members;
+  OodGate gate;  // the out-of-distribution gate stored with the model
   std::map<std::string, std::string> metadata;  // the file's
 
   // The mean of the members' logits for inputs (N, 3, S, S): (N), without autograd.
@@ -56,26 +68,41 @@ class PneumoniaModel {
   // sigmoid(logit / spec.temperature) of each input, in batches.
   std::vector<double> probabilities(const std::vector<nn::Tensor>& inputs, int64_t batch_size = 32);
   double probability_of_logit(double logit) const;
+  // The feature stage of the gate and the probability, in one forward pass per member, for
+  // inputs (N, 3, S, S) that passed the input checks.
+  std::vector<Assessment> assess(const nn::Tensor& inputs);
+  // The members' squared feature distances (distances[k][i]) and mean logits of inputs, without
+  // autograd; distances is empty when the gate has no feature stage.
+  nn::Tensor logits_and_distances(const nn::Tensor& inputs, std::vector<std::vector<double>>& distances);
   // Grad-CAM of the PNEUMONIA logit for one input (1, 3, S, S) at each member's usual layer
   // (nn::models::vgg_cam_layer): the members' heatmaps averaged and divided by their maximum, the
   // logit averaged. Does not modify the model (threads may share it).
   nn::explain::GradCam explain(const nn::Tensor& input);
-  // The same for a batch (N, 3, S, S) in one forward and one backward per member.
-  std::vector<nn::explain::GradCam> explain_batch(const nn::Tensor& inputs);
+  // The same for a batch (N, 3, S, S) in one forward and one backward per member; with
+  // `assessments`, also the gate's verdict and the probability of each input, from the same
+  // forward pass.
+  std::vector<nn::explain::GradCam> explain_batch(const nn::Tensor& inputs, std::vector<Assessment>* assessments = nullptr);
   void to(nn::Device device);
 };
 
 // Reads a model file: one VGG (files of format nn-pneumonia-1, and of -2 with members = 1) or an
-// ensemble (members "member<k>.<name>"). Weights are checked finite (a NaN names its tensor).
+// ensemble (members "member<k>.<name>"), and its out-of-distribution gate ("ood.*"; a file
+// without one gets the default input checks and no feature stage). Weights are checked finite (a
+// NaN names its tensor).
 PneumoniaModel load_model(const std::string& path);
-// Writes the members' state dicts with the spec (spec.members must equal members.size()) and
-// `extra` metadata atomically.
+// Writes the members' state dicts with the spec (spec.members must equal members.size()), the
+// gate and `extra` metadata atomically.
 void save_model(const std::string& path, const std::vector<const nn::models::VGG*>& members, const ModelSpec& spec,
-                const std::map<std::string, std::string>& extra = {});
+                const OodGate& gate, const std::map<std::string, std::string>& extra = {});
+
+// The name of the last layer of a VGG's `features` (its final max pool): the gate's layer.
+std::string last_feature_layer(nn::Module& vgg);
 
 // An X-ray as the model sees it before augmentation: decoded, grayscale, squashed to size x size
 // (as Keras' flow_from_directory does). One channel.
 nn::data::Image prepare_xray(const std::string& path, int64_t size);
+// The same for an image already decoded (whose input_stats the gate checks first).
+nn::data::Image prepare_decoded(const nn::data::Image& decoded, int64_t size);
 // A prepared (grayscale) image -> the (3, H, W) model input under the preprocessing preset.
 nn::Tensor xray_to_input(const nn::data::Image& gray, nn::data::Preprocessing preset);
 

@@ -780,6 +780,53 @@ bool Trainer::train_epoch() {
 
 // ---- the end ----
 
+Tensor Trainer::gate_features(nn::models::VGG& model, const std::string& layer, const std::vector<int64_t>& indices,
+                              const std::vector<Tensor>* cache) {
+  nn::NoGradGuard no_grad;
+  model.eval();
+  std::vector<Tensor> rows;
+  for (size_t b = 0; b < indices.size(); b += static_cast<size_t>(cfg_.batch_size)) {
+    std::vector<Tensor> xs;
+    for (size_t k = b; k < std::min(indices.size(), b + static_cast<size_t>(cfg_.batch_size)); ++k) {
+      nn::Generator unused(0);
+      xs.push_back(cache != nullptr ? (*cache)[k].to(nn::f32).unsqueeze(0) : sample_input(indices[k], false, unused).unsqueeze(0));
+    }
+    const Tensor x = nn::concat(xs, 0).to(device_);
+    Tensor a;
+    if (transfer_ && frozen_end_ == layer) {
+      a = x;  // the cache is the layer's output
+    } else {
+      nn::ForwardHooks look(model, {{layer, [&a](const Tensor& out) {
+                                       a = out;
+                                       return out;
+                                     }}});
+      transfer_ ? nn::forward_from(model, x, frozen_end_) : model(x);
+    }
+    NN_CHECK(a.defined(), "the gate's layer '", layer, "' did not run");
+    rows.push_back(pooled_features(a).to(nn::Device::cpu()));
+  }
+  return nn::concat(rows, 0);
+}
+
+OodGate Trainer::fit_gate(nn::models::VGG& model) {
+  OodGate gate;
+  gate.layer = last_feature_layer(model);
+  std::vector<const nn::data::Image*> train_images;
+  std::vector<int64_t> train_labels;
+  for (int64_t i : split_.train) {
+    train_images.push_back(&data_->cache.images[static_cast<size_t>(i)]);
+    train_labels.push_back(data_->labels[static_cast<size_t>(i)]);
+  }
+  gate.input = fit_input_limits(train_images);
+  const Tensor train = gate_features(model, gate.layer, split_.train, transfer_ ? &train_cache_[0] : nullptr);
+  FeatureGate f;
+  f.detector = nn::ood::MahalanobisDetector::fit(train, train_labels, 2);
+  const std::vector<double> held_out = f.detector.distances(gate_features(model, gate.layer, split_.val, transfer_ ? &val_cache_ : nullptr));
+  f.limit = nn::ood::quantile(held_out, gate.quantile);
+  gate.members.push_back(std::move(f));
+  return gate;
+}
+
 json Trainer::finish() {
   check_model_built("finish");
   NN_CHECK(!best_state_.empty(), "no epoch was trained (the checkpoint is already at --epochs?)");
@@ -790,10 +837,19 @@ json Trainer::finish() {
   spec_.threshold = nn::metrics::choose_threshold(best.probs, val_labels_, rule);
   nn::metrics::BinaryMetrics at_threshold = nn::metrics::binary_metrics(best.probs, val_labels_, spec_.threshold);
   nn::metrics::Interval ci = nn::metrics::bootstrap_auc_interval(best.probs, val_labels_, 1000, cfg_.seed);
+  const auto t_gate = std::chrono::steady_clock::now();
+  gate_ = fit_gate(model);
+  int64_t input_refused = 0;
+  for (int64_t i : split_.val)
+    if (!check_input(input_stats(data_->cache.images[static_cast<size_t>(i)]), gate_.input).empty()) ++input_refused;
+  std::printf("out-of-distribution gate: %lld-dimensional features of %s, limit %.1f (the %.3f quantile of the "
+              "validation distances); input checks refuse %lld of %zu validation images (%.1f s)\n",
+              static_cast<long long>(gate_.members[0].detector.dim()), gate_.layer.c_str(), gate_.members[0].limit,
+              gate_.quantile, static_cast<long long>(input_refused), split_.val.size(), seconds_since(t_gate));
   model.to(nn::Device::cpu());
   if (average_) model_ = average_;  // model() is now the one kept
   const std::string model_path = run_file(cfg_, "model.safetensors");
-  save_model(model_path, {&model}, spec_,
+  save_model(model_path, {&model}, spec_, gate_,
              {{"trained_on", cfg_.data}, {"best_epoch", std::to_string(best_epoch_)},
               {"val_auc", nlohmann::json(best.metrics.auc).dump()},
               {"threshold_rule", nn::metrics::to_string(rule)}});
@@ -830,6 +886,12 @@ json Trainer::finish() {
                   {"validation_at_0.5", json::parse(nn::metrics::to_json(best.metrics))},
                   {"validation_at_threshold", json::parse(nn::metrics::to_json(at_threshold))},
                   {"validation_auc_95ci", {ci.low, ci.high}},
+                  {"ood_gate", {{"layer", gate_.layer},
+                                {"feature_dim", gate_.members[0].detector.dim()},
+                                {"quantile", gate_.quantile},
+                                {"limit", gate_.members[0].limit},
+                                {"input_limits", gate_.input.to_json()},
+                                {"validation_input_refused", input_refused}}},
                   {"seconds_per_epoch", train_seconds / std::max<size_t>(history_.size(), 1)},
                   {"total_seconds", seconds_since(start_)},
                   {"peak_memory_mib", peak_rss_mib()},

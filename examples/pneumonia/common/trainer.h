@@ -158,6 +158,10 @@ class Trainer {
   nn::models::VGG& model() { return *model_; }
   const ModelSpec& spec() const { return spec_; }
   const nlohmann::json& history() const { return history_; }
+  // The out-of-distribution gate finish() fitted (ood_gate.h): input limits from the training
+  // images, the feature detector fitted on them, its limit the gate's quantile of the validation
+  // images' distances.
+  const OodGate& gate() const { return gate_; }
 
  private:
   void use_split();  // the readable images of split_, the class counts
@@ -173,6 +177,10 @@ class Trainer {
   [[noreturn]] void refuse_step(const nn::Tensor& x, bool loss_finite, double loss_value);
   [[noreturn]] void stop_on_non_finite(const std::string& what, const std::string& where);
   void save_checkpoint();
+  // The gate's pooled features (N, C) of split images (train: their plain view).
+  nn::Tensor gate_features(nn::models::VGG& model, const std::string& layer, const std::vector<int64_t>& indices,
+                           const std::vector<nn::Tensor>* cache);
+  OodGate fit_gate(nn::models::VGG& model);
 
   TrainConfig cfg_;
   std::chrono::steady_clock::time_point start_;
@@ -207,6 +215,7 @@ class Trainer {
   bool stopped_early_ = false;
   nlohmann::json history_ = nlohmann::json::array();
   nn::StateDict best_state_;
+  OodGate gate_;
   // The epoch in progress: its loss sum, images seen, correct predictions.
   double epoch_loss_ = 0;
   int64_t epoch_seen_ = 0, epoch_correct_ = 0;

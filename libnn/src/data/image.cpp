@@ -1,6 +1,7 @@
 // Image decoding, resizing, cropping and preprocessing (nn/data/image.h). The format checks, the
 // limits and the messages are here; libjpeg-turbo (data/jpeg_decode.cpp) decodes JPEG, stb
-// (data/stb_impl.cpp) decodes and encodes PNG.
+// (data/stb_impl.cpp) decodes and encodes PNG, GDCM (data/dicom_decode.cpp, when nn is built with
+// it: NN_WITH_DICOM) decodes DICOM.
 #include "nn/data/image.h"
 
 #include <fcntl.h>
@@ -20,6 +21,9 @@
 #include <utility>
 
 #include "cpu/parallel.h"
+#ifdef NN_WITH_DICOM
+#include "data/dicom_decode.h"
+#endif
 #include "data/jpeg_decode.h"
 #include "data/stb_impl.h"
 
@@ -50,7 +54,16 @@ Image make_image(int64_t height, int64_t width, int64_t channels) {
 
 // ---- formats ----
 
-enum class Format { png, jpeg };
+enum class Format { png, jpeg, dicom };
+
+// What this build reads, for messages.
+#ifdef NN_WITH_DICOM
+constexpr const char* kReadable = "JPEG, PNG and DICOM";
+constexpr const char* kReadableOr = "JPEG, PNG or DICOM";
+#else
+constexpr const char* kReadable = "JPEG and PNG";
+constexpr const char* kReadableOr = "JPEG or PNG";
+#endif
 
 std::string hex_byte(uint8_t b) {
   const char* digits = "0123456789abcdef";
@@ -66,6 +79,21 @@ bool starts_with(const uint8_t* d, size_t n, size_t at, const char* magic, size_
 Format detect_format(const uint8_t* d, size_t n, const std::string& source) {
   if (starts_with(d, n, 0, "\x89PNG\r\n\x1a\n", 8)) return Format::png;
   if (starts_with(d, n, 0, "\xff\xd8\xff", 3)) return Format::jpeg;
+  // DICOM Part 10 (PS3.10 7.1): a 128-byte preamble, then "DICM".
+  if (starts_with(d, n, 128, "DICM", 4)) {
+#ifdef NN_WITH_DICOM
+    return Format::dicom;
+#else
+    NN_CHECK(false, "cannot decode image '", source,
+             "': DICOM images are not supported by this build of nn (built without GDCM: NN_DICOM=OFF)");
+#endif
+  }
+  // A bare DICOM data set (no preamble and "DICM"; its transfer syntax would have to be guessed):
+  // a first element of group 0002 or 0008 with an explicit VR's two capitals, or "DICM" at byte 0.
+  const bool bare_dicom = n >= 8 && (d[0] == 0x02 || d[0] == 0x08) && d[1] == 0 && d[3] == 0 &&
+                          std::isupper(d[4]) && std::isupper(d[5]);
+  NN_CHECK(!bare_dicom && !starts_with(d, n, 0, "DICM", 4), "cannot decode image '", source,
+           "': a DICOM data set without the 128-byte preamble and 'DICM' (nn reads DICOM Part 10 files only)");
   const char* other = nullptr;
   if (starts_with(d, n, 0, "GIF87a", 6) || starts_with(d, n, 0, "GIF89a", 6)) other = "GIF";
   else if (starts_with(d, n, 0, "RIFF", 4) && starts_with(d, n, 8, "WEBP", 4)) other = "WEBP";
@@ -83,13 +111,12 @@ Format detect_format(const uint8_t* d, size_t n, const std::string& source) {
   else if (starts_with(d, n, 4, "ftyphei", 7) || starts_with(d, n, 4, "ftypmif1", 8) ||
            starts_with(d, n, 4, "ftypmsf1", 8) || starts_with(d, n, 4, "ftyphevc", 8))
     other = "HEIF";
-  else if (starts_with(d, n, 128, "DICM", 4)) other = "DICOM";
   else if (n >= 3 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && std::isspace(d[2])) other = "PNM";
   NN_CHECK(other == nullptr, "cannot decode image '", source, "': ", other,
-           " images are not supported (JPEG and PNG only)");
+           " images are not supported (", kReadable, " only)");
   std::string start;
   for (size_t i = 0; i < std::min<size_t>(n, 8); ++i) start += (i ? " " : "") + hex_byte(d[i]);
-  NN_CHECK(false, "cannot decode image '", source, "': not a JPEG or PNG image (", n,
+  NN_CHECK(false, "cannot decode image '", source, "': not a ", kReadableOr, " image (", n,
            " bytes starting with ", start, ")");
   return Format::png;  // not reached
 }
@@ -460,6 +487,11 @@ Image decode_image(const void* data, size_t size, const std::string& source,
   NN_CHECK(data != nullptr, "cannot decode image '", source, "': null data");
   const auto* d = static_cast<const uint8_t*>(data);
   const Format format = detect_format(d, size, source);
+#ifdef NN_WITH_DICOM
+  if (format == Format::dicom)
+    return detail::decode_dicom(d, size, source, limits,
+                                [&](uint64_t width, uint64_t height) { check_limits(width, height, limits, source); });
+#endif
   return format == Format::png ? decode_png(d, size, source, limits) : decode_jpeg(d, size, source, limits);
 }
 
@@ -491,7 +523,7 @@ Image load_image(const std::string& path, const ImageLimits& limits) {
 bool is_image_file_name(const std::string& path) {
   std::string ext = std::filesystem::path(path).extension().string();
   for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".dcm" || ext == ".dicom";
 }
 
 // ---- colour ----
