@@ -27,6 +27,9 @@ trap cleanup EXIT
 "$bin/pneumonia-train" --data "$work/train" --out "$work/run" --epochs 1 --image-size 64 --width-mult 0.125 \
   --batch-size 16 --threads 2 --seed 5 >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
 model="$work/run/model.safetensors"
+# The model card beside the model, which the server then serves at /model-card.
+"$bin/pneumonia-predict" --model "$model" --eval "$work/train" --card "$work/run/model_card.md" --bootstrap 50 \
+  --threads 2 >"$work/card.log" 2>&1 || { cat "$work/card.log"; exit 1; }
 image="$work/train/PNEUMONIA/pneumonia_0000.png"
 
 # Starts a server in the background; sets $port from its "listening on http://HOST:PORT" line.

@@ -5,6 +5,8 @@
 //   pneumonia-predict --model M --eval DIR [--json]
 //       on a NORMAL/ + PNEUMONIA/ folder: accuracy, sensitivity, specificity, PPV, NPV, F1, ROC AUC
 //       with a bootstrap 95% interval, and the confusion matrix
+//   pneumonia-predict --model M --eval DIR --card OUT.md
+//       the same, and a model card (common/model_card.h) written to OUT.md
 //
 // Every image first goes through the model's out-of-distribution gate (common/ood_gate.h): an image
 // that does not look like a frontal chest X-ray is answered REJECTED with the reason (text:
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "chest_xray_folder.h"
+#include "model_card.h"
 #include "pneumonia_model.h"
 
 namespace fs = std::filesystem;
@@ -71,7 +74,7 @@ std::string number(double v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"pneumonia-predict: PNEUMONIA/NORMAL for chest X-rays with a model from pneumonia-train"};
-  std::string model_path, eval_dir;
+  std::string model_path, eval_dir, card_path;
   std::vector<std::string> paths;
   bool as_json = false;
   double threshold = -1;
@@ -86,12 +89,14 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "images per forward pass")->check(CLI::Range(1, 4096));
   app.add_option("--threads", threads, "compute threads");
   app.add_option("--bootstrap", bootstrap, "bootstrap rounds for the AUC interval")->check(CLI::Range(0, 100000));
+  app.add_option("--card", card_path, "with --eval: write a model card (Markdown) to this file");
   app.add_flag("--no-gate", no_gate, "diagnose every image, also those the out-of-distribution gate would refuse");
   app.add_option("paths", paths, "images or folders of images");
   try {
     app.parse(argc, argv);
     if (eval_dir.empty() == paths.empty())
       throw CLI::ValidationError("give either image paths or --eval DIR (not both)");
+    if (!card_path.empty() && eval_dir.empty()) throw CLI::ValidationError("--card needs --eval DIR");
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
@@ -225,6 +230,23 @@ int main(int argc, char** argv) {
         std::printf("  %-10s %9s %9s\n", "", spec.classes[0].c_str(), spec.classes[1].c_str());
         std::printf("  %-10s %9lld %9lld\n", spec.classes[0].c_str(), static_cast<long long>(c.tn), static_cast<long long>(c.fp));
         std::printf("  %-10s %9lld %9lld\n", spec.classes[1].c_str(), static_cast<long long>(c.fn), static_cast<long long>(c.tp));
+      }
+      if (!card_path.empty()) {
+        pneumonia::CardEvaluation card;
+        card.folder = eval_dir;
+        for (const Answer& a : answers) ++card.images[a.label == 0 ? 0 : 1];
+        card.refused[0] = refused[0];
+        card.refused[1] = refused[1];
+        card.gate = !no_gate;
+        card.threshold = threshold;
+        card.probabilities = probs;
+        card.labels = used_labels;
+        card.metrics = m;
+        card.auc_interval = ci;
+        card.bootstrap = bootstrap;
+        card.unreadable = static_cast<int64_t>(problems.size());
+        pneumonia::save_model_card(card_path, pneumonia::model_card_markdown(model_path, loaded, card));
+        std::fprintf(stderr, "wrote the model card %s\n", card_path.c_str());
       }
     }
     return problems.empty() ? 0 : 1;

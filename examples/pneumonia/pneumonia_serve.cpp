@@ -11,7 +11,10 @@
 // write to it) and serves
 //   GET  /             the page (examples/pneumonia/web/index.html, embedded at build time)
 //   GET  /api/health   {"status":"ok","model":...,"classes":[...],"input_size":N,"threshold":T,"device":...,
-//                       "members":K,"ood_gate":...}
+//                       "members":K,"ood_gate":...,"model_card":true|false}
+//   GET  /model-card   the model card (Markdown, as text/plain), from --card or, without it,
+//                      model_card.md beside the model file when there is one (pneumonia-predict
+//                      --eval DIR --card writes it); 404 when there is none
 //   POST /api/predict  multipart/form-data with one file field "image" (JPEG or PNG) ->
 //                      {"label","probability","threshold","heatmap" (base64 PNG of the Grad-CAM map
 //                       blended over the X-ray, at the upload's size),"model","elapsed_ms","width","height",
@@ -33,6 +36,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -95,6 +100,7 @@ struct App {
   std::string device_name, model_name;
   nn::data::ImageLimits limits;
   std::unique_ptr<pneumonia::ExplainBatcher> batcher;
+  std::string card;  // the model card's Markdown ("" when there is none)
 
   web::Response handle(const web::Request& req) {
     if (req.path == "/" || req.path == "/index.html") {
@@ -109,7 +115,13 @@ struct App {
                                  {"input_size", spec.input_size}, {"threshold", spec.threshold},
                                  {"device", device_name}, {"members", spec.members},
                                  {"ood_gate", loaded.gate.has_features() ? "input checks + feature distance"
-                                                                         : "input checks only"}});
+                                                                         : "input checks only"},
+                                 {"model_card", !card.empty()}});
+    }
+    if (req.path == "/model-card") {
+      if (req.method != "GET") return method_not_allowed(req.method, req.path, "GET");
+      if (card.empty()) return error_response(404, "this server has no model card (pneumonia-serve --card FILE)");
+      return {200, "text/plain; charset=utf-8", card, {}};
     }
     if (req.path == "/api/predict") {
       if (req.method != "POST") return method_not_allowed(req.method, req.path, "POST");
@@ -185,7 +197,7 @@ struct App {
 
 int main(int argc, char** argv) {
   CLI::App cli{"pneumonia-serve: the pneumonia web app (page + JSON API) over HTTP"};
-  std::string model_path, device = "cpu";
+  std::string model_path, card_path, device = "cpu";
   web::ServerOptions options;
   int port = 8080, threads = 0, compute_threads = 0, max_requests = 100;
   int64_t max_batch = 16;
@@ -193,6 +205,7 @@ int main(int argc, char** argv) {
   int64_t max_pixels = 16'000'000, max_side = 10'000;
   size_t queue = 64, max_connections = 512;
   cli.add_option("--model", model_path, "model.safetensors written by pneumonia-train")->required();
+  cli.add_option("--card", card_path, "the model card to serve at /model-card (default: model_card.md beside the model, if any)");
   cli.add_option("--port", port, "TCP port (0: a free one, printed)")->check(CLI::Range(0, 65535));
   cli.add_option("--host", options.host, "address to listen on (default 127.0.0.1: this machine only)");
   cli.add_option("--threads", threads, "worker threads answering requests (default: the hardware threads)")
@@ -227,6 +240,20 @@ int main(int argc, char** argv) {
     app.loaded = pneumonia::load_model(model_path);
     app.preset = nn::data::parse_preprocessing(app.loaded.spec.preprocessing);
     app.model_name = std::filesystem::path(model_path).filename().string();
+    {
+      std::error_code ec;
+      const std::string beside = (std::filesystem::path(model_path).parent_path() / "model_card.md").string();
+      const std::string path = !card_path.empty() ? card_path : (std::filesystem::is_regular_file(beside, ec) ? beside : "");
+      if (!path.empty()) {
+        std::ifstream in(path, std::ios::binary);
+        NN_CHECK(in.good(), "cannot read the model card ", path);
+        std::ostringstream text;
+        text << in.rdbuf();
+        app.card = text.str();
+        NN_CHECK(!app.card.empty() && app.card.size() <= (size_t{1} << 20), "the model card ", path,
+                 " is empty or over 1 MiB");
+      }
+    }
     app.device_name = device;
     app.device = device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
     app.loaded.to(app.device);

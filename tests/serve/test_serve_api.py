@@ -301,9 +301,20 @@ def test_health():
     assert h["model"] == "model.safetensors" and isinstance(h["input_size"], int) and 0 <= h["threshold"] <= 1, h
     assert h["device"] in ("cpu", "cuda"), h
     assert h["members"] == 1 and h["ood_gate"] == "input checks + feature distance", h
+    assert h["model_card"] is True, h
     assert headers.get("x-content-type-options") == "nosniff", headers
     assert "default-src 'self'" in headers.get("content-security-policy", ""), headers
     assert headers.get("cache-control") == "no-store", headers
+
+
+def test_model_card():
+    status, headers, data = request("GET", "/model-card")
+    assert status == 200 and headers["content-type"] == "text/plain; charset=utf-8", (status, headers)
+    text = data.decode("utf-8")
+    for part in ("# Model card: model.safetensors", "## Metrics", "Sensitivity", "## Calibration",
+                 "## Out-of-distribution gate", "## Intended use", "## Limitations"):
+        assert part in text, f"the model card lacks {part!r}"
+    expect_error(*request("POST", "/model-card", b"x", {"Content-Type": "text/plain"}), 405, "POST /model-card")
 
 
 def test_page():
@@ -580,7 +591,7 @@ def main():
     PNG = open(ARGS.png, "rb").read()
     w, h, rows = png_decode_gray(PNG)
     JPEG = jpeg_encode_gray(w, h, rows)
-    tests = [test_health, test_page, test_predict_png, test_predict_jpeg, test_predict_non_square, test_deterministic,
+    tests = [test_health, test_model_card, test_page, test_predict_png, test_predict_jpeg, test_predict_non_square, test_deterministic,
              test_predict_dicom, test_rejected,
              test_keep_alive, test_bad_inputs, test_huge_content_length, test_endless_chunked, test_many_headers,
              test_huge_header, test_long_request_line, test_garbage_request, test_slow_client, test_concurrent]

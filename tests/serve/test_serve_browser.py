@@ -23,6 +23,7 @@ Exit status: 0 pass, 1 fail (the reason is printed), 77 skipped (selenium, chrom
 chromedriver missing).
 """
 import argparse
+import json
 import os
 import shutil
 import struct
@@ -213,6 +214,16 @@ def run(args, webdriver):
         model = wait_for(lambda: (js_text(driver, "model-name") or "—") not in ("—", "") and js_text(driver, "model-name"),
                          10, "the model name from /api/health")
         print(f"health: model {model}, threshold {js_text(driver, 'model-threshold')}")
+        with urllib.request.urlopen(args.url.rstrip("/") + "/api/health", timeout=10) as r:
+            has_card = json.loads(r.read()).get("model_card") is True
+        if has_card and not wait_for(lambda: js_visible(driver, "model-card"), 5, "the model card link"):
+            raise Failure("the server has a model card but the page shows no link to it")
+        if has_card:
+            href = driver.execute_script("return document.getElementById('model-card').href;")
+            with urllib.request.urlopen(href, timeout=10) as r:
+                if not r.read().startswith(b"# Model card"):
+                    raise Failure(f"the model card link {href} does not give the card")
+            print(f"model card linked: {href}")
 
         # ---- a real image -------------------------------------------------------------
         t0 = time.time()
