@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 "$bin/make-synthetic-xrays" --out "$work/train" --normal 40 --pneumonia 40 --size 64 --seed 21 >/dev/null
 "$bin/pneumonia-train" --data "$work/train" --out "$work/run" --epochs 1 --image-size 64 --width-mult 0.125 \
-  --batch-size 16 --threads 2 --seed 5 >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
+  --batch-size 16 --threads 2 --seed 5 --folds 1 >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
 model="$work/run/model.safetensors"
 # The model card beside the model, which the server then serves at /model-card.
 "$bin/pneumonia-predict" --model "$model" --eval "$work/train" --card "$work/run/model_card.md" --bootstrap 50 \

@@ -76,7 +76,7 @@ PY
 
 "$bin/make-synthetic-xrays" --out "$work/data" --normal 24 --pneumonia 24 --size 32 --seed 11 >/dev/null
 # 36 training images in batches of 8: 5 steps per epoch.
-args=(--data "$work/data" --image-size 32 --width-mult 0.0625 --depth 11 --batch-size 8 --val-fraction 0.25
+args=(--data "$work/data" --folds 1 --image-size 32 --width-mult 0.0625 --depth 11 --batch-size 8 --val-fraction 0.25
       --threads 2 --workers 1 --seed 3 --patience 100)
 steps_per_epoch=5
 

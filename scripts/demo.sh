@@ -56,7 +56,7 @@ if ((synthetic)); then
   # A short run (about 3-5 minutes on 2 cores): small images, 20 epochs, a lower learning rate
   # (at 1e-3 the VGG without batch norm can die on this small set). The from-scratch VGG needs a
   # few epochs before it starts to learn; measured 2026-11-25: test AUC 0.997.
-  extra=(--epochs 20 --patience 10 --lr 3e-4 --image-size 64 --width-mult 0.25)
+  extra=(--epochs 20 --patience 10 --lr 3e-4 --image-size 64 --width-mult 0.25 --folds 1)
 else
   extra=()
 fi

@@ -151,7 +151,7 @@ elif [ -x "$build/bin/pneumonia-train" ] && [ -x "$build/bin/make-synthetic-xray
   "$build/bin/make-synthetic-xrays" --out "$work/train" --normal 500 --pneumonia 500 --size 128 --seed 1 >/dev/null
   step "pneumonia-train --device cuda (scratch, 1000 images, 6 epochs)" 100 "$build/bin/pneumonia-train" \
     --data "$work/train" --out "$work/run" --mode scratch --device cuda --epochs 6 --lr 3e-4 --image-size 64 \
-    --width-mult 0.25 --seed 3
+    --width-mult 0.25 --seed 3 --folds 1
   cp "$work/run/summary.json" "$results/pneumonia_cuda_summary.json" 2>/dev/null
   tail -3 "$work/run/metrics.jsonl" 2>/dev/null
   rm -rf "$work"

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <unordered_set>
 
 #include "charts.h"
 #include "chest_xray_folder.h"
@@ -571,14 +572,18 @@ void Trainer::refuse_step(const Tensor& x, bool loss_finite, double loss_value) 
 
 // The exponential moving average of every floating-point tensor of the state (parameters and batch
 // norm statistics), with the usual ramp min(decay, (1 + t) / (10 + t)) so that early steps weigh in.
+// Frozen parameters (head and finetune modes) are copied: averaging a constant would round it.
 void Trainer::update_average() {
   if (!average_) return;
   nn::NoGradGuard no_grad;
   const double d = std::min(cfg_.ema_decay, (1.0 + static_cast<double>(step_number_)) / (10.0 + step_number_));
   const nn::StateDict current = model_->state_dict(), avg = average_->state_dict();
+  std::unordered_set<std::string> frozen;
+  for (const auto& [name, p] : model_->named_parameters())
+    if (!p.requires_grad()) frozen.insert(name);
   for (size_t i = 0; i < current.size(); ++i) {
     Tensor a = avg[i].second;  // an alias of the average's tensor
-    if (!nn::is_floating(a.dtype())) {
+    if (!nn::is_floating(a.dtype()) || frozen.count(current[i].first) != 0) {
       a.copy_(current[i].second);
       continue;
     }
