@@ -5,6 +5,7 @@
 // variance, num_batches_tracked), the one-value-per-channel error, eval semantics under
 // EvalModeGuard, torchvision's names, and the Conv2d + BatchNorm2d folding for inference.
 #include <gtest/gtest.h>
+#include <nn/named_layers.h>
 
 #include <cmath>
 #include <string>
@@ -198,6 +199,17 @@ TEST(BatchNormModule, FoldingIntoTheConvolutionKeepsTheOutput) {
   ASSERT_EQ(after.size(), before.size());
   for (size_t i = 0; i < after.size(); ++i) EXPECT_NEAR(after[i], before[i], 1e-5 * (1 + std::fabs(before[i]))) << i;
   EXPECT_EQ(fold_batch_norms(net), 0);  // nothing left
+  // Conv, Identity, ReLU runs as one fused convolution; a range that stops at the Identity gets the
+  // convolution's own output, and the fused result is its ReLU.
+  const std::vector<float> conv_out = forward_to(net, x, "1").to_vector<float>();
+  const std::vector<float> fused = forward_to(net, x, "2").to_vector<float>();
+  ASSERT_EQ(conv_out.size(), fused.size());
+  int negative = 0;
+  for (size_t i = 0; i < fused.size(); ++i) {
+    EXPECT_NEAR(fused[i], std::max(conv_out[i], 0.0f), 1e-6f * (1 + std::fabs(conv_out[i]))) << i;
+    negative += conv_out[i] < 0;
+  }
+  EXPECT_GT(negative, 0);
   // Only in eval mode.
   net.train();
   EXPECT_THROW(fold_batch_norms(net), Error);

@@ -328,6 +328,12 @@ void PneumoniaModel::to(nn::Device device) {
   for (const auto& m : members) m->to(device);
 }
 
+int PneumoniaModel::fold_batch_norms() {
+  int folded = 0;
+  for (const auto& m : members) folded += nn::fold_batch_norms(*m);
+  return folded;
+}
+
 nn::data::Image prepare_xray(const std::string& path, int64_t size) { return prepare_decoded(nn::data::load_image(path), size); }
 
 nn::data::Image prepare_decoded(const nn::data::Image& decoded, int64_t size) {

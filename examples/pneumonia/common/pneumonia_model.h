@@ -83,6 +83,10 @@ class PneumoniaModel {
   // forward pass.
   std::vector<nn::explain::GradCam> explain_batch(const nn::Tensor& inputs, std::vector<Assessment>* assessments = nullptr);
   void to(nn::Device device);
+  // For inference only (predict, serve): folds every member's batch norms into the convolutions
+  // before them (nn::fold_batch_norms; the same outputs up to float rounding, one pass over the
+  // activations fewer per layer). Returns how many were folded.
+  int fold_batch_norms();
 };
 
 // Reads a model file: one VGG (files of format nn-pneumonia-1, and of -2 with members = 1) or an

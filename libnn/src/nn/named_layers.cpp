@@ -73,16 +73,21 @@ Tensor run(Module& m, const std::string& path, const Tensor& x, Range& r) {
       }
       continue;
     }
-    // A Conv2d directly followed by a ReLU: one fused convolution (Conv2d::forward_relu), unless
-    // the range ends at the convolution, a hook wants its own output, or a visitor looks at every
-    // layer.
+    // A Conv2d directly followed by a ReLU, or by an Identity (a folded batch norm) and a ReLU: one
+    // fused convolution (Conv2d::forward_relu), unless the range ends before the ReLU, a hook wants
+    // the convolution's (or the Identity's) own output, or a visitor looks at every layer.
     if (r.fuse && r.visit == nullptr && i + 1 < steps.size() && child != r.until && steps[i + 1].module) {
       auto conv = std::dynamic_pointer_cast<Conv2d>(step.module);
-      auto relu = std::dynamic_pointer_cast<ReLU>(steps[i + 1].module);
+      size_t next = i + 1;
+      if (conv && std::dynamic_pointer_cast<Identity>(steps[next].module) && next + 1 < steps.size() &&
+          steps[next + 1].module && !has_hook(steps[next].module.get()) &&
+          join_name(path, steps[next].name) != r.until)
+        ++next;  // the folded batch norm between them
+      auto relu = std::dynamic_pointer_cast<ReLU>(steps[next].module);
       if (conv && relu && !has_hook(conv.get())) {
         y = apply_hooks(relu.get(), conv->forward_relu(y));
-        if (join_name(path, steps[i + 1].name) == r.until) r.finished = true;
-        ++i;
+        if (join_name(path, steps[next].name) == r.until) r.finished = true;
+        i = next;
         continue;
       }
     }
