@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the nn build in BUILD_DIR into a temporary prefix, builds examples/consumer against it
-# out of tree with find_package(nn), and runs its programs: an MLP on nn::nn (exits 1 if it did not
-# learn) and a small VGG on nn::models (exits 1 on a wrong shape).
+# out of tree twice - with find_package(nn) (CMake) and with its plain Makefile through pkg-config
+# (the installed lib/pkgconfig/nn.pc) - and runs both builds' programs: an MLP on nn::nn (exits 1 if
+# it did not learn) and a small VGG on nn::models (exits 1 on a wrong shape).
 set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,3 +13,10 @@ cmake -S "$src/examples/consumer" -B "$tmp/build" -DCMAKE_PREFIX_PATH="$tmp/pref
 cmake --build "$tmp/build" -j 2 >/dev/null
 "$tmp/build/xor_mlp"
 "$tmp/build/vgg_shapes"
+# pkg-config and make, no CMake.
+pc_dir=$(dirname "$(find "$tmp/prefix" -name nn.pc | head -1)")
+[[ -f "$pc_dir/nn.pc" ]] || { echo "no nn.pc installed under $tmp/prefix"; exit 1; }
+mkdir -p "$tmp/make"
+PKG_CONFIG_PATH="$pc_dir" make -s -C "$src/examples/consumer" OUT="$tmp/make" -j 2
+"$tmp/make/xor_mlp"
+"$tmp/make/vgg_shapes"
