@@ -9,7 +9,8 @@
 # synthetic chest-X-ray generator makes a small training set and a separate test set.
 # Mode: head (frozen ImageNet VGG16 + new head) when weights/vgg16_imagenet.safetensors exists
 # (see weights/README.md), otherwise scratch. Extra arguments go to pneumonia-train.
-# Results: runs/demo/ (model.safetensors, curves.png, roc.png, metrics.jsonl, summary.json).
+# Results: runs/demo/ (model.safetensors, summary.json, curves.png, roc.png; with the default
+# cross-validation also protocol.json, reliability.png and a folder per fold; a model card).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,5 +67,11 @@ if [[ -n "$test_dir" ]]; then
   echo "evaluation on a separate synthetic test set ($test_dir):"
   "$bin/pneumonia-predict" --model runs/demo/model.safetensors --eval "$test_dir"
 fi
-echo "results in runs/demo/: model.safetensors, curves.png, roc.png, metrics.jsonl, summary.json"
+card_data="${test_dir:-$data}"
+"$bin/pneumonia-predict" --model runs/demo/model.safetensors --eval "$card_data" --card runs/demo/model_card.md > /dev/null
+echo "results in runs/demo/: model.safetensors, summary.json, curves.png, roc.png, model_card.md"
+echo "(protocol.json and reliability.png too when cross-validated; the card's numbers are on $card_data)"
+if [[ -z "$test_dir" ]]; then
+  echo "note: that is the training folder, so the card's metrics flatter; protocol.json holds the out-of-fold numbers"
+fi
 if ((synthetic)); then echo "(trained and evaluated on SYNTHETIC data)"; fi
