@@ -32,6 +32,7 @@
 
 #include "chest_xray_folder.h"
 #include "model_card.h"
+#include "trainer.h"
 #include "pneumonia_model.h"
 
 namespace fs = std::filesystem;
@@ -246,7 +247,7 @@ int main(int argc, char** argv) {
         card.auc_interval = ci;
         card.bootstrap = bootstrap;
         card.unreadable = static_cast<int64_t>(problems.size());
-        pneumonia::save_model_card(card_path, pneumonia::model_card_markdown(model_path, loaded, card));
+        pneumonia::run_files::save_text(card_path, pneumonia::model_card_markdown(model_path, loaded, card));
         std::fprintf(stderr, "wrote the model card %s\n", card_path.c_str());
       }
     }

@@ -3,12 +3,9 @@
 
 #include <nn/error.h>
 
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 namespace pneumonia {
@@ -175,20 +172,6 @@ std::string model_card_markdown(const std::string& model_path, const PneumoniaMo
     << percent(refused, total) << " here).\n"
     << "- Grad-CAM heatmaps show where the network's evidence lies, not where the disease is.\n";
   return o.str();
-}
-
-void save_model_card(const std::string& path, const std::string& markdown) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    NN_CHECK(out.good(), "cannot write the model card ", tmp, ": ", std::strerror(errno));
-    out << markdown;
-    out.flush();
-    NN_CHECK(out.good(), "cannot write the model card ", tmp, ": ", std::strerror(errno));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  NN_CHECK(!ec, "cannot write the model card ", path, ": ", ec.message());
 }
 
 }  // namespace pneumonia

@@ -35,7 +35,5 @@ nn::metrics::Interval wilson_interval(int64_t k, int64_t n);
 // The card as Markdown. `model_path` names the file (its base name is printed).
 std::string model_card_markdown(const std::string& model_path, const PneumoniaModel& model,
                                 const CardEvaluation& evaluation);
-// Writes the card to PATH.tmp, then renames it over PATH; throws nn::Error naming the file.
-void save_model_card(const std::string& path, const std::string& markdown);
 
 }  // namespace pneumonia

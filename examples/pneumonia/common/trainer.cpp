@@ -397,6 +397,14 @@ void Trainer::build_model() {
     average_->to(device_);
     average_->eval();
     average_->set_requires_grad(false);
+    // Copied rather than averaged: integer state, and frozen parameters (head and finetune modes:
+    // averaging a constant would round it).
+    std::unordered_set<std::string> frozen;
+    for (const auto& [name, p] : model_->named_parameters())
+      if (!p.requires_grad()) frozen.insert(name);
+    average_copies_.clear();
+    for (const auto& [name, t] : average_->state_dict())
+      average_copies_.push_back(!nn::is_floating(t.dtype()) || frozen.count(name) != 0);
   }
   preset_ = nn::data::parse_preprocessing(spec_.preprocessing);
   std::printf("model: VGG%d%s %s, width %.4g, input %lldx%lld, head %s, %lld trainable of %lld parameters\n",
@@ -572,18 +580,15 @@ void Trainer::refuse_step(const Tensor& x, bool loss_finite, double loss_value) 
 
 // The exponential moving average of every floating-point tensor of the state (parameters and batch
 // norm statistics), with the usual ramp min(decay, (1 + t) / (10 + t)) so that early steps weigh in.
-// Frozen parameters (head and finetune modes) are copied: averaging a constant would round it.
+// What average_copies_ marks (integer state, frozen parameters) is copied instead.
 void Trainer::update_average() {
   if (!average_) return;
   nn::NoGradGuard no_grad;
   const double d = std::min(cfg_.ema_decay, (1.0 + static_cast<double>(step_number_)) / (10.0 + step_number_));
   const nn::StateDict current = model_->state_dict(), avg = average_->state_dict();
-  std::unordered_set<std::string> frozen;
-  for (const auto& [name, p] : model_->named_parameters())
-    if (!p.requires_grad()) frozen.insert(name);
   for (size_t i = 0; i < current.size(); ++i) {
     Tensor a = avg[i].second;  // an alias of the average's tensor
-    if (!nn::is_floating(a.dtype()) || frozen.count(current[i].first) != 0) {
+    if (average_copies_[i]) {
       a.copy_(current[i].second);
       continue;
     }

@@ -197,6 +197,7 @@ class Trainer {
   ModelSpec spec_;
   std::shared_ptr<nn::models::VGG> model_;
   std::shared_ptr<nn::models::VGG> average_;  // the EMA of the weights (config.ema_decay > 0)
+  std::vector<bool> average_copies_;  // per state entry of average_: copied, not averaged (update_average)
   std::string frozen_end_;  // transfer: the last frozen layer ("" for scratch)
   nn::data::Preprocessing preset_ = nn::data::Preprocessing::torchvision;
   std::vector<std::vector<nn::Tensor>> train_cache_;  // transfer: [view][k] frozen outputs of split.train[k]
