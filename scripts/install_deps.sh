@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libeigen3-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev libcli11-dev
   libgdcm-dev libgdcm-tools                     # DICOM decoding (GDCM); gdcmconv makes the compressed test files
+  libonnx-dev libprotobuf-dev                   # ONNX export and import (nn::onnx, interop/)
   libplplot-dev plplot-driver-cairo             # pneumonia charts (PNG via cairo)
   libzip-dev zipcmp zipmerge ziptool libhdf5-dev  # nn-convert (libzip's CMake config names the zip tools)
   libgtest-dev libbenchmark-dev

@@ -1,5 +1,6 @@
 // The layers VGG and its classifier heads are built from: Conv2d, Linear, BatchNorm2d, BatchNorm1d,
-// MaxPool2d, AdaptiveAvgPool2d, ReLU, Dropout, Flatten, Identity, and the Sequential container. Parameter names,
+// MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU, Sigmoid, Dropout, Flatten, Identity, and the
+// Sequential container. Parameter names,
 // shapes (conv OIHW, linear (out, in)) and default initialisation follow torchvision/PyTorch:
 // weights kaiming_uniform_(a = sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Initialisation draws from the Generator passed to the
@@ -78,11 +79,28 @@ class MaxPool2d : public Module {
   // stride 0 means "equal to the kernel", as PyTorch's stride=None.
   explicit MaxPool2d(int64_t kernel_size, int64_t stride = 0, int64_t padding = 0,
                      bool ceil_mode = false);
+  // Rectangular kernels, strides and paddings (padding at most half the kernel on each axis).
+  explicit MaxPool2d(const Pool2dOptions& options);
 
   Tensor forward(const Tensor& x) override;
   const Pool2dOptions& options() const { return options_; }
 
   std::string name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  Pool2dOptions options_;
+};
+
+// Average pooling (nn::avg_pool2d): count_include_pad as PyTorch's default unless set otherwise.
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(const Pool2dOptions& options);
+
+  Tensor forward(const Tensor& x) override;
+  const Pool2dOptions& options() const { return options_; }
+
+  std::string name() const override { return "AvgPool2d"; }
   std::string extra_repr() const override;
 
  private:
@@ -167,6 +185,12 @@ class ReLU : public Module {
  public:
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "ReLU"; }
+};
+
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string name() const override { return "Sigmoid"; }
 };
 
 // Zeroes elements with probability p in training mode and scales the rest by 1/(1-p); the

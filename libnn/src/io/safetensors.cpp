@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -561,39 +562,43 @@ SafetensorsFile load_safetensors(const std::string& path) {
   return make_file(layout, p, mapping, path);
 }
 
-void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  const std::string context = "cannot save safetensors file " + path;
-  // Wider dtypes first (stable, as the official writer does): with the header padded to 8 bytes,
-  // every tensor then starts aligned to its element size and loads without a copy.
+namespace {
+
+// The dtype-ordered tensors, their host copies and the header, as every writer lays them out:
+// wider dtypes first (stable, as the official writer does), so that with the header padded to 8
+// bytes every tensor starts aligned to its element size and loads without a copy.
+struct WriteLayout {
+  std::string header;
+  std::vector<Tensor> host;
+};
+
+WriteLayout lay_out(const std::vector<std::pair<std::string, Tensor>>& tensors,
+               const std::map<std::string, std::string>& metadata, const std::string& context) {
   std::vector<std::pair<std::string, Tensor>> ordered(tensors.begin(), tensors.end());
   std::stable_sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) {
     return a.second.defined() && b.second.defined() && dtype_size(a.second.dtype()) > dtype_size(b.second.dtype());
   });
-  std::vector<Tensor> host;
-  host.reserve(ordered.size());
-  const std::string header = build_header(ordered, metadata, host, context);
+  WriteLayout layout;
+  layout.host.reserve(ordered.size());
+  layout.header = build_header(ordered, metadata, layout.host, context);
+  return layout;
+}
 
+// Writes a file atomically: `write` fills the temporary file PATH.tmp.<pid>.<n> (same directory),
+// which is fsynced and renamed over PATH; the directory is fsynced after. On failure the
+// temporary file is removed and an existing PATH is left as it was.
+void write_atomically(const std::string& path, const std::string& context,
+                      const std::function<void(int fd, const std::string& tmp)>& write) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) fail(context, "it is a directory");
 
-  // The temporary file lives next to PATH so that rename() is atomic (same filesystem).
   // pid and a per-process counter: concurrent saves of one path never share a temporary file.
   static std::atomic<uint64_t> save_counter{0};
   const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(save_counter++);
   FileDescriptor fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd.get() < 0) fail(context, "cannot create ", tmp, ": ", errno_text(errno));
   TempFileGuard guard(tmp);
-
-  uint8_t length_word[8];
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) length_word[i] = static_cast<uint8_t>(n >> (8 * i));
-  write_all(fd.get(), length_word, 8, path, tmp);
-  write_all(fd.get(), header.data(), header.size(), path, tmp);
-  for (const Tensor& t : host) {
-    const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
-    if (nbytes > 0) write_all(fd.get(), t.raw_data(), nbytes, path, tmp);
-  }
+  write(fd.get(), tmp);
   if (::fsync(fd.get()) != 0) fail(context, "fsync of ", tmp, " failed: ", errno_text(errno));
   if (fd.close() != 0) fail(context, "closing ", tmp, " failed: ", errno_text(errno));
   if (::rename(tmp.c_str(), path.c_str()) != 0)
@@ -607,6 +612,49 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   if (dir_fd.get() < 0) fail(context, "cannot open directory ", dir, " to fsync it: ", errno_text(errno));
   if (::fsync(dir_fd.get()) != 0 && errno != EINVAL)
     fail(context, "fsync of directory ", dir, " failed: ", errno_text(errno));
+}
+
+void length_word_of(uint64_t n, uint8_t out[8]) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(n >> (8 * i));
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::string context = "cannot save safetensors file " + path;
+  const WriteLayout layout = lay_out(tensors, metadata, context);
+  write_atomically(path, context, [&](int fd, const std::string& tmp) {
+    uint8_t length_word[8];
+    length_word_of(layout.header.size(), length_word);
+    write_all(fd, length_word, 8, path, tmp);
+    write_all(fd, layout.header.data(), layout.header.size(), path, tmp);
+    for (const Tensor& t : layout.host) {
+      const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+      if (nbytes > 0) write_all(fd, t.raw_data(), nbytes, path, tmp);
+    }
+  });
+}
+
+std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  const WriteLayout layout = lay_out(tensors, metadata, "cannot serialize safetensors");
+  uint8_t length_word[8];
+  length_word_of(layout.header.size(), length_word);
+  std::string out(reinterpret_cast<const char*>(length_word), 8);
+  out += layout.header;
+  for (const Tensor& t : layout.host) {
+    const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+    if (nbytes > 0) out.append(static_cast<const char*>(t.raw_data()), nbytes);
+  }
+  return out;
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  const std::string context = "cannot write " + path;
+  write_atomically(path, context, [&](int fd, const std::string& tmp) {
+    if (!bytes.empty()) write_all(fd, bytes.data(), bytes.size(), path, tmp);
+  });
 }
 
 namespace {

@@ -17,6 +17,18 @@ std::string pair_str(std::array<int64_t, 2> v) {
   return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ")";
 }
 
+// Kernel positive, stride positive (0 becomes the kernel, as PyTorch's stride=None), padding in
+// [0, kernel/2] on each axis.
+void check_pool_options(Pool2dOptions& o, const char* layer) {
+  for (int a = 0; a < 2; ++a) {
+    NN_CHECK(o.kernel[a] > 0, layer, ": kernel_size must be positive, got ", pair_str(o.kernel));
+    NN_CHECK(o.stride[a] >= 0, layer, ": stride must be >= 0 (0: equal to the kernel), got ", pair_str(o.stride));
+    NN_CHECK(o.padding[a] >= 0 && 2 * o.padding[a] <= o.kernel[a], layer,
+             ": padding must be in [0, kernel_size/2], got ", pair_str(o.padding), " for kernel ", pair_str(o.kernel));
+    if (o.stride[a] == 0) o.stride[a] = o.kernel[a];
+  }
+}
+
 // PyTorch's layer default: weight kaiming_uniform_(a = sqrt(5)) which is U(-1/sqrt(fan_in), ..),
 // and the bias uniform over the same bound.
 void init_weight_and_bias(const Tensor& weight, const Tensor& bias, Generator& gen) {
@@ -113,12 +125,28 @@ MaxPool2d::MaxPool2d(int64_t kernel_size, int64_t stride, int64_t padding, bool 
   options_.ceil_mode = ceil_mode;
 }
 
+MaxPool2d::MaxPool2d(const Pool2dOptions& options) : options_(options) {
+  check_pool_options(options_, "MaxPool2d");
+}
+
 Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, options_); }
 
 std::string MaxPool2d::extra_repr() const {
   return "kernel_size=" + std::to_string(options_.kernel[0]) + ", stride=" + std::to_string(options_.stride[0]) +
          ", padding=" + std::to_string(options_.padding[0]) +
          ", ceil_mode=" + (options_.ceil_mode ? "True" : "False");
+}
+
+// ---- AvgPool2d ----
+
+AvgPool2d::AvgPool2d(const Pool2dOptions& options) : options_(options) { check_pool_options(options_, "AvgPool2d"); }
+
+Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, options_); }
+
+std::string AvgPool2d::extra_repr() const {
+  return "kernel_size=" + pair_str(options_.kernel) + ", stride=" + pair_str(options_.stride) +
+         ", padding=" + pair_str(options_.padding) + ", ceil_mode=" + (options_.ceil_mode ? "True" : "False") +
+         ", count_include_pad=" + (options_.count_include_pad ? "True" : "False");
 }
 
 // ---- AdaptiveAvgPool2d ----
@@ -189,6 +217,8 @@ std::string BatchNorm::extra_repr() const {
 // ---- ReLU ----
 
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+
+Tensor Sigmoid::forward(const Tensor& x) { return sigmoid(x); }
 
 // ---- Dropout ----
 

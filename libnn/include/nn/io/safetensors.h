@@ -59,6 +59,14 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
                    metadata);
 }
 
+// The bytes save_safetensors would write (e.g. to embed tensors in another file).
+std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
+
+// Writes `bytes` to PATH as save_safetensors writes (a temporary file in the same directory,
+// fsynced and renamed over PATH): an existing PATH survives any failure. nn::Error names the path.
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
 // Throws nn::Error naming the first floating-point tensor (in file order) that holds a NaN or an
 // infinity, with the counts and the index of the first bad element. Integer tensors are skipped.
 void check_finite(const SafetensorsFile& file);
