@@ -381,6 +381,7 @@ ImportedModel Reader::read() {
   for (size_t d = 1; d < out.input_shape.size(); ++d)
     check(out.input_shape[d] > 0, "the input '" + input->name() + "' must have static sizes after the batch dimension");
   out.input_name = input->name();
+  out.largest_activation = checked_numel(std::vector<int64_t>(out.input_shape.begin() + 1, out.input_shape.end()), source_);
   const std::string input_name = input->name();
 
   std::vector<std::vector<std::string>> layer_tensors;  // per module added: its tensors' file names, in state order
@@ -655,7 +656,9 @@ ImportedModel Reader::read() {
            "Sigmoid after the ensemble's chains)");
     }
     for (int64_t d : y) check(d == -1 || (d > 0 && d <= (int64_t{1} << 31)), describe(n) + ": a dimension out of range");
-    if (y.size() > 1) checked_numel(std::vector<int64_t>(y.begin() + 1, y.end()), source_ + ": " + describe(n));
+    if (y.size() > 1)
+      out.largest_activation = std::max(
+          out.largest_activation, checked_numel(std::vector<int64_t>(y.begin() + 1, y.end()), source_ + ": " + describe(n)));
     for (size_t m = before; m < chain.size(); ++m) {
       layer_tensors.push_back(names);
       layer_member.push_back(k);
@@ -715,7 +718,7 @@ ImportedModel Reader::read() {
       }
     }
   }
-  std::set<std::string> state_names;
+  std::set<std::string> state_names, carried;  // carried: the tensors the graph holds
   size_t layer = 0;
   for (size_t k = 0; k < out.members.size(); ++k) {
     auto& chain = *out.members[k];
@@ -732,6 +735,7 @@ ImportedModel Reader::read() {
         else
           name = (out.members.size() > 1 ? std::to_string(k) + "." : "") + std::to_string(i) + "." + state[j].first;
         check(state_names.insert(name).second, "the tensor name '" + name + "' is used by two layers");
+        if (j < names.size() && !names[j].empty()) carried.insert(name);
         out.state.emplace_back(name, state[j].second);
       }
     }
@@ -739,10 +743,13 @@ ImportedModel Reader::read() {
   if (!blob.empty()) {
     const std::string bytes = base64_decode(blob, source_ + ": metadata " + kExtraTensorsKey);
     io::SafetensorsFile extra = io::parse_safetensors(bytes.data(), bytes.size(), source_ + " (" + kExtraTensorsKey + ")");
-    for (auto& [name, t] : extra.tensors) {
+    for (const auto& entry : extra.tensors) {
+      const std::string& name = entry.first;
+      const Tensor& t = entry.second;
       auto it = std::find_if(out.state.begin(), out.state.end(), [&](const auto& e) { return e.first == name; });
       if (it != out.state.end()) {
-        // A tensor the graph does not carry (num_batches_tracked): the blob has its value.
+        // Only a tensor the graph does not carry (num_batches_tracked) takes its value from the blob.
+        check(!carried.count(name), "the extra tensor '" + name + "' has the name of a graph tensor");
         check(it->second.shape() == t.shape(), "the extra tensor '" + name + "' has the wrong shape");
         it->second.detach().copy_(t);
       } else {

@@ -993,12 +993,168 @@ def keras_h5_seeds():
     return {"recipe_%02d" % i: bytes(rng.randrange(256) for _ in range(64 + 32 * i)) for i in range(16)}
 
 
+# ---------------------------------------------------------------- onnx (a minimal protobuf writer)
+
+def pb_varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_key(field, wire):
+    return pb_varint((field << 3) | wire)
+
+
+def pb_int(field, v):
+    return pb_key(field, 0) + pb_varint(v)
+
+
+def pb_bytes(field, data):
+    if isinstance(data, str):
+        data = data.encode()
+    return pb_key(field, 2) + pb_varint(len(data)) + data
+
+
+def pb_float(field, v):
+    return pb_key(field, 5) + struct.pack("<f", v)
+
+
+def onnx_tensor(name, dims, values=None, raw=True, data_type=1, external=None):
+    out = b"".join(pb_int(1, d) for d in dims) + pb_int(2, data_type) + pb_bytes(8, name)
+    if external is not None:
+        out += b"".join(pb_bytes(13, pb_bytes(1, k) + pb_bytes(2, v)) for k, v in external) + pb_int(14, 1)
+    elif raw:
+        out += pb_bytes(9, f32(*values))
+    else:
+        out += pb_bytes(4, f32(*values))  # packed float_data
+    return out
+
+
+def onnx_attr_ints(name, values):
+    return pb_bytes(5, pb_bytes(1, name) + b"".join(pb_int(8, v) for v in values) + pb_int(20, 7))
+
+
+def onnx_attr_int(name, value):
+    return pb_bytes(5, pb_bytes(1, name) + pb_int(3, value) + pb_int(20, 2))
+
+
+def onnx_attr_float(name, value):
+    return pb_bytes(5, pb_bytes(1, name) + pb_float(2, value) + pb_int(20, 1))
+
+
+def onnx_node(op, inputs, outputs, name, *attrs):
+    return pb_bytes(1, b"".join(pb_bytes(1, i) for i in inputs) + b"".join(pb_bytes(2, o) for o in outputs) +
+                    pb_bytes(3, name) + pb_bytes(4, op) + b"".join(attrs))
+
+
+def onnx_value(name, dims):
+    shape = b"".join(pb_bytes(1, pb_bytes(2, d) if isinstance(d, str) else pb_int(1, d)) for d in dims)
+    return pb_bytes(1, name) + pb_bytes(2, pb_bytes(1, pb_int(1, 1) + pb_bytes(2, shape)))
+
+
+def onnx_model(nodes, initializers, inputs, outputs, opset=13, metadata=()):
+    graph = b"".join(nodes) + pb_bytes(2, "g") + b"".join(pb_bytes(5, t) for t in initializers)
+    graph += b"".join(pb_bytes(11, onnx_value(n, d)) for n, d in inputs)
+    graph += b"".join(pb_bytes(12, onnx_value(n, d)) for n, d in outputs)
+    model = pb_int(1, 7) + pb_bytes(2, "make_corpus") + pb_bytes(8, pb_bytes(1, "") + pb_int(2, opset)) + pb_bytes(7, graph)
+    model += b"".join(pb_bytes(14, pb_bytes(1, k) + pb_bytes(2, v)) for k, v in metadata)
+    return model
+
+
+def onnx_seeds():
+    rnd = random.Random(7)
+
+    def values(n):
+        return [rnd.uniform(-1, 1) for _ in range(n)]
+
+    seeds = {}
+    x = ("x", ["batch", 2, 6, 6])
+    conv_w = onnx_tensor("c.weight", [3, 2, 3, 3], values(54))
+    conv_b = onnx_tensor("c.bias", [3], values(3), raw=False)
+    bn = [onnx_tensor("b." + n, [3], v) for n, v in (("weight", values(3)), ("bias", values(3)),
+                                                     ("running_mean", values(3)), ("running_var", [0.5, 1, 2]))]
+    fc_w = onnx_tensor("f.weight", [2, 27], values(54))
+    fc_b = onnx_tensor("f.bias", [2], values(2))
+    chain = [
+        onnx_node("Conv", ["x", "c.weight", "c.bias"], ["c"], "conv", onnx_attr_ints("kernel_shape", [3, 3]),
+                  onnx_attr_ints("pads", [1, 1, 1, 1]), onnx_attr_ints("strides", [1, 1])),
+        onnx_node("BatchNormalization", ["c", "b.weight", "b.bias", "b.running_mean", "b.running_var"], ["b"], "bn",
+                  onnx_attr_float("epsilon", 1e-5)),
+        onnx_node("Relu", ["b"], ["r"], "relu"),
+        onnx_node("MaxPool", ["r"], ["p"], "pool", onnx_attr_ints("kernel_shape", [3, 3]), onnx_attr_ints("strides", [2, 2]),
+                  onnx_attr_ints("pads", [1, 1, 1, 1]), onnx_attr_int("ceil_mode", 1)),
+        onnx_node("AveragePool", ["p"], ["a"], "avg", onnx_attr_ints("kernel_shape", [2, 2]),
+                  onnx_attr_ints("strides", [1, 1]), onnx_attr_int("count_include_pad", 0)),
+        onnx_node("Flatten", ["a"], ["fl"], "flatten", onnx_attr_int("axis", 1)),
+        onnx_node("Gemm", ["fl", "f.weight", "f.bias"], ["y"], "fc", onnx_attr_int("transB", 1)),
+    ]
+    inits = [conv_w, conv_b] + bn + [fc_w, fc_b]
+    seeds["chain.onnx"] = onnx_model(chain, inits, [x], [("y", ["batch", 2])])
+    # Two members averaged, divided by a temperature, a probability output; metadata.
+    ens = [
+        onnx_node("Conv", ["x", "c.weight"], ["m0"], "m0conv", onnx_attr_ints("pads", [1, 1, 1, 1])),
+        onnx_node("GlobalAveragePool", ["m0"], ["m0g"], "m0gap"),
+        onnx_node("Flatten", ["m0g"], ["m0f"], "m0flat"),
+        onnx_node("Conv", ["x", "c.weight", "c.bias"], ["m1"], "m1conv", onnx_attr_ints("pads", [1, 1, 1, 1])),
+        onnx_node("Sigmoid", ["m1"], ["m1s"], "m1sig"),
+        onnx_node("GlobalAveragePool", ["m1s"], ["m1g"], "m1gap"),
+        onnx_node("Flatten", ["m1g"], ["m1f"], "m1flat"),
+        onnx_node("Mean", ["m0f", "m1f"], ["logit"], "mean"),
+        onnx_node("Div", ["logit", "t"], ["scaled"], "temperature"),
+        onnx_node("Sigmoid", ["scaled"], ["probability"], "probability"),
+    ]
+    seeds["ensemble.onnx"] = onnx_model(ens, [conv_w, conv_b, onnx_tensor("t", [], [1.5])], [x],
+                                        [("logit", ["batch", 3]), ("probability", ["batch", 3])],
+                                        metadata=[("threshold", "0.5"), ("preprocessing", "torchvision")])
+    # A Constant node, an Identity on a constant, Dropout, auto_pad, Gemm with transB = 0, opset 9.
+    const = pb_bytes(5, pb_bytes(1, "value") + pb_bytes(5, onnx_tensor("", [3, 2], values(6))) + pb_int(20, 4))
+    misc = [
+        onnx_node("Constant", [], ["w"], "const", const),
+        onnx_node("Identity", ["c.bias"], ["c.bias2"], "alias"),
+        onnx_node("Conv", ["x", "c.weight", "c.bias2"], ["c"], "conv", onnx_attr_ints("strides", [1, 1]),
+                  pb_bytes(5, pb_bytes(1, "auto_pad") + pb_bytes(4, "SAME_UPPER") + pb_int(20, 3))),
+        onnx_node("Dropout", ["c"], ["d"], "drop"),
+        onnx_node("GlobalAveragePool", ["d"], ["g"], "gap"),
+        onnx_node("Flatten", ["g"], ["fl"], "flatten"),
+        onnx_node("Gemm", ["fl", "w"], ["y"], "fc"),
+    ]
+    seeds["misc.onnx"] = onnx_model(misc, [conv_w, conv_b], [x], [("y", ["batch", 2])],
+                                    opset=9)
+    # A 2-D input through Gemm, BatchNormalization (1-D) and Relu.
+    seeds["mlp.onnx"] = onnx_model(
+        [onnx_node("Gemm", ["v", "f.weight", "f.bias"], ["h"], "fc", onnx_attr_int("transB", 1)),
+         onnx_node("BatchNormalization", ["h", "s", "o", "m", "q"], ["hb"], "bn"),
+         onnx_node("Relu", ["hb"], ["y"], "relu")],
+        [fc_w, fc_b] + [onnx_tensor(n, [2], v) for n, v in (("s", [1, 2]), ("o", [0, 1]), ("m", [0, 0.5]), ("q", [1, 3]))],
+        [("v", [1, 27])], [("y", [1, 2])])
+    # Refused: external data from memory, an unsupported op, an unsupported opset, a bad raw size,
+    # a branch, and a truncated file.
+    ext = onnx_tensor("c.weight", [3, 2, 3, 3], external=[("location", "w.bin"), ("offset", "0"), ("length", "216")])
+    seeds["external.onnx"] = onnx_model(chain, [ext, conv_b] + bn + [fc_w, fc_b], [x], [("y", ["batch", 2])])
+    seeds["softmax.onnx"] = onnx_model(chain[:-1] + [onnx_node("Softmax", ["fl"], ["y"], "softmax")], inits, [x],
+                                       [("y", ["batch", 27])])
+    seeds["opset1.onnx"] = onnx_model(chain, inits, [x], [("y", ["batch", 2])], opset=1)
+    seeds["bad_raw.onnx"] = onnx_model(chain, [onnx_tensor("c.weight", [3, 2, 3, 4], values(54))] + inits[1:], [x],
+                                       [("y", ["batch", 2])])
+    seeds["branch.onnx"] = onnx_model(chain + [onnx_node("Relu", ["c"], ["z"], "second")], inits, [x], [("y", ["batch", 2])])
+    seeds["truncated.onnx"] = seeds["chain.onnx"][:len(seeds["chain.onnx"]) // 2]
+    return seeds
+
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUT_DIR")
     targets = (("fuzz_safetensors", safetensors_seeds()), ("fuzz_image", image_seeds()),
                ("fuzz_torch_checkpoint", torch_checkpoint_seeds()), ("fuzz_keras_h5", keras_h5_seeds()),
-               ("fuzz_multipart", multipart_seeds()), ("fuzz_dicom", dicom_seeds()))
+               ("fuzz_multipart", multipart_seeds()), ("fuzz_dicom", dicom_seeds()), ("fuzz_onnx", onnx_seeds()))
     for target, seeds in targets:
         folder = os.path.join(sys.argv[1], target)
         os.makedirs(folder, exist_ok=True)

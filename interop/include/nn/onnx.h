@@ -89,6 +89,9 @@ struct ImportedModel {
   std::map<std::string, std::string> metadata;  // the graph's metadata_props, minus the blob
   int64_t opset = 0;
   std::string producer;  // producer_name and producer_version
+  // Elements per input image of the largest value the graph computes (from the declared sizes):
+  // what one image costs in activation memory, before anything runs.
+  int64_t largest_activation = 0;
 
   // The graph's first output for x (N, C, H, W): the member's, or the members' mean.
   Tensor forward(const Tensor& x) const;
