@@ -243,5 +243,21 @@ assert "Members: 3 (a cross-validated ensemble" in card and "## Limitations" in 
 print(f"cross-validation: 3 members, clean out-of-fold AUC {conditions['clean']['auc']['mean']:.3f}, "
       f"test AUC {ev['auc']:.3f} on {ev['n']} accepted of 80")
 PY
+  # ONNX (when built with it): the ensemble exported, run from the .onnx file and converted back,
+  # gives the same answers to every digit, refusals included, and the same tensors.
+  if "$bin/nn-convert" onnx-export "$work/cv/model.safetensors" -o "$work/cv/model.onnx" > "$work/onnx.log" 2>&1; then
+    "$bin/nn-convert" onnx "$work/cv/model.onnx" -o "$work/cv/from_onnx.safetensors" >> "$work/onnx.log"
+    for m in model.safetensors model.onnx from_onnx.safetensors; do
+      "$bin/pneumonia-predict" --model "$work/cv/$m" --json "$work"/test/*/*_000*.png "$work"/ood/*.png > "$work/onnx-$m.json"
+    done
+    cmp "$work/onnx-model.safetensors.json" "$work/onnx-model.onnx.json"
+    cmp "$work/onnx-model.safetensors.json" "$work/onnx-from_onnx.safetensors.json"
+    "$bin/nn-convert" inspect "$work/cv/model.safetensors" | grep -v "^  source_" | tail -n +2 > "$work/inspect-a.txt"
+    "$bin/nn-convert" inspect "$work/cv/from_onnx.safetensors" | grep -v "^  source_" | tail -n +2 > "$work/inspect-b.txt"
+    diff "$work/inspect-a.txt" "$work/inspect-b.txt"
+    echo "onnx: the exported ensemble answers as the original, and converts back to the same tensors"
+  elif ! grep -q "without ONNX support" "$work/onnx.log"; then
+    cat "$work/onnx.log"; exit 1
+  fi
 fi
 echo "pneumonia $kind check passed"

@@ -1,5 +1,9 @@
 #include "pneumonia_model.h"
 
+#ifdef NN_HAS_ONNX
+#include <nn/onnx.h>
+#endif
+
 #include <nlohmann/json.hpp>
 #include <nn/autograd.h>
 #include <nn/error.h>
@@ -10,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 namespace pneumonia {
 
@@ -133,8 +138,28 @@ bool is_gate_tensor(const std::string& name) { return name.rfind("ood.", 0) == 0
 
 }  // namespace
 
+namespace {
+
+// The model file's tensors and metadata; an .onnx file exported from one (nn-convert onnx-export)
+// gives back the same (docs/onnx.md).
+nn::io::SafetensorsFile read_model_file(const std::string& path) {
+  if (std::filesystem::path(path).extension() != ".onnx") return nn::io::load_safetensors(path);
+#ifdef NN_HAS_ONNX
+  nn::onnx::ImportedModel imported = nn::onnx::import_model(path);
+  nn::io::SafetensorsFile file;
+  file.tensors = std::move(imported.state);
+  file.metadata = std::move(imported.metadata);
+  file.source = path;
+  return file;
+#else
+  NN_CHECK(false, path, ": this build reads no ONNX files (nn was built without libonnx-dev)");
+#endif
+}
+
+}  // namespace
+
 PneumoniaModel load_model(const std::string& path) {
-  nn::io::SafetensorsFile file = nn::io::load_safetensors(path);
+  nn::io::SafetensorsFile file = read_model_file(path);
   PneumoniaModel loaded;
   try {
     nn::io::check_finite(file);  // a NaN weight would answer every image with NaN
