@@ -317,6 +317,13 @@ TEST(Onnx, ImportRefusesBadGraphsWithClearErrors) {
     for (int64_t d : {int64_t{1} << 20, int64_t{1} << 20, int64_t{3}, int64_t{3}}) w->add_dims(d);
     EXPECT_NE(import_error(m).find("elements"), std::string::npos) << import_error(m);
   }
+  {  // a large declared shape with a few values (fuzz_onnx's first finding): refused before allocating
+    proto::ModelProto m = small_model();
+    auto* w = m.mutable_graph()->mutable_initializer(0);
+    w->clear_dims();
+    for (int64_t d : {int64_t{1} << 14, int64_t{1} << 14}) w->add_dims(d);
+    EXPECT_NE(import_error(m).find("36 float32 values for a tensor of 268435456"), std::string::npos) << import_error(m);
+  }
   {  // an unsupported opset
     proto::ModelProto m = small_model();
     m.mutable_opset_import(0)->set_version(3);

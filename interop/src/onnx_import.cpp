@@ -187,14 +187,38 @@ Tensor Reader::tensor_from_proto(const proto::TensorProto& t, const std::string&
   const int64_t numel = checked_numel(dims, source_ + ": " + what);
   check(t.has_segment() == false, what + ": segmented tensors are not supported");
   const bool external = t.data_location() == proto::TensorProto::EXTERNAL;
+  // The data must be all there before the tensor is allocated: a few bytes may not declare 8 GB.
+  int width = 0;
+  int64_t typed = 0;
+  const char* type_name = "";
+  switch (t.data_type()) {
+    case proto::TensorProto::FLOAT: width = 4, typed = t.float_data_size(), type_name = "float32"; break;
+    case proto::TensorProto::DOUBLE: width = 8, typed = t.double_data_size(), type_name = "float64"; break;
+    case proto::TensorProto::INT64: width = 8, typed = t.int64_data_size(), type_name = "int64"; break;
+    case proto::TensorProto::INT32: width = 4, typed = t.int32_data_size(), type_name = "int32"; break;
+    case proto::TensorProto::BOOL: width = 1, typed = t.int32_data_size(), type_name = "bool"; break;
+    default:
+      fail(what + ": element type " + std::to_string(t.data_type()) + " is not supported (float32 and float64 are)");
+  }
+  std::string external_bytes;
+  if (external) {
+    check(t.data_type() == proto::TensorProto::FLOAT, what + ": external data other than float32 is not supported");
+    external_bytes = read_external(t, numel * 4, what);  // checks the file holds them before reading
+  } else if (t.has_raw_data()) {
+    check(static_cast<int64_t>(t.raw_data().size()) == numel * width,
+          what + ": " + std::to_string(t.raw_data().size()) + " bytes of raw data for " + std::to_string(numel) + " " +
+              type_name + " values");
+  } else {
+    check(typed == numel, what + ": " + std::to_string(typed) + " " + type_name + " values for a tensor of " +
+                              std::to_string(numel));
+  }
   Tensor out = empty(Shape(dims.begin(), dims.end()), f32);
   float* dst = out.data<float>();
   switch (t.data_type()) {
     case proto::TensorProto::FLOAT: {
       const int64_t nbytes = numel * 4;
       if (external) {
-        const std::string bytes = read_external(t, nbytes, what);
-        std::memcpy(dst, bytes.data(), static_cast<size_t>(nbytes));
+        std::memcpy(dst, external_bytes.data(), static_cast<size_t>(nbytes));
       } else if (t.has_raw_data()) {
         check(static_cast<int64_t>(t.raw_data().size()) == nbytes,
               what + ": " + std::to_string(t.raw_data().size()) + " bytes of raw data for " + std::to_string(numel) +
