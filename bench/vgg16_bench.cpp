@@ -1,7 +1,7 @@
 // vgg16-bench: the whole-model benchmark (CPU and CUDA), on random data.
 //
 //   vgg16-bench [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--head pneumonia|imagenet]
-//               [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json]
+//               [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json] [--no-weight-cache]
 //
 // Default: VGG16's feature extractor (torchvision's `features`: 13 conv + ReLU, 5 max-pools), eval
 // mode, no autograd, forward on a (batch, 3, S, S) tensor. --train: one training step of the
@@ -12,7 +12,9 @@
 // 0.9), the usual GPU training benchmark. --device cuda runs on the GPU and waits for the device at
 // the end of each run, so a run's time covers all of its kernels.
 // After --warmup untimed runs, --runs timed runs; the best is reported (the least disturbed by
-// other jobs). FLOPs count 2 per multiply-add of every Conv2d and Linear; a training step counts 3x
+// other jobs). The forward keeps each convolution's Winograd weight transform from the warm-up run
+// (nn::set_conv_weight_cache), as an inference engine transforms its weights once at load;
+// --no-weight-cache transforms them at every run. FLOPs count 2 per multiply-add of every Conv2d and Linear; a training step counts 3x
 // its forward (forward, input gradient, weight gradient), as is usual.
 // bench/vgg16_vs_pytorch.py runs this and the same network in PyTorch and prints the ratio.
 #include <nn/models/vgg.h>
@@ -34,13 +36,14 @@ struct Args {
   int64_t batch = 8, image_size = 224, threads = 0, warmup = 1, runs = 3;
   double width = 1.0;
   bool train = false, json = false, imagenet_head = false;
+  bool weight_cache = true;  // forward: transform the weights once, as an inference engine does at load
   nn::Device device = nn::Device::cpu();
 };
 
 [[noreturn]] void usage(const char* error) {
   std::fprintf(stderr,
                "%s%svgg16-bench [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--head pneumonia|imagenet]\n"
-               "            [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json]\n",
+               "            [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json] [--no-weight-cache]\n",
                error ? error : "", error ? "\n" : "");
   std::exit(error ? 2 : 0);
 }
@@ -71,6 +74,7 @@ Args parse(int argc, char** argv) {
       a.width = std::strtod(v.c_str(), &end);
       if (end == v.c_str() || *end || !(a.width > 0 && a.width <= 4)) usage("vgg16-bench: --width-mult must be in (0, 4]");
     } else if (flag == "--train") a.train = true;
+    else if (flag == "--no-weight-cache") a.weight_cache = false;
     else if (flag == "--head") {
       const std::string v = value();
       if (v != "pneumonia" && v != "imagenet") usage("vgg16-bench: --head must be pneumonia or imagenet");
@@ -126,6 +130,7 @@ int run(const Args& a) {
   if (!a.train) {
     model.eval();
     nn::NoGradGuard no_grad;
+    nn::set_conv_weight_cache(a.weight_cache && a.device.is_cpu());  // made by the warm-up run
     seconds = best_seconds(a, [&] {
       const nn::Tensor y = model.forward_features(x);
       if (y.numel() == 0) std::abort();
@@ -164,11 +169,12 @@ int run(const Args& a) {
   if (a.json) {
     std::printf(
         "{\"what\": \"%s\", \"device\": \"%s\", \"batch\": %lld, \"image_size\": %lld, \"width_mult\": %g, \"threads\": %d, "
-        "\"seconds\": %.6f, \"seconds_per_image\": %.6f, \"images_per_second\": %.3f, \"gflops\": %.2f}\n",
+        "\"seconds\": %.6f, \"seconds_per_image\": %.6f, \"images_per_second\": %.3f, \"gflops\": %.2f, "
+        "\"weight_cache\": %s}\n",
         a.train ? (a.imagenet_head ? "train_step_imagenet" : "train_step") : "features_forward",
         a.device.str().c_str(), static_cast<long long>(a.batch),
         static_cast<long long>(a.image_size), a.width, nn::get_num_threads(), seconds, per_image, 1.0 / per_image,
-        gflops);
+        gflops, nn::conv_weight_cache() ? "true" : "false");
   } else {
     std::printf("VGG16 %s on %s, batch %lld, %lldx%lld, width %g, %d threads: %.4f s per image (%.2f images/s), %.1f GFLOP/s\n",
                 a.train ? "training step" : "features forward", a.device.str().c_str(), static_cast<long long>(a.batch),

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   try {
     if (threads > 0) nn::set_num_threads(threads);
     nn::models::LoadedVGG loaded = nn::models::load_vgg(weights);
+    nn::set_conv_weight_cache(true);  // the weights stay as loaded: transform them once
     nn::models::VGG& model = *loaded.model;
     auto preset_it = loaded.metadata.find("preprocessing");
     NN_CHECK(preset_it != loaded.metadata.end(), weights,

@@ -14,7 +14,10 @@
 #include <vector>
 
 #include "cpu/conv_winograd_cpu.h"
+#include "nn/autograd.h"
 #include "nn/error.h"
+#include "nn/ops.h"
+#include "nn/optim.h"
 #include "nn/parallel.h"
 
 namespace nn::test {
@@ -385,6 +388,78 @@ TEST(WinogradConv, RejectsOtherGeometries) {
   g = geometry(1, 4, 4, 8, 8, 3);
   EXPECT_THROW(cpu::winograd_conv2d_backward_input(buf.data(), buf.data(), buf.data(), g), Error);
   EXPECT_THROW(cpu::winograd_conv2d_backward_weight(buf.data(), buf.data(), buf.data(), g), Error);
+}
+
+}  // namespace
+}  // namespace nn::test
+
+// ---- the inference weight cache (nn::set_conv_weight_cache) ----
+
+namespace nn::test {
+namespace {
+
+// Turns the cache on for a scope.
+struct WeightCacheOn {
+  WeightCacheOn() { set_conv_weight_cache(true); }
+  ~WeightCacheOn() { set_conv_weight_cache(false); }
+};
+
+Tensor conv_pad1(const Tensor& x, const Tensor& w, const Tensor& b) {
+  NoGradGuard no_grad;
+  Conv2dOptions o;
+  o.padding = {1, 1};
+  o.relu = true;
+  return conv2d(x, w, b, o);
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.to_vector<float>() == b.to_vector<float>(); }
+
+TEST(WinogradWeightCache, SameBitsAsTransformingEveryCallOnBothPaths) {
+  Generator gen(91);
+  // 12x12 at batch 1: few tiles (one block split over channels); 32x32 at batch 4: blocks per
+  // thread, with the packed point matrices cached too.
+  for (const Shape& shape : {Shape{1, 32, 12, 12}, Shape{4, 32, 32, 32}}) {
+    const Tensor x = randn(shape, gen), w = randn({48, 32, 3, 3}, gen), b = randn({48}, gen);
+    ASSERT_TRUE(cpu::winograd_applicable(Conv2dGeometry::from(shape, w.shape(), {1, 1}, {1, 1})));
+    const Tensor expected = conv_pad1(x, w, b);
+    WeightCacheOn cache;
+    EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), expected));  // transforms and keeps
+    EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), expected));  // reuses
+  }
+}
+
+TEST(WinogradWeightCache, FollowsWritesToTheWeight) {
+  Generator gen(92);
+  const Tensor x = randn({2, 32, 16, 16}, gen), b = randn({48}, gen);
+  Tensor w = randn({48, 32, 3, 3}, gen).requires_grad_();
+  WeightCacheOn cache;
+  const Tensor before = conv_pad1(x, w, b);
+  {  // an in-place write through nn
+    NoGradGuard no_grad;
+    w.mul_(-0.5);
+  }
+  set_conv_weight_cache(false);
+  const Tensor halved = conv_pad1(x, w, b);
+  set_conv_weight_cache(true);
+  EXPECT_FALSE(bitwise_equal(halved, before));
+  EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), halved));
+  // An optimizer step (raw writes that bump the version counter).
+  w.set_grad(randn({48, 32, 3, 3}, gen));
+  optim::SGD sgd({w}, 0.1);
+  sgd.step();
+  set_conv_weight_cache(false);
+  const Tensor stepped = conv_pad1(x, w, b);
+  set_conv_weight_cache(true);
+  EXPECT_FALSE(bitwise_equal(stepped, halved));
+  EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), stepped));
+  // A new weight at (possibly) the same address: a different storage, transformed afresh.
+  for (int k = 0; k < 3; ++k) {
+    const Tensor w2 = randn({48, 32, 3, 3}, gen);
+    const Tensor cached = conv_pad1(x, w2, b);
+    set_conv_weight_cache(false);
+    EXPECT_TRUE(bitwise_equal(cached, conv_pad1(x, w2, b)));
+    set_conv_weight_cache(true);
+  }
 }
 
 }  // namespace

@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
     if (threads > 0) nn::set_num_threads(threads);
     pneumonia::PneumoniaModel loaded = pneumonia::load_model(model_path);
     loaded.fold_batch_norms();  // inference only: the same outputs up to rounding, faster
+    nn::set_conv_weight_cache(true);  // the weights stay as loaded: transform them once
     const pneumonia::ModelSpec& spec = loaded.spec;
     if (threshold < 0) threshold = spec.threshold;
     const nn::data::Preprocessing preset = nn::data::parse_preprocessing(spec.preprocessing);

@@ -247,6 +247,7 @@ int main(int argc, char** argv) {
     App app;
     app.loaded = pneumonia::load_model(model_path);
     app.loaded.fold_batch_norms();  // inference only: the same outputs up to rounding, faster
+    nn::set_conv_weight_cache(true);  // the weights stay as loaded: transform them once
     app.preset = nn::data::parse_preprocessing(app.loaded.spec.preprocessing);
     app.model_name = std::filesystem::path(model_path).filename().string();
     {

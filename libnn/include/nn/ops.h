@@ -88,6 +88,13 @@ struct Conv2dOptions {
 // x (N,C,H,W), weight (O,C,KH,KW), bias (O) or undefined -> (N,O,OH,OW).
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
+// For inference (CPU, off by default): transform each convolution weight for Winograd once and
+// keep it, instead of at every call (ncnn does so at load). The transform of a weight is kept
+// while its storage lives and its version counter has not moved: nn's in-place writes
+// (load_state_dict, copy_, the optimizers) bump it, a write through a raw data pointer does not.
+// Costs 4-8x the weights' memory; off frees every transform.
+void set_conv_weight_cache(bool on);
+bool conv_weight_cache();
 
 // ---- pooling (ops/pool.cpp) ----
 struct Pool2dOptions {

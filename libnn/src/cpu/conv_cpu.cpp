@@ -23,8 +23,11 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -421,14 +424,58 @@ void conv2d_backward_weight_typed(const Tensor& dy, const Tensor& x, Tensor& dw,
   }
 }
 
+std::atomic<bool> weight_cache_on{false};
+
+// The Winograd transforms of forward weights, while nn::set_conv_weight_cache(true): one entry per
+// weight (its storage and offset), valid while the storage lives and its version counter has not
+// moved (every in-place write through nn bumps it, the optimizers' too).
+class WeightCache {
+ public:
+  std::shared_ptr<WinogradForwardWeights> get(const Tensor& w, int64_t O, int64_t C) {
+    const Key key{w.storage().get(), w.offset()};
+    const uint64_t version = w.version();
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end() && !it->second.storage.expired() && it->second.version == version &&
+        it->second.transformed->o == O && it->second.transformed->c == C)
+      return it->second.transformed;
+    for (auto e = entries_.begin(); e != entries_.end();) e = e->second.storage.expired() ? entries_.erase(e) : std::next(e);
+    Entry entry{w.storage(), version, winograd_forward_weights(w.contiguous().data<float>(), O, C)};
+    auto transformed = entry.transformed;
+    entries_[key] = std::move(entry);
+    return transformed;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.clear();
+  }
+
+ private:
+  using Key = std::pair<const Storage*, int64_t>;
+  struct Entry {
+    std::weak_ptr<Storage> storage;
+    uint64_t version;
+    std::shared_ptr<WinogradForwardWeights> transformed;
+  };
+  std::mutex mu_;
+  std::map<Key, Entry> entries_;
+};
+
+WeightCache& weight_cache() {
+  static WeightCache cache;
+  return cache;
+}
+
 // f32 3x3 stride-1 convolutions with enough channels go to Winograd F(4x4, 3x3)
 // (conv_winograd_cpu.h), all three passes: about 4x fewer multiplies, relative error <= 1e-4 on
-// VGG16's layers.
+// VGG16's layers. With the weight cache on, the forward pass transforms each weight once.
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
                     bool relu) {
   if (x.dtype() == DType::f32 && winograd_applicable(g)) {
+    std::shared_ptr<WinogradForwardWeights> transformed;
+    if (weight_cache_on.load(std::memory_order_relaxed)) transformed = weight_cache().get(w, g.o, g.c);
     winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
-                            y.data<float>(), g);
+                            y.data<float>(), g, transformed.get());
     return;
   }
   dispatch_float(x.dtype(), "conv2d_forward",
@@ -462,3 +509,14 @@ void register_conv_cpu(KernelTable& t) {
 }
 
 }  // namespace nn::cpu
+
+namespace nn {
+
+void set_conv_weight_cache(bool on) {
+  cpu::weight_cache_on.store(on);
+  if (!on) cpu::weight_cache().clear();
+}
+
+bool conv_weight_cache() { return cpu::weight_cache_on.load(); }
+
+}  // namespace nn

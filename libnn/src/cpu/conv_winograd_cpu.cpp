@@ -626,7 +626,7 @@ struct Pfor {
   }
 };
 
-void run_winograd(const Problem& P, const float* w, bool backward) {
+void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwardWeights* cached = nullptr) {
   const int64_t C = P.cin, O = P.cout;
   if (P.tiles == 0 || O == 0) return;
   if (C == 0) {  // an empty sum: bias (then ReLU) only
@@ -659,23 +659,36 @@ void run_winograd(const Problem& P, const float* w, bool backward) {
   const int64_t ld = round_up(block, kGemmColumns) + kLanes;
   auto gemm_columns = [&](int64_t n) { return std::min(round_up(n, kGemmColumns), ld); };
 
-  // U[p][c][o] (this thread's workspace), packed per (output-channel chunk, point) when reused.
+  // U[p][c][o] (this thread's workspace, or the cached transform), packed per point when reused.
   Workspace& main_ws = workspace();
-  float* U = grow(main_ws.u, kPoints * O * C);
   const Kernels& K = kernels();
-  pfor(0, C, std::max<int64_t>(1, 4096 / (O + 1)),
-       [&](int64_t c0, int64_t c1) { K.weight_cols(w, O, C, backward, U, c0, c1); });
+  float* U = nullptr;
+  if (cached) {
+    NN_ASSERT(!backward && cached->o == O && cached->c == C, "a cached weight transform of another shape");
+    U = cached->u.data();
+  } else {
+    U = grow(main_ws.u, kPoints * O * C);
+    pfor(0, C, std::max<int64_t>(1, 4096 / (O + 1)),
+         [&](int64_t c0, int64_t c1) { K.weight_cols(w, O, C, backward, U, c0, c1); });
+  }
   auto chunk_begin = [&](int64_t k) { return k == ochunks ? O : std::min(O, round_up(O * k / ochunks, kLanes)); };
   const bool pack = !split_channels && ceil_div(blocks, threads) >= 2;
-  std::vector<PackedA> packs(pack ? kPoints : 0);
-  if (pack) {
+  auto pack_points = [&](std::vector<PackedA>& packs) {
+    packs.resize(kPoints);
     pfor(0, kPoints, 1, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) packs[static_cast<size_t>(p)] = PackedA(O, C, MatrixRef{U + p * O * C, 1, O});
     });
-  }
-  auto weights_of = [&](int64_t o0, int64_t o1) {
-    return PointWeights{pack ? packs.data() : nullptr, U, O, C, o0, o1};
   };
+  std::vector<PackedA> local_packs;
+  const PackedA* packs = nullptr;
+  if (pack && cached) {
+    std::call_once(cached->packed, [&] { pack_points(cached->packs); });
+    packs = cached->packs.data();
+  } else if (pack) {
+    pack_points(local_packs);
+    packs = local_packs.data();
+  }
+  auto weights_of = [&](int64_t o0, int64_t o1) { return PointWeights{packs, U, O, C, o0, o1}; };
 
   if (!split_channels) {
     pfor(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -904,9 +917,21 @@ bool winograd_backward_weight_applicable(const Conv2dGeometry& g) { return winog
 void winograd_use_portable_kernels(bool portable) { force_portable = portable; }
 
 void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
-                             const Conv2dGeometry& g) {
+                             const Conv2dGeometry& g, WinogradForwardWeights* transformed) {
   check_geometry(g, "winograd_conv2d_forward");
-  run_winograd(make_problem(x, y, bias, relu, g), w, false);
+  run_winograd(make_problem(x, y, bias, relu, g), w, false, transformed);
+}
+
+std::shared_ptr<WinogradForwardWeights> winograd_forward_weights(const float* w, int64_t O, int64_t C) {
+  auto t = std::make_shared<WinogradForwardWeights>();
+  t->o = O, t->c = C;
+  t->u.resize(static_cast<size_t>(kPoints * O * C));
+  ensure_threads_initialised();
+  const Pfor pfor{omp_in_parallel() ? 1 : get_num_threads()};
+  const Kernels& K = kernels();
+  pfor(0, C, std::max<int64_t>(1, 4096 / (O + 1)),
+       [&](int64_t c0, int64_t c1) { K.weight_cols(w, O, C, false, t->u.data(), c0, c1); });
+  return t;
 }
 
 void winograd_conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g) {

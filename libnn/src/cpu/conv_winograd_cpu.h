@@ -5,6 +5,11 @@
 // measurements behind the rules below.
 #pragma once
 
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "cpu/gemm_cpu.h"
 #include "kernel_table.h"
 
 namespace nn::cpu {
@@ -23,11 +28,24 @@ bool winograd_applicable(const Conv2dGeometry& g);
 // loses on few channels, tiny images and big weights at batch 1, which it rejects).
 bool winograd_backward_weight_applicable(const Conv2dGeometry& g);
 
+// A forward weight's transform, made once for a weight that does not change between calls
+// (inference; see nn::set_conv_weight_cache): U[36][C][O], and the 36 packed point matrices the
+// first call that reuses them across blocks packs (then kept: 2x U's memory in all).
+struct WinogradForwardWeights {
+  int64_t o = 0, c = 0;
+  std::vector<float> u;
+  std::once_flag packed;
+  std::vector<PackedA> packs;
+};
+// Transforms w (O, C, 3, 3), multithreaded.
+std::shared_ptr<WinogradForwardWeights> winograd_forward_weights(const float* w, int64_t O, int64_t C);
+
 // y (N,O,OH,OW) = relu?(conv(x (N,C,H,W), w (O,C,3,3)) + bias (O, nullable)). y is overwritten.
 // Requires kh == kw == 3, stride 1, 0 <= pad <= 2, OH = H + 2*pad_h - 2 >= 1 (likewise OW).
-// Multithreaded over the pool (serial when called inside a parallel region).
+// Multithreaded over the pool (serial when called inside a parallel region). With `transformed`
+// (w's transform from winograd_forward_weights), w is not read and not transformed again.
 void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
-                             const Conv2dGeometry& g);
+                             const Conv2dGeometry& g, WinogradForwardWeights* transformed = nullptr);
 
 // dx (N,C,H,W) = the gradient of the same convolution with respect to its input, given dy
 // (N,O,OH,OW): a full correlation of dy with w rotated by 180 degrees, O and C swapped, padding
