@@ -2,6 +2,7 @@
 //
 //   vgg16-bench [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--head pneumonia|imagenet]
 //               [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json] [--no-weight-cache]
+//               [--weights VGG16.safetensors] [--features IN.safetensors OUT.safetensors]
 //
 // Default: VGG16's feature extractor (torchvision's `features`: 13 conv + ReLU, 5 max-pools), eval
 // mode, no autograd, forward on a (batch, 3, S, S) tensor. --train: one training step of the
@@ -14,7 +15,9 @@
 // After --warmup untimed runs, --runs timed runs; the best is reported (the least disturbed by
 // other jobs). The forward keeps each convolution's Winograd weight transform from the warm-up run
 // (nn::set_conv_weight_cache), as an inference engine transforms its weights once at load;
-// --no-weight-cache transforms them at every run. FLOPs count 2 per multiply-add of every Conv2d and Linear; a training step counts 3x
+// --no-weight-cache transforms them at every run. --weights: a VGG16 file's `features` tensors (e.g.
+// from nn-convert) instead of random ones; --features IN OUT: write the features of IN's tensor
+// "input" to OUT and exit (bench/cpu_peers.py checks the other engines against them). FLOPs count 2 per multiply-add of every Conv2d and Linear; a training step counts 3x
 // its forward (forward, input gradient, weight gradient), as is usual.
 // bench/vgg16_vs_pytorch.py runs this and the same network in PyTorch and prints the ratio.
 #include <nn/models/vgg.h>
@@ -37,13 +40,16 @@ struct Args {
   double width = 1.0;
   bool train = false, json = false, imagenet_head = false;
   bool weight_cache = true;  // forward: transform the weights once, as an inference engine does at load
+  std::string weights;                        // a VGG16 (features) file instead of random weights
+  std::string features_in, features_out;     // --features IN OUT: write the features of IN's "input"
   nn::Device device = nn::Device::cpu();
 };
 
 [[noreturn]] void usage(const char* error) {
   std::fprintf(stderr,
                "%s%svgg16-bench [--batch 8] [--image-size 224] [--width-mult 1] [--train] [--head pneumonia|imagenet]\n"
-               "            [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json] [--no-weight-cache]\n",
+               "            [--device cpu|cuda] [--threads N] [--warmup 1] [--runs 3] [--json] [--no-weight-cache]\n"
+               "            [--weights VGG16.safetensors] [--features IN.safetensors OUT.safetensors]\n",
                error ? error : "", error ? "\n" : "");
   std::exit(error ? 2 : 0);
 }
@@ -75,6 +81,11 @@ Args parse(int argc, char** argv) {
       if (end == v.c_str() || *end || !(a.width > 0 && a.width <= 4)) usage("vgg16-bench: --width-mult must be in (0, 4]");
     } else if (flag == "--train") a.train = true;
     else if (flag == "--no-weight-cache") a.weight_cache = false;
+    else if (flag == "--weights") a.weights = value();
+    else if (flag == "--features") {
+      a.features_in = value();
+      a.features_out = value();
+    }
     else if (flag == "--head") {
       const std::string v = value();
       if (v != "pneumonia" && v != "imagenet") usage("vgg16-bench: --head must be pneumonia or imagenet");
@@ -124,7 +135,26 @@ int run(const Args& a) {
     options.hidden_features = 256;
   }
   nn::models::VGG model(options, gen);
+  if (!a.weights.empty()) {
+    // Another engine's weights (bench/cpu_peers.py): the features' tensors, loaded by name.
+    const nn::io::SafetensorsFile file = nn::io::load_safetensors(a.weights);
+    nn::StateDict features;
+    for (const auto& [name, t] : file.tensors)
+      if (name.rfind("features.", 0) == 0) features.emplace_back(name, t);
+    const nn::LoadStateDictResult r = model.load_state_dict(features, /*strict=*/false);
+    NN_CHECK(r.unexpected_keys.empty(), a.weights, ": ", r.unexpected_keys.front(), " is not a VGG16 tensor");
+    for (const std::string& missing : r.missing_keys)
+      NN_CHECK(missing.rfind("features.", 0) != 0, a.weights, ": ", missing, " is missing");
+  }
   model.to(a.device);
+  if (!a.features_in.empty()) {
+    // The features of a given input, written for another program to compare; no timing.
+    model.eval();
+    nn::NoGradGuard no_grad;
+    const nn::Tensor input = nn::io::load_safetensors(a.features_in).at("input").to(a.device);
+    nn::io::save_safetensors(a.features_out, {{"features", model.forward_features(input).cpu()}});
+    return 0;
+  }
   const nn::Tensor x = nn::randn({a.batch, 3, a.image_size, a.image_size}, gen).to(a.device);
   double seconds = 0, flops = vgg_forward_flops(model) * static_cast<double>(a.batch);
   if (!a.train) {
