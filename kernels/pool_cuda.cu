@@ -59,7 +59,7 @@ __global__ void max_pool2d_forward_kernel(const T* x, T* y, int64_t* argmax, Poo
       }
     }
     y[e] = best;
-    argmax[e] = best_index;
+    if (argmax) argmax[e] = best_index;  // null: values only (inference)
   }
 }
 
@@ -75,7 +75,7 @@ __global__ void max_pool2d_backward_kernel(const T* dy, const int64_t* argmax, T
 }
 
 void max_pool2d_forward(const Tensor& x, Tensor& y, Tensor& argmax, const Pool2dGeometry& g) {
-  NN_CHECK(x.is_contiguous() && y.is_contiguous() && argmax.is_contiguous(),
+  NN_CHECK(x.is_contiguous() && y.is_contiguous() && (!argmax.defined() || argmax.is_contiguous()),
            "max_pool2d_forward: CUDA operands must be dense");
   const int64_t total = g.n * g.c * g.oh * g.ow;
   if (total == 0) return;
@@ -84,7 +84,7 @@ void max_pool2d_forward(const Tensor& x, Tensor& y, Tensor& argmax, const Pool2d
     using T = decltype(tag);
     max_pool2d_forward_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, s>>>(
         static_cast<const T*>(x.raw_data()), static_cast<T*>(y.raw_data()),
-        static_cast<int64_t*>(argmax.raw_data()), g, total);
+        argmax.defined() ? static_cast<int64_t*>(argmax.raw_data()) : nullptr, g, total);
     NN_CUDA_CHECK_LAUNCH();
   });
 }

@@ -390,6 +390,38 @@ TEST(Pool2dValues, MaxPoolTiesAndNaNFollowPyTorch) {
   }
 }
 
+TEST(Pool2dValues, MaxPoolWithoutIndicesHasTheSameBits) {
+  // max_pool2d without autograd skips the argmax (the AVX2 path for 2x2 f32 windows): the values
+  // must be those of max_pool2d_with_indices bit for bit, NaNs, signed zeros and odd widths (the
+  // scalar tail) included; f64 and other windows take the general loop.
+  Generator gen(12);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t w : {2, 16, 37, 58}) {
+    Tensor x = randn({3, 5, 6, w}, gen);
+    float* p = x.data<float>();
+    for (int64_t i = 0; i < x.numel(); i += 7) p[i] = (i % 3 == 0) ? nan : (i % 3 == 1 ? 0.0f : -0.0f);
+    for (DType dtype : {DType::f32, DType::f64}) {
+      const Tensor xd = x.to(dtype);
+      for (const Pool2dOptions& o : {Pool2dOptions{}, Pool2dOptions{{3, 3}, {2, 2}, {1, 1}, true}}) {
+        Tensor values;
+        {
+          NoGradGuard no_grad;
+          values = max_pool2d(xd, o);
+        }
+        const Tensor expected = max_pool2d_with_indices(xd, o).first;
+        ASSERT_EQ(values.shape(), expected.shape());
+        const auto a = values.to_vector<double>(), e = expected.to_vector<double>();
+        for (size_t i = 0; i < a.size(); ++i) {
+          ASSERT_EQ(std::isnan(a[i]), std::isnan(e[i])) << i;
+          if (std::isnan(a[i])) continue;
+          ASSERT_EQ(std::signbit(a[i]), std::signbit(e[i])) << i;
+          ASSERT_EQ(a[i], e[i]) << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(Pool2dValues, AvgPoolCeilModeDivisorsMatchPyTorch) {
   // torch.nn.functional.avg_pool2d(arange(1, 37).view(1,1,6,6), 3, 2, 1, ceil_mode=True)
   Tensor x = arange(1.0, 37.0).reshape({1, 1, 6, 6});

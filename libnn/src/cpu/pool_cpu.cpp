@@ -3,9 +3,16 @@
 // rules) and adaptive average (PyTorch's floor/ceil windows). Dense NCHW; each (n, c) plane is
 // independent, so the work splits over planes. Cost: one read of each window element per output
 // (KH*KW per output) and one write per output; backward writes dx once (zeroed, then scattered).
+// Without an argmax tensor (inference: nothing will need the backward), the max pool writes the
+// values only, and VGG's 2x2 windows run 8 outputs per AVX2 step.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_util.h"
@@ -33,6 +40,58 @@ Window clipped_window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, in
 
 // ---- max pool ----
 
+#if defined(__x86_64__) || defined(__i386__)
+#define NN_POOL_X86 1
+// The scalar loop's comparison, 8 lanes: b replaces a when b > a or b is NaN (the first maximum in
+// window order wins ties, a NaN wins), so the values are bit for bit the scalar loop's.
+__attribute__((target("avx2"))) inline __m256 max_step(__m256 a, __m256 b) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_GT_OQ), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(a, b, take);
+}
+
+// VGG's 2x2 stride-2 pool without the argmax (inference), 8 outputs per step: per input row,
+// 16 floats split into the windows' left and right columns (shuffle, then a 64-bit permute back to
+// order), combined in the scalar loop's order r0[c], r0[c+1], r1[c], r1[c+1].
+__attribute__((target("avx2"))) void max_pool_2x2_values_avx2(const float* xs, float* ys, int64_t w, int64_t oh,
+                                                              int64_t ow) {
+  auto split = [](const float* p, __m256& left, __m256& right) {
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    left = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+  };
+  for (int64_t r = 0; r < oh; ++r) {
+    const float* r0 = xs + 2 * r * w;
+    const float* r1 = r0 + w;
+    float* out = ys + r * ow;
+    int64_t o = 0;
+    for (; o + 8 <= ow; o += 8) {
+      __m256 l0, q0, l1, q1;
+      split(r0 + 2 * o, l0, q0);
+      split(r1 + 2 * o, l1, q1);
+      _mm256_storeu_ps(out + o, max_step(max_step(max_step(l0, q0), l1), q1));
+    }
+    for (; o < ow; ++o) {
+      const int64_t c = 2 * o;
+      float best = r0[c];
+      if (r0[c + 1] > best || std::isnan(r0[c + 1])) best = r0[c + 1];
+      if (r1[c] > best || std::isnan(r1[c])) best = r1[c];
+      if (r1[c + 1] > best || std::isnan(r1[c + 1])) best = r1[c + 1];
+      out[o] = best;
+    }
+  }
+}
+
+bool has_avx2() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+  }();
+  return yes;
+}
+#else
+#define NN_POOL_X86 0
+#endif
+
 // 2x2 windows, stride 2, no padding, every window inside the input (VGG's pools): the same
 // comparisons as the general loop in the same order, without its window arithmetic (faster:
 // bench/README.md, "Measurements moved out of the CPU kernels' comments").
@@ -41,10 +100,20 @@ bool max_pool2d_forward_2x2(const T* xp, T* yp, int64_t* ap, const Pool2dGeometr
   if (g.kh != 2 || g.kw != 2 || g.stride_h != 2 || g.stride_w != 2 || g.pad_h != 0 || g.pad_w != 0 ||
       2 * g.oh > g.h || 2 * g.ow > g.w)
     return false;
+#if NN_POOL_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (ap == nullptr && has_avx2()) {
+      for_each_plane(g.n * g.c, g.oh * g.ow * 4, [&](int64_t plane) {
+        max_pool_2x2_values_avx2(xp + plane * g.h * g.w, yp + plane * g.oh * g.ow, g.w, g.oh, g.ow);
+      });
+      return true;
+    }
+  }
+#endif
   for_each_plane(g.n * g.c, g.oh * g.ow * 4, [&](int64_t plane) {
     const T* xs = xp + plane * g.h * g.w;
     T* ys = yp + plane * g.oh * g.ow;
-    int64_t* as = ap + plane * g.oh * g.ow;
+    int64_t* as = ap ? ap + plane * g.oh * g.ow : nullptr;
     for (int64_t oh = 0; oh < g.oh; ++oh) {
       const T* r0 = xs + 2 * oh * g.w;
       const T* r1 = r0 + g.w;
@@ -57,7 +126,7 @@ bool max_pool2d_forward_2x2(const T* xp, T* yp, int64_t* ap, const Pool2dGeometr
         if (r1[c] > best || std::isnan(r1[c])) best = r1[c], index = i1 + c;
         if (r1[c + 1] > best || std::isnan(r1[c + 1])) best = r1[c + 1], index = i1 + c + 1;
         ys[oh * g.ow + ow] = best;
-        as[oh * g.ow + ow] = index;
+        if (as) as[oh * g.ow + ow] = index;
       }
     }
   });
@@ -68,12 +137,12 @@ template <typename T>
 void max_pool2d_forward_typed(const Tensor& x, Tensor& y, Tensor& argmax, const Pool2dGeometry& g) {
   const T* xp = x.data<T>();
   T* yp = y.data<T>();
-  int64_t* ap = argmax.data<int64_t>();
+  int64_t* ap = argmax.defined() ? argmax.data<int64_t>() : nullptr;  // undefined: values only
   if (max_pool2d_forward_2x2(xp, yp, ap, g)) return;
   for_each_plane(g.n * g.c, g.oh * g.ow * g.kh * g.kw, [&](int64_t plane) {
     const T* xs = xp + plane * g.h * g.w;
     T* ys = yp + plane * g.oh * g.ow;
-    int64_t* as = ap + plane * g.oh * g.ow;
+    int64_t* as = ap ? ap + plane * g.oh * g.ow : nullptr;
     for (int64_t oh = 0; oh < g.oh; ++oh) {
       const Window hw = clipped_window(oh, g.stride_h, g.pad_h, g.kh, g.h);
       for (int64_t ow = 0; ow < g.ow; ++ow) {
@@ -91,7 +160,7 @@ void max_pool2d_forward_typed(const Tensor& x, Tensor& y, Tensor& argmax, const 
           }
         }
         ys[oh * g.ow + ow] = best;
-        as[oh * g.ow + ow] = best_index;
+        if (as) as[oh * g.ow + ow] = best_index;
       }
     }
   });

@@ -42,13 +42,17 @@ Pool2dGeometry pool_geometry(const Tensor& x4, const Pool2dOptions& o, const cha
   return g;
 }
 
-std::pair<Tensor, Tensor> max_pool_batched(const Tensor& x, const Pool2dOptions& options) {
+// The argmax is computed when asked for or when the backward needs it; otherwise (inference) the
+// kernel writes the values only.
+std::pair<Tensor, Tensor> max_pool_batched(const Tensor& x, const Pool2dOptions& options, bool want_indices) {
   const Pool2dGeometry g = pool_geometry(x, options, "max_pool2d");
   const Device device = x.device();
+  const bool grad = needs_grad({x});
   Tensor y = detail::make_tensor({g.n, g.c, g.oh, g.ow}, x.dtype(), device);
-  Tensor argmax = detail::make_tensor({g.n, g.c, g.oh, g.ow}, DType::i64, device);
+  Tensor argmax;
+  if (want_indices || grad) argmax = detail::make_tensor({g.n, g.c, g.oh, g.ow}, DType::i64, device);
   if (y.numel() > 0) NN_DISPATCH(max_pool2d_forward, device)(detail::dense(x), y, argmax, g);
-  if (needs_grad({x})) {
+  if (grad) {
     const Shape x_shape = x.shape();
     SavedTensor saved_argmax(argmax);
     record_op("max_pool2d", y, {x}, [=](const Tensor& grad) -> std::vector<Tensor> {
@@ -100,11 +104,14 @@ Tensor adaptive_avg_pool_batched(const Tensor& x, std::array<int64_t, 2> size) {
 
 std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const Pool2dOptions& options) {
   Batched b = as_batched(x, "max_pool2d");
-  auto [y, argmax] = max_pool_batched(b.x, options);
+  auto [y, argmax] = max_pool_batched(b.x, options, true);
   return {unbatch(y, b.unbatched), unbatch(argmax, b.unbatched)};
 }
 
-Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) { return max_pool2d_with_indices(x, options).first; }
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
+  Batched b = as_batched(x, "max_pool2d");
+  return unbatch(max_pool_batched(b.x, options, false).first, b.unbatched);
+}
 
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
   Batched b = as_batched(x, "avg_pool2d");
