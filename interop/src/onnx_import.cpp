@@ -594,17 +594,21 @@ ImportedModel Reader::read() {
       check(std::isfinite(eps) && eps > 0 && std::isfinite(momentum) && momentum >= 0 && momentum <= 1,
             describe(n) + ": epsilon must be positive and momentum in [0, 1]");
       const int64_t c = s[1];
+      const char* roles[] = {"scale", "B", "mean", "var"};
+      // The file's tensors are checked before the layer is made: C comes from the declared input,
+      // which costs nothing to state.
+      for (int i = 0; i < 4; ++i) {
+        const Tensor& t = constant(n, i + 1, roles[i]);
+        check(t.dim() == 1 && t.size(0) == c, describe(n) + ": " + roles[i] + " is not (C) with C = " + std::to_string(c));
+      }
       std::shared_ptr<BatchNorm> bn;
       if (s.size() == 4)
         bn = std::make_shared<BatchNorm2d>(c, eps, 1.0 - momentum);
       else
         bn = std::make_shared<BatchNorm1d>(c, eps, 1.0 - momentum);
-      const char* roles[] = {"scale", "B", "mean", "var"};
       const Tensor* targets[] = {&bn->weight(), &bn->bias(), &bn->running_mean(), &bn->running_var()};
       for (int i = 0; i < 4; ++i) {
-        const Tensor& t = constant(n, i + 1, roles[i]);
-        check(t.dim() == 1 && t.size(0) == c, describe(n) + ": " + roles[i] + " is not (C) with C = " + std::to_string(c));
-        targets[i]->detach().copy_(t);
+        targets[i]->detach().copy_(constant(n, i + 1, roles[i]));
         names.push_back(n.input(i + 1));
       }
       const auto var = bn->running_var().to_vector<float>();
