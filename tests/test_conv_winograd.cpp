@@ -416,16 +416,20 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.to_vector<float>
 
 TEST(WinogradWeightCache, SameBitsAsTransformingEveryCallOnBothPaths) {
   Generator gen(91);
-  // 12x12 at batch 1: few tiles (one block split over channels); 32x32 at batch 4: blocks per
-  // thread, with the packed point matrices cached too.
-  for (const Shape& shape : {Shape{1, 32, 12, 12}, Shape{4, 32, 32, 32}}) {
-    const Tensor x = randn(shape, gen), w = randn({48, 32, 3, 3}, gen), b = randn({48}, gen);
+  // 128 channels at 12x12, batch 1: few tiles (one block split over output channels, whose
+  // packed chunks are cached); 32 -> 48 channels at 32x32, batch 4: blocks per thread, with the
+  // packed point matrices cached. Both have enough work for every thread.
+  const int threads = get_num_threads();
+  set_num_threads(2);
+  for (const auto& [shape, o] : {std::pair<Shape, int64_t>{{1, 128, 12, 12}, 128}, {{4, 32, 32, 32}, 48}}) {
+    const Tensor x = randn(shape, gen), w = randn({o, shape[1], 3, 3}, gen), b = randn({o}, gen);
     ASSERT_TRUE(cpu::winograd_applicable(Conv2dGeometry::from(shape, w.shape(), {1, 1}, {1, 1})));
     const Tensor expected = conv_pad1(x, w, b);
     WeightCacheOn cache;
     EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), expected));  // transforms and keeps
     EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), expected));  // reuses
   }
+  set_num_threads(threads);
 }
 
 TEST(WinogradWeightCache, FollowsWritesToTheWeight) {

@@ -689,6 +689,23 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
     packs = local_packs.data();
   }
   auto weights_of = [&](int64_t o0, int64_t o1) { return PointWeights{packs, U, O, C, o0, o1}; };
+  // Cached weights with few tiles: the chunks' point matrices packed once too (per chunk count).
+  std::shared_ptr<const std::vector<PackedA>> chunk_packs;
+  if (cached && split_channels) {
+    std::lock_guard<std::mutex> lock(cached->chunk_mutex);
+    auto& slot = cached->chunk_packs[ochunks];
+    if (!slot) {
+      auto built = std::make_shared<std::vector<PackedA>>(static_cast<size_t>(ochunks * kPoints));
+      pfor(0, ochunks * kPoints, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t k = i / kPoints, p = i % kPoints, o0 = chunk_begin(k), o1 = chunk_begin(k + 1);
+          if (o0 < o1) (*built)[static_cast<size_t>(i)] = PackedA(o1 - o0, C, MatrixRef{U + p * O * C + o0, 1, O});
+        }
+      });
+      slot = built;
+    }
+    chunk_packs = slot;
+  }
 
   if (!split_channels) {
     pfor(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -716,7 +733,9 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
       if (o0 >= o1) continue;
       const int64_t pm = point_stride(o1 - o0, ld);
       float* M = grow(workspace().m, kPoints * pm);
-      point_products(weights_of(o0, o1), gemm_columns(P.tiles), V, pv, M, pm, ld);
+      PointWeights pw = weights_of(o0, o1);
+      if (chunk_packs) pw.packs = chunk_packs->data() + k * kPoints;
+      point_products(pw, gemm_columns(P.tiles), V, pv, M, pm, ld);
       transform_output(P, 0, P.tiles, o0, o1, M, o0, ld, pm);
     }
   });

@@ -5,6 +5,7 @@
 // measurements behind the rules below.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -35,7 +36,10 @@ struct WinogradForwardWeights {
   int64_t o = 0, c = 0;
   std::vector<float> u;
   std::once_flag packed;
-  std::vector<PackedA> packs;
+  std::vector<PackedA> packs;  // [36], all O rows: for calls with several blocks per thread
+  // For calls with few tiles (split over output channels): per chunk count, [chunk * 36 + point].
+  std::mutex chunk_mutex;
+  std::map<int64_t, std::shared_ptr<const std::vector<PackedA>>> chunk_packs;
 };
 // Transforms w (O, C, 3, 3), multithreaded.
 std::shared_ptr<WinogradForwardWeights> winograd_forward_weights(const float* w, int64_t O, int64_t C);
