@@ -422,6 +422,38 @@ TEST(Pool2dValues, MaxPoolWithoutIndicesHasTheSameBits) {
   }
 }
 
+TEST(Pool2dValues, MaxPool2x2IndicesMatchAScalarReference) {
+  // VGG's 2x2 windows run 8 outputs per AVX2 step with the argmax blended along: values and
+  // indices against the window loop written out here (first maximum wins, a NaN wins), with ties,
+  // NaNs and signed zeros planted, and widths with and without a scalar tail.
+  Generator gen(13);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t w : {16, 34, 50}) {
+    Tensor x = randn({2, 3, 8, w}, gen);
+    float* p = x.data<float>();
+    for (int64_t i = 0; i < x.numel(); i += 5) p[i] = (i % 4 == 0) ? nan : (i % 4 == 1 ? 0.0f : (i % 4 == 2 ? -0.0f : 1.0f));
+    auto [y, idx] = max_pool2d_with_indices(x, Pool2dOptions{});
+    const auto yv = y.to_vector<float>();
+    const auto iv = idx.to_vector<int64_t>();
+    const int64_t oh = 4, ow = w / 2;
+    for (int64_t plane = 0; plane < 6; ++plane)
+      for (int64_t r = 0; r < oh; ++r)
+        for (int64_t o = 0; o < ow; ++o) {
+          const float* xs = p + plane * 8 * w;
+          float best = xs[2 * r * w + 2 * o];
+          int64_t at = 2 * r * w + 2 * o;
+          for (int64_t k : {2 * r * w + 2 * o + 1, (2 * r + 1) * w + 2 * o, (2 * r + 1) * w + 2 * o + 1})
+            if (xs[k] > best || std::isnan(xs[k])) best = xs[k], at = k;
+          const size_t e = static_cast<size_t>((plane * oh + r) * ow + o);
+          ASSERT_EQ(iv[e], at) << "w " << w << " plane " << plane << " (" << r << ", " << o << ")";
+          ASSERT_EQ(std::isnan(yv[e]), std::isnan(best));
+          if (!std::isnan(best)) {
+            ASSERT_EQ(std::signbit(yv[e]), std::signbit(best));
+          }
+        }
+  }
+}
+
 TEST(Pool2dValues, AvgPoolCeilModeDivisorsMatchPyTorch) {
   // torch.nn.functional.avg_pool2d(arange(1, 37).view(1,1,6,6), 3, 2, 1, ceil_mode=True)
   Tensor x = arange(1.0, 37.0).reshape({1, 1, 6, 6});

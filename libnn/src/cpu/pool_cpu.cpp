@@ -4,7 +4,7 @@
 // independent, so the work splits over planes. Cost: one read of each window element per output
 // (KH*KW per output) and one write per output; backward writes dx once (zeroed, then scattered).
 // Without an argmax tensor (inference: nothing will need the backward), the max pool writes the
-// values only, and VGG's 2x2 windows run 8 outputs per AVX2 step.
+// values only. VGG's 2x2 windows run 8 outputs per AVX2 step, with or without the argmax.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -49,34 +49,60 @@ __attribute__((target("avx2"))) inline __m256 max_step(__m256 a, __m256 b) {
   return _mm256_blendv_ps(a, b, take);
 }
 
-// VGG's 2x2 stride-2 pool without the argmax (inference), 8 outputs per step: per input row,
-// 16 floats split into the windows' left and right columns (shuffle, then a 64-bit permute back to
-// order), combined in the scalar loop's order r0[c], r0[c+1], r1[c], r1[c+1].
-__attribute__((target("avx2"))) void max_pool_2x2_values_avx2(const float* xs, float* ys, int64_t w, int64_t oh,
-                                                              int64_t ow) {
+// VGG's 2x2 stride-2 pool, 8 outputs per step: per input row, 16 floats split into the windows'
+// left and right columns (shuffle, then a 64-bit permute back to order), combined in the scalar
+// loop's order r0[c], r0[c+1], r1[c], r1[c+1]; the argmax (when `as` is not null; planes of fewer
+// than 2^31 elements) is blended along as 32-bit plane offsets and widened on the way out.
+__attribute__((target("avx2"))) void max_pool_2x2_avx2(const float* xs, float* ys, int64_t* as, int64_t w,
+                                                       int64_t oh, int64_t ow) {
   auto split = [](const float* p, __m256& left, __m256& right) {
     const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
     left = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
     right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
   };
+  const __m256i lane_offsets = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
   for (int64_t r = 0; r < oh; ++r) {
     const float* r0 = xs + 2 * r * w;
     const float* r1 = r0 + w;
     float* out = ys + r * ow;
+    int64_t* out_index = as ? as + r * ow : nullptr;
+    const int64_t i0 = 2 * r * w, i1 = i0 + w;
     int64_t o = 0;
     for (; o + 8 <= ow; o += 8) {
       __m256 l0, q0, l1, q1;
       split(r0 + 2 * o, l0, q0);
       split(r1 + 2 * o, l1, q1);
-      _mm256_storeu_ps(out + o, max_step(max_step(max_step(l0, q0), l1), q1));
+      if (!out_index) {
+        _mm256_storeu_ps(out + o, max_step(max_step(max_step(l0, q0), l1), q1));
+        continue;
+      }
+      const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(i0 + 2 * o)), lane_offsets);
+      const __m256i row = _mm256_set1_epi32(static_cast<int32_t>(w)), one = _mm256_set1_epi32(1);
+      __m256 best = l0;
+      __m256 index = _mm256_castsi256_ps(base);
+      auto step = [&](__m256 v, __m256i at) {
+        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        best = _mm256_blendv_ps(best, v, take);
+        index = _mm256_blendv_ps(index, _mm256_castsi256_ps(at), take);
+      };
+      step(q0, _mm256_add_epi32(base, one));
+      step(l1, _mm256_add_epi32(base, row));
+      step(q1, _mm256_add_epi32(_mm256_add_epi32(base, row), one));
+      _mm256_storeu_ps(out + o, best);
+      const __m256i idx = _mm256_castps_si256(index);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out_index + o), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(idx)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out_index + o + 4),
+                          _mm256_cvtepi32_epi64(_mm256_extracti128_si256(idx, 1)));
     }
     for (; o < ow; ++o) {
       const int64_t c = 2 * o;
       float best = r0[c];
-      if (r0[c + 1] > best || std::isnan(r0[c + 1])) best = r0[c + 1];
-      if (r1[c] > best || std::isnan(r1[c])) best = r1[c];
-      if (r1[c + 1] > best || std::isnan(r1[c + 1])) best = r1[c + 1];
+      int64_t index = i0 + c;
+      if (r0[c + 1] > best || std::isnan(r0[c + 1])) best = r0[c + 1], index = i0 + c + 1;
+      if (r1[c] > best || std::isnan(r1[c])) best = r1[c], index = i1 + c;
+      if (r1[c + 1] > best || std::isnan(r1[c + 1])) best = r1[c + 1], index = i1 + c + 1;
       out[o] = best;
+      if (out_index) out_index[o] = index;
     }
   }
 }
@@ -102,9 +128,10 @@ bool max_pool2d_forward_2x2(const T* xp, T* yp, int64_t* ap, const Pool2dGeometr
     return false;
 #if NN_POOL_X86
   if constexpr (std::is_same_v<T, float>) {
-    if (ap == nullptr && has_avx2()) {
+    if (has_avx2() && g.h * g.w < (int64_t{1} << 31)) {
       for_each_plane(g.n * g.c, g.oh * g.ow * 4, [&](int64_t plane) {
-        max_pool_2x2_values_avx2(xp + plane * g.h * g.w, yp + plane * g.oh * g.ow, g.w, g.oh, g.ow);
+        max_pool_2x2_avx2(xp + plane * g.h * g.w, yp + plane * g.oh * g.ow, ap ? ap + plane * g.oh * g.ow : nullptr,
+                          g.w, g.oh, g.ow);
       });
       return true;
     }
