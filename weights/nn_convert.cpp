@@ -158,7 +158,7 @@ int export_onnx(const std::string& in, const std::string& out, int64_t input_siz
     options.temperature = std::stod(temperature->second);
     options.output_name = "logit";
   } else {
-    options.output_name = "logits";
+    options.output_name = models[0]->has_top() ? "logits" : "features";  // without the top: the last max pool's
   }
   const nn::Tensor example = nn::zeros({1, models[0]->options().in_channels, input_size, input_size});
   nn::onnx::export_ensemble(members, example, out, options);

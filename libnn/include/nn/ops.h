@@ -92,7 +92,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // keep it, instead of at every call (ncnn does so at load). The transform of a weight is kept
 // while its storage lives and its version counter has not moved: nn's in-place writes
 // (load_state_dict, copy_, the optimizers) bump it, a write through a raw data pointer does not.
-// Costs 4-8x the weights' memory; off frees every transform.
+// Costs about 8x the weights' memory (the transform and its packed copy); off frees every transform.
 void set_conv_weight_cache(bool on);
 bool conv_weight_cache();
 
