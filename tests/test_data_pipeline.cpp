@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "error_text.h"
+
 namespace fs = std::filesystem;
 using nn::data::AugmentOptions;
 using nn::data::AugmentParams;
@@ -86,18 +88,6 @@ void write_png(const fs::path& path, int value, int64_t size = 12) {
   Image im = make_image(size, size, 1, static_cast<float>(value) / 255.0f);
   px(im, 0, 0) = 1.0f;  // not flat, so augmentation does something
   nn::data::save_png(path.string(), im);
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const nn::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no nn::Error thrown";
-  return "";
 }
 
 // (C, H, W) float32 tensor of an image.

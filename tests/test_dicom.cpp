@@ -30,6 +30,7 @@
 
 #include <sys/wait.h>
 
+#include "error_text.h"
 #include "scratch_dir.h"
 
 namespace {
@@ -38,16 +39,6 @@ using nn::data::Image;
 using Bytes = std::vector<uint8_t>;
 using json = nlohmann::json;
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const nn::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 Bytes read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -62,7 +53,7 @@ Image decode_bytes(const Bytes& b, const std::string& source, const nn::data::Im
 bool dicom_built_in() {
   Bytes b(128, 0);
   b.insert(b.end(), {'D', 'I', 'C', 'M'});
-  return !contains(error_of([&] { decode_bytes(b, "probe"); }), "built without GDCM");
+  return !contains(error_if_any([&] { decode_bytes(b, "probe"); }), "built without GDCM");
 }
 
 // ---- the cases (stored values, and what make_dicom.py writes them as) ----
@@ -239,7 +230,7 @@ Image load(const std::string& name, const nn::data::ImageLimits& limits = {}) {
 }
 
 std::string refusal(const std::string& name, const nn::data::ImageLimits& limits = {}) {
-  const std::string message = error_of([&] { load(name, limits); });
+  const std::string message = error_if_any([&] { load(name, limits); });
   EXPECT_FALSE(message.empty()) << name << " was decoded";
   EXPECT_TRUE(contains(message, "cannot decode image '" + DicomFiles::get().path(name) + "': ")) << message;
   return message;
@@ -452,7 +443,7 @@ TEST(DicomRefuse, UnsupportedTransferSyntaxAndFilesWithoutPreamble) {
   EXPECT_TRUE(contains(refusal("mpeg2"), "DICOM transfer syntax '1.2.840.10008.1.2.4.100' is not supported"));
   const Bytes file = DicomFiles::get().bytes("small");
   const Bytes bare(file.begin() + 132, file.end());  // the file meta information and data set only
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(bare, "bare"); }),
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(bare, "bare"); }),
                        "cannot decode image 'bare': a DICOM data set without the 128-byte preamble"));
 }
 
@@ -479,7 +470,7 @@ TEST(DicomRefuse, TruncatedAtEveryLength) {
     for (size_t n = 0; n < file.size(); ++n) {
       // A deflated data set's padding byte (PS3.5 A.5) is the only byte a file can lose.
       const Bytes cut(file.begin(), file.begin() + n);
-      const std::string message = error_of([&] { decode_bytes(cut, "cut"); });
+      const std::string message = error_if_any([&] { decode_bytes(cut, "cut"); });
       if (message.empty() && file.size() - n == 1 && file.back() == 0) continue;
       EXPECT_TRUE(contains(message, "cannot decode image 'cut': ")) << name << " cut at " << n << ": " << message;
     }
@@ -521,36 +512,36 @@ TEST(DicomRefuse, CorruptCodestreamsAreRefused) {
   ASSERT_LT(siz, j2k.size());
   Bytes colour = j2k;
   colour[siz + 41] = 3;
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(colour, "j2k"); }), "the JPEG 2000 data has 3 components"));
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(colour, "j2k"); }), "the JPEG 2000 data has 3 components"));
   // JPEG 2000 whose image size is not the header's (GDCM 3.0.21 would write past its buffer).
   Bytes bigger = j2k;
   bigger[siz + 8 + 3] += 1;  // Xsiz
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(bigger, "j2k"); }), "is not the header's 41x37"));
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(bigger, "j2k"); }), "is not the header's 41x37"));
   // JPEG 2000 without its COD segment: GDCM's decoder (OpenJPEG) fails.
   Bytes no_cod = j2k;
   const size_t cod = size_t(find(no_cod, {0xff, 0x52}));
   ASSERT_LT(cod, no_cod.size());
   no_cod[cod + 1] = 0x64;  // a comment (COM) marker instead
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(no_cod, "j2k"); }), "GDCM's JPEG 2000 (Lossless Only) decoder failed"));
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(no_cod, "j2k"); }), "GDCM's JPEG 2000 (Lossless Only) decoder failed"));
   // JPEG whose frame is wider than the header says.
   Bytes jpeg = DicomFiles::get().bytes("ts16_jpeg-lossless");
   const size_t sof = size_t(find(jpeg, {0xff, 0xc3}));
   ASSERT_LT(sof, jpeg.size());
   jpeg[sof + 8] += 1;  // the width's low byte
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(jpeg, "jpeg"); }), "the JPEG frame is 42x37, the header says 41x37"));
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(jpeg, "jpeg"); }), "the JPEG frame is 42x37, the header says 41x37"));
   // RLE header with 3 segments for 16-bit samples.
   Bytes rle = DicomFiles::get().bytes("ts16_rle");
   const size_t header = size_t(find(rle, {0x02, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00}));
   ASSERT_LT(header, rle.size());
   rle[header] = 3;
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(rle, "rle"); }), "3 RLE segments for 16-bit samples"));
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(rle, "rle"); }), "3 RLE segments for 16-bit samples"));
 }
 
 TEST(DicomRefuse, WithoutGdcmDicomIsRefusedByName) {
   if (dicom_built_in()) GTEST_SKIP() << "nn was built with GDCM";
   Bytes b(128, 0);
   b.insert(b.end(), {'D', 'I', 'C', 'M'});
-  EXPECT_TRUE(contains(error_of([&] { decode_bytes(b, "x.dcm"); }),
+  EXPECT_TRUE(contains(error_if_any([&] { decode_bytes(b, "x.dcm"); }),
                        "cannot decode image 'x.dcm': DICOM images are not supported by this build of nn"));
 }
 
@@ -560,7 +551,7 @@ TEST(DicomRefuse, WithoutGdcmDicomIsRefusedByName) {
 TEST(DicomPrivacy, PatientDataNeverReachesAMessageOrTheOutput) {
   REQUIRE_DICOM("doe_explicit");
   std::vector<std::string> messages;
-  auto attempt = [&](const Bytes& b) { messages.push_back(error_of([&] { decode_bytes(b, "case.dcm"); })); };
+  auto attempt = [&](const Bytes& b) { messages.push_back(error_if_any([&] { decode_bytes(b, "case.dcm"); })); };
   auto replace = [](Bytes b, const std::string& from, const std::string& to) {
     auto at = std::search(b.begin(), b.end(), from.begin(), from.end());
     if (at != b.end()) std::copy(to.begin(), to.end(), at);

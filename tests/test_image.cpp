@@ -40,6 +40,8 @@
 #endif
 #pragma GCC diagnostic pop
 
+#include "error_text.h"
+
 namespace {
 
 using nn::data::Image;
@@ -241,19 +243,6 @@ Image decode(const Bytes& b, const nn::data::ImageLimits& limits = {}) {
   return nn::data::decode_image(b.data(), b.size(), "test image", limits);
 }
 
-// The message of the nn::Error that `f` throws ("" and a failure when it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const nn::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no nn::Error thrown";
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 class TempDir {
  public:

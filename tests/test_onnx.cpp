@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "error_text.h"
 #include "scratch_dir.h"
 
 namespace {
@@ -40,14 +41,6 @@ double relative_error(const nn::Tensor& a, const nn::Tensor& b) {
   return scale > 0 ? diff / scale : diff;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const nn::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // Running statistics away from 0 / 1 so that BatchNorm's eval mode is exercised.
 void randomize_batch_norms(nn::Module& m, uint64_t seed) {
