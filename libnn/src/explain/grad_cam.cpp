@@ -155,28 +155,37 @@ std::vector<GradCam> grad_cam_batch(Module& model, const Tensor& inputs, const s
   return out;
 }
 
-void jet_color(double v, float rgb[3]) {
-  // matplotlib's _jet_data: (x, value) breakpoints per channel, linear in between.
-  struct Pt {
-    double x, y;
-  };
-  static const std::vector<Pt> kR{{0, 0}, {0.35, 0}, {0.66, 1}, {0.89, 1}, {1, 0.5}};
-  static const std::vector<Pt> kG{{0, 0}, {0.125, 0}, {0.375, 1}, {0.64, 1}, {0.91, 0}, {1, 0}};
-  static const std::vector<Pt> kB{{0, 0.5}, {0.11, 1}, {0.34, 1}, {0.65, 0}, {1, 0}};
+namespace {
+
+// matplotlib's _jet_data: (x, value) breakpoints per channel, linear in between.
+struct JetPoint {
+  double x, y;
+};
+constexpr JetPoint kJetR[] = {{0, 0}, {0.35, 0}, {0.66, 1}, {0.89, 1}, {1, 0.5}};
+constexpr JetPoint kJetG[] = {{0, 0}, {0.125, 0}, {0.375, 1}, {0.64, 1}, {0.91, 0}, {1, 0}};
+constexpr JetPoint kJetB[] = {{0, 0.5}, {0.11, 1}, {0.34, 1}, {0.65, 0}, {1, 0}};
+
+template <size_t N>
+inline float jet_channel(double v, const JetPoint (&pts)[N]) {
+  for (size_t i = 1; i < N; ++i)
+    if (v <= pts[i].x) {
+      const double t = (v - pts[i - 1].x) / (pts[i].x - pts[i - 1].x);
+      return static_cast<float>(pts[i - 1].y + t * (pts[i].y - pts[i - 1].y));
+    }
+  return static_cast<float>(pts[N - 1].y);
+}
+
+inline void jet_color_inline(double v, float rgb[3]) {
   if (!(v >= 0)) v = 0;  // NaN too
   if (v > 1) v = 1;
-  auto eval = [v](const std::vector<Pt>& pts) {
-    for (size_t i = 1; i < pts.size(); ++i)
-      if (v <= pts[i].x) {
-        const double t = (v - pts[i - 1].x) / (pts[i].x - pts[i - 1].x);
-        return static_cast<float>(pts[i - 1].y + t * (pts[i].y - pts[i - 1].y));
-      }
-    return static_cast<float>(pts.back().y);
-  };
-  rgb[0] = eval(kR);
-  rgb[1] = eval(kG);
-  rgb[2] = eval(kB);
+  rgb[0] = jet_channel(v, kJetR);
+  rgb[1] = jet_channel(v, kJetG);
+  rgb[2] = jet_channel(v, kJetB);
 }
+
+}  // namespace
+
+void jet_color(double v, float rgb[3]) { jet_color_inline(v, rgb); }
 
 data::Image colorize_blend(const Tensor& heatmap, const data::Image& image, double alpha) {
   NN_CHECK(heatmap.defined() && heatmap.dim() == 2 && heatmap.numel() > 0,
@@ -194,7 +203,7 @@ data::Image colorize_blend(const Tensor& heatmap, const data::Image& image, doub
   const int64_t n = out.height * out.width;
   for (int64_t i = 0; i < n; ++i) {
     float rgb[3];
-    jet_color(heat.pixels[static_cast<size_t>(i)], rgb);
+    jet_color_inline(heat.pixels[static_cast<size_t>(i)], rgb);
     for (int ch = 0; ch < 3; ++ch) {
       float& p = out.pixels[static_cast<size_t>(i * 3 + ch)];
       p = std::clamp((1.0f - a) * p + a * rgb[ch], 0.0f, 1.0f);
