@@ -27,8 +27,9 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from vgg16_vs_pytorch import best_seconds  # the same warm-up / best-of-runs rule
 
 PEERS = ["numpy<2", "onnxruntime==1.32.0", "openvino==2026.4.1", "ncnn==1.0.20261020", "pnnx==20261020"]
 TOLERANCE = 1e-4
@@ -82,17 +83,6 @@ def write_safetensors(path, tensors):
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
-def best_seconds(run, warmup, runs):
-    for _ in range(warmup):
-        run()
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main():

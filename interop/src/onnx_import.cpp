@@ -476,28 +476,20 @@ ImportedModel Reader::read() {
     const std::vector<int64_t>& s = in.shape;
 
     // The ensemble head: Div / Mul by a positive scalar, then Sigmoid.
-    if ((op == "Div" || op == "Mul") && in.kind != Value::kChain) {
-      check(in.kind == Value::kMean && n.input_size() == 2 && n.output_size() == 1,
-            describe(n) + ": only the averaged output can be scaled");
+    // The averaged output, or a single chain's end (then the first output), scaled by a constant.
+    const bool scales_mean = in.kind != Value::kChain;
+    const bool scales_chain = in.kind == Value::kChain && out.members.size() == 1 && n.input_size() == 2 &&
+                              constants_.count(n.input(1));
+    if ((op == "Div" || op == "Mul") && (scales_mean || scales_chain)) {
+      if (scales_mean)
+        check(in.kind == Value::kMean && n.input_size() == 2 && n.output_size() == 1,
+              describe(n) + ": only the averaged output can be scaled");
       const Tensor& c = constant(n, 1, "divisor");
       check(c.numel() == 1, describe(n) + ": the constant must be a scalar");
       const double v = c.item<double>();
       check(std::isfinite(v) && v > 0, describe(n) + ": the constant must be positive");
       out.temperature = op == "Div" ? v : 1.0 / v;
-      values[n.output(0)] = Value{Value::kScaled, -1, s};
-      head_stage = 2;
-      continue;
-    }
-    if ((op == "Div" || op == "Mul") && in.kind == Value::kChain && out.members.size() == 1 &&
-        n.input_size() == 2 && constants_.count(n.input(1))) {
-      // A single chain's output scaled: the chain's end is the first output.
-      const Tensor& c = constant(n, 1, "divisor");
-      check(c.numel() == 1, describe(n) + ": the constant must be a scalar");
-      const double v = c.item<double>();
-      check(std::isfinite(v) && v > 0, describe(n) + ": the constant must be positive");
-      out.temperature = op == "Div" ? v : 1.0 / v;
-      mean_output = {n.input(0)};
-      in.consumed = true;
+      if (!scales_mean) mean_output = {n.input(0)};
       values[n.output(0)] = Value{Value::kScaled, -1, s};
       head_stage = 2;
       continue;
