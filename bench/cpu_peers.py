@@ -14,8 +14,10 @@ re-runs itself there.
 Steps: random torchvision VGG16 weights (seed 0) -> .pth -> `nn-convert torchvision` -> safetensors
 -> `nn-convert onnx-export` -> ONNX -> pnnx -> ncnn. One input batch (seed 1); each engine's
 features must match nn's (`vgg16-bench --features`) within 1e-4 relative (max |a - b| / max |b|).
-Then per batch size, each engine: --warmup untimed runs, --runs timed runs, the best; nn is
-`vgg16-bench --batch B --threads T --weights` (its weight transforms made at load, as ncnn's).
+Then per batch size, each engine in a process of its own (loaded side by side in one process, the
+engines' spinning worker threads slow each other down): its output checked first, then --warmup
+untimed runs, --runs timed runs, the best; nn is `vgg16-bench --batch B --threads T --weights` (its
+weight transforms made at load, as ncnn's).
 Prints one JSON object: seconds per image per engine and batch, and nn's speed ratio against each
 (their seconds / ours: > 1 means nn is faster).
 """
@@ -44,6 +46,9 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--peer", help=argparse.SUPPRESS)  # internal: time one engine in this process
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -85,8 +90,81 @@ def write_safetensors(path, tensors):
     Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
+def time_peer(args):
+    """--peer: one engine in this process alone: its features of the first --batch images of
+    DIR/input.safetensors checked against nn's (DIR/features.safetensors), then timed. Prints JSON."""
+    import numpy as np
+    d, b, s = Path(args.dir), args.batch, args.image_size
+    xb = np.ascontiguousarray(read_safetensors(d / "input.safetensors")["input"][:b])
+    reference = read_safetensors(d / "features.safetensors")["features"][:b].astype(np.float64)
+    name = args.peer
+    if name == "ncnn":
+        import ncnn
+        net = ncnn.Net()
+        net.opt.num_threads = args.threads
+        net.opt.use_winograd_convolution = True
+        for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
+            setattr(net.opt, flag, False)
+        net.load_param(str(d / "vgg16.ncnn.param"))
+        net.load_model(str(d / "vgg16.ncnn.bin"))
+        in_name, out_name = net.input_names()[0], net.output_names()[0]
+
+        def run():
+            outs = []
+            for image in xb:  # one image per call
+                ex = net.create_extractor()
+                ex.input(in_name, ncnn.Mat(np.ascontiguousarray(image)))
+                _, y = ex.extract(out_name)
+                outs.append(np.array(y))
+            return np.stack(outs)
+    elif name == "onnxruntime":
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(str(d / "vgg16.onnx"), options, providers=["CPUExecutionProvider"])
+
+        def run():
+            return session.run(None, {"input": xb})[0]
+    elif name == "openvino":
+        import openvino as ov
+        model = ov.Core().read_model(str(d / "vgg16.onnx"))
+        model.reshape([b, 3, s, s])
+        compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_NUM_THREADS": args.threads,
+                                                          "INFERENCE_PRECISION_HINT": "f32"})
+
+        def run():
+            return compiled([xb])[0]
+    elif name in ("pytorch", "pytorch_channels_last"):
+        import torch
+        import torchvision
+        torch.set_num_threads(args.threads)
+        net = torchvision.models.vgg16().features.eval()
+        state = torch.load(d / "vgg16.pth")
+        net.load_state_dict({k[len("features."):]: v for k, v in state.items()})
+        t = torch.from_numpy(xb)
+        if name == "pytorch_channels_last":
+            t = t.contiguous(memory_format=torch.channels_last)
+            net = net.to(memory_format=torch.channels_last)
+
+        def run():
+            with torch.no_grad():
+                return net(t).contiguous().numpy()
+    else:
+        raise SystemExit(f"cpu_peers.py: unknown peer {name}")
+    y = np.asarray(run(), dtype=np.float64)
+    error = float(np.abs(y - reference).max() / np.abs(reference).max())
+    seconds = best_seconds(run, args.warmup, args.runs) if error <= TOLERANCE else float("nan")
+    print(json.dumps({"peer": name, "batch": b, "max_relative_error": error, "seconds": seconds}))
+
+
 def main():
     args = parse_args()
+    if args.peer:
+        time_peer(args)
+        return
     ensure_venv(args.build)
     import numpy as np
     import ncnn
@@ -123,86 +201,36 @@ def main():
         write_safetensors(d / "input.safetensors", {"input": x})
         subprocess.run([bin_dir / "vgg16-bench", "--weights", d / "vgg16.safetensors", "--image-size", str(s),
                         "--features", d / "input.safetensors", d / "features.safetensors"], check=True)
-        reference = read_safetensors(d / "features.safetensors")["features"]
 
-        # The peers, each as run(batch) -> features.
-        session = ort.SessionOptions()
-        session.intra_op_num_threads = args.threads
-        session.inter_op_num_threads = 1
-        session.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        ort_session = ort.InferenceSession(str(d / "vgg16.onnx"), session, providers=["CPUExecutionProvider"])
-        core = ov.Core()
-        compiled = {}
-
-        def openvino(xb):
-            n = xb.shape[0]
-            if n not in compiled:
-                model = core.read_model(str(d / "vgg16.onnx"))
-                model.reshape([n, 3, s, s])
-                compiled[n] = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                                "INFERENCE_NUM_THREADS": args.threads,
-                                                                "INFERENCE_PRECISION_HINT": "f32"})
-            return compiled[n]([xb])[0]
-
-        ncnn_net = ncnn.Net()
-        ncnn_net.opt.num_threads = args.threads
-        ncnn_net.opt.use_winograd_convolution = True
-        for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
-            setattr(ncnn_net.opt, flag, False)
-        ncnn_net.load_param(str(d / "vgg16.ncnn.param"))
-        ncnn_net.load_model(str(d / "vgg16.ncnn.bin"))
-        in_name, out_name = ncnn_net.input_names()[0], ncnn_net.output_names()[0]
-
-        def ncnn_run(xb):
-            outs = []
-            for image in xb:  # one image per call
-                ex = ncnn_net.create_extractor()
-                ex.input(in_name, ncnn.Mat(np.ascontiguousarray(image)))
-                _, y = ex.extract(out_name)
-                outs.append(np.array(y))
-            return np.stack(outs)
-
-        def torch_run(xb, channels_last):
-            t = torch.from_numpy(xb)
-            m = net
-            if channels_last:
-                t = t.contiguous(memory_format=torch.channels_last)
-                m = net.to(memory_format=torch.channels_last)
-            with torch.no_grad():
-                return m(t).contiguous().numpy()
-
-        peers = {
-            "ncnn": ncnn_run,
-            "onnxruntime": lambda xb: ort_session.run(None, {"input": xb})[0],
-            "openvino": openvino,
-            "pytorch": lambda xb: torch_run(xb, False),
-            "pytorch_channels_last": lambda xb: torch_run(xb, True),
-        }
+        # Every peer runs in a process of its own (this script again, with --peer): engines loaded
+        # side by side in one process disturb each other's timings (onnxruntime's and OpenMP's worker
+        # threads spin after a run, OpenVINO keeps a TBB pool), while nn runs alone in vgg16-bench.
         failures = []
-        for name, run in peers.items():
-            y = np.asarray(run(x), dtype=np.float64)
-            error = float(np.abs(y - reference).max() / np.abs(reference).max())
-            result["max_relative_error"][name] = error
-            if error > TOLERANCE:
-                failures.append(f"{name}: relative error {error:.3g} > {TOLERANCE}")
-        if failures:
-            result["failures"] = failures
-            print(json.dumps(result, indent=1))
-            sys.exit(1)
-
         for b in args.batches:
-            xb = np.ascontiguousarray(x[:b])
             row = {}
             nn_json = subprocess.run([bin_dir / "vgg16-bench", "--weights", d / "vgg16.safetensors", "--batch", str(b),
                                       "--image-size", str(s), "--threads", str(args.threads), "--warmup",
                                       str(args.warmup), "--runs", str(args.runs), "--json"],
                                      check=True, capture_output=True, text=True).stdout
             row["nn"] = json.loads(nn_json)["seconds_per_image"]
-            for name, run in peers.items():
-                row[name] = best_seconds(lambda: run(xb), args.warmup, args.runs) / b
+            for name in ("ncnn", "onnxruntime", "openvino", "pytorch", "pytorch_channels_last"):
+                out = subprocess.run([sys.executable, __file__, "--peer", name, "--dir", str(d), "--batch", str(b),
+                                      "--threads", str(args.threads), "--image-size", str(s), "--warmup",
+                                      str(args.warmup), "--runs", str(args.runs)],
+                                     check=True, capture_output=True, text=True).stdout
+                peer = json.loads(out)
+                error = peer["max_relative_error"]
+                result["max_relative_error"][name] = max(error, result["max_relative_error"].get(name, 0.0))
+                if error > TOLERANCE:
+                    failures.append(f"{name} at batch {b}: relative error {error:.3g} > {TOLERANCE}")
+                row[name] = peer["seconds"] / b
             row["pytorch"] = min(row.pop("pytorch"), row.pop("pytorch_channels_last"))
             result["seconds_per_image"][f"batch {b}"] = row
             result["nn_speedup"][f"batch {b}"] = {k: v / row["nn"] for k, v in row.items() if k != "nn"}
+        if failures:
+            result["failures"] = failures
+            print(json.dumps(result, indent=1))
+            sys.exit(1)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
