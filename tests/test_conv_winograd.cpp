@@ -363,6 +363,10 @@ TEST(WinogradConv, ApplicableDecisions) {
   EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 16, 16, 4, 4, 1)));
   // Big weights (36*C*O floats > 4 MiB) need enough outputs to amortise their transform.
   EXPECT_FALSE(cpu::winograd_applicable(geometry(1, 512, 512, 14, 14, 1)));
+  // ... unless the transform is cached (inference with nn::set_conv_weight_cache): nothing to amortise.
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 512, 512, 14, 14, 1), true));
+  EXPECT_TRUE(cpu::winograd_applicable(geometry(8, 256, 256, 4, 4, 1), true));
+  EXPECT_FALSE(cpu::winograd_applicable(geometry(8, 512, 512, 2, 2, 1), true));  // the tiles rule still holds
   EXPECT_TRUE(cpu::winograd_applicable(geometry(2, 512, 512, 14, 14, 1)));
   EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 512, 512, 28, 28, 1)));
   EXPECT_TRUE(cpu::winograd_applicable(geometry(1, 128, 128, 14, 14, 1)));
@@ -430,6 +434,26 @@ TEST(WinogradWeightCache, SameBitsAsTransformingEveryCallOnBothPaths) {
     EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), expected));  // reuses
   }
   set_num_threads(threads);
+}
+
+TEST(WinogradWeightCache, BigWeightsAtBatchOneTakeWinogradOnlyWhenCached) {
+  // 256 -> 256 channels at 14x14, one image: a 9.4 MB transform for 196 outputs. Transformed on
+  // every call it does not pay (im2col + GEMM); cached, it does. Both within 1e-4 of float64.
+  Generator gen(93);
+  const Tensor x = randn({1, 256, 14, 14}, gen), w = mul(randn({256, 256, 3, 3}, gen), 1.0 / 48.0),
+               b = randn({256}, gen);
+  const Conv2dGeometry g = Conv2dGeometry::from(x.shape(), w.shape(), {1, 1}, {1, 1});
+  ASSERT_FALSE(cpu::winograd_applicable(g));
+  ASSERT_TRUE(cpu::winograd_applicable(g, true));
+  const std::vector<float> bv = b.to_vector<float>();
+  const std::vector<double> ref = ref_forward(x.to_vector<float>(), w.to_vector<float>(), bv.data(), true, g);
+  const Tensor direct = conv_pad1(x, w, b);
+  EXPECT_LE(relative_error(direct.to_vector<float>(), ref), 1e-5);
+  WeightCacheOn cache;
+  const Tensor winograd = conv_pad1(x, w, b);
+  EXPECT_LE(relative_error(winograd.to_vector<float>(), ref), 1e-4);
+  EXPECT_FALSE(bitwise_equal(winograd, direct));  // another algorithm ran
+  EXPECT_TRUE(bitwise_equal(conv_pad1(x, w, b), winograd));  // and the cached transform is reused
 }
 
 TEST(WinogradWeightCache, FollowsWritesToTheWeight) {

@@ -471,9 +471,10 @@ WeightCache& weight_cache() {
 // VGG16's layers. With the weight cache on, the forward pass transforms each weight once.
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
                     bool relu) {
-  if (x.dtype() == DType::f32 && winograd_applicable(g)) {
+  const bool cache = weight_cache_on.load(std::memory_order_relaxed);
+  if (x.dtype() == DType::f32 && winograd_applicable(g, cache)) {
     std::shared_ptr<WinogradForwardWeights> transformed;
-    if (weight_cache_on.load(std::memory_order_relaxed)) transformed = weight_cache().get(w, g.o, g.c);
+    if (cache) transformed = weight_cache().get(w, g.o, g.c);
     winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
                             y.data<float>(), g, transformed.get());
     return;

@@ -915,7 +915,7 @@ Problem make_problem(const float* in, float* out, const float* bias, bool relu, 
 
 }  // namespace
 
-bool winograd_applicable(const Conv2dGeometry& g) {
+bool winograd_applicable(const Conv2dGeometry& g, bool weights_transformed) {
   if (g.kh != 3 || g.kw != 3 || g.stride_h != 1 || g.stride_w != 1) return false;
   if (g.pad_h < 0 || g.pad_h > 2 || g.pad_w < 0 || g.pad_w > 2) return false;
   if (g.c < kWinogradMinChannels || g.o < kWinogradMinChannels) return false;
@@ -926,9 +926,9 @@ bool winograd_applicable(const Conv2dGeometry& g) {
   if (9 * g.oh * g.ow < 2 * 36 * tiles) return false;
   // Transforming the weights costs about as much as 20-40 tiles' products once U (36 * C * O
   // floats) no longer fits in cache: with big weights, few outputs do not amortise it (bench/README.md,
-  // "Winograd on the CPU").
+  // "Winograd on the CPU"), unless the transform is cached.
   const bool big_weights = kPoints * g.c * g.o * 4 > (int64_t{4} << 20);
-  return !big_weights || g.n * g.oh * g.ow >= kWinogradMinOutputsBigWeights;
+  return weights_transformed || !big_weights || g.n * g.oh * g.ow >= kWinogradMinOutputsBigWeights;
 }
 
 bool winograd_backward_weight_applicable(const Conv2dGeometry& g) { return winograd_applicable(g); }

@@ -19,10 +19,13 @@ namespace nn::cpu {
 // padding 0..2 on each side, at least kWinogradMinChannels input and output channels, an output
 // whose 4x4 tiles are mostly inside it (>= 2x fewer multiplies than direct: 7x7 and 3x3 yes, 5x5
 // and 2x2 no), and, when the transformed weights exceed 4 MiB (C*O > ~29000, e.g. 256x128), at
-// least kWinogradMinOutputsBigWeights output positions over the batch to amortise transforming them.
+// least kWinogradMinOutputsBigWeights output positions over the batch to amortise transforming them,
+// unless `weights_transformed` (the forward pass with the inference weight cache on: the transform
+// is made once and kept, so nothing is left to amortise; VGG16's 14x14 layers at batch 1 then take
+// Winograd, streaming the cached 38 MB transform instead of 4x the multiplies of im2col + GEMM).
 // The backward-input pass of such a convolution qualifies as well (the same test applies: it is a
 // 3x3 stride-1 convolution of dy with padding 2 - pad, with C and O swapped).
-bool winograd_applicable(const Conv2dGeometry& g);
+bool winograd_applicable(const Conv2dGeometry& g, bool weights_transformed = false);
 
 // Whether the Winograd backward-weight pass applies and pays off: the same rule as
 // winograd_applicable (against the im2col + GEMM pass it wins on the shapes that rule accepts and
