@@ -2,7 +2,7 @@
 """VGG16's feature extractor on the CPU: nn against the engines a user would pick instead, in one
 run, on the same weights and inputs, every output checked against ours before anything is timed.
 
-    python3 bench/cpu_peers.py --build build [--threads 2] [--batches 1 8] [--runs 5] [--json OUT]
+    python3 bench/cpu_peers.py --build build [--threads 2] [--batches 1 8] [--runs 5] [--rounds 3] [--json OUT]
 
 Peers (test-only, never a run-time dependency of nn): ncnn (model converted by pnnx from the ONNX
 file nn exports, f32 weights, Winograd on, fp16/bf16 off; it runs images one by one, so batch 8 is 8
@@ -17,7 +17,8 @@ features must match nn's (`vgg16-bench --features`) within 1e-4 relative (max |a
 Then per batch size, each engine in a process of its own (loaded side by side in one process, the
 engines' spinning worker threads slow each other down): its output checked first, then --warmup
 untimed runs, --runs timed runs, the best; nn is `vgg16-bench --batch B --threads T --weights` (its
-weight transforms made at load, as ncnn's).
+weight transforms made at load, as ncnn's). All that --rounds times, the engines interleaved; per
+engine the best of its rounds.
 Prints one JSON object: seconds per image per engine and batch, and nn's speed ratio against each
 (their seconds / ours: > 1 means nn is faster).
 """
@@ -45,6 +46,7 @@ def parse_args():
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all engines; the best per engine")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--peer", help=argparse.SUPPRESS)  # internal: time one engine in this process
     p.add_argument("--dir", help=argparse.SUPPRESS)
@@ -206,27 +208,43 @@ def main():
         # side by side in one process disturb each other's timings (onnxruntime's and OpenMP's worker
         # threads spin after a run, OpenVINO keeps a TBB pool), while nn runs alone in vgg16-bench.
         failures = []
+        # --rounds rounds, the engines one after the other in each; per engine the best of all its
+        # rounds (the VM's speed drifts over minutes: interleaving keeps a slow minute from landing
+        # on one engine only). Every round's numbers are kept in the output.
+        engines = ("nn", "ncnn", "onnxruntime", "openvino", "pytorch", "pytorch_channels_last")
+        result["rounds"] = []
+        for r in range(args.rounds):
+            this_round = {}
+            for b in args.batches:
+                row = {}
+                for name in engines:
+                    if name == "nn":
+                        out = subprocess.run([bin_dir / "vgg16-bench", "--weights", d / "vgg16.safetensors", "--batch",
+                                              str(b), "--image-size", str(s), "--threads", str(args.threads),
+                                              "--warmup", str(args.warmup), "--runs", str(args.runs), "--json"],
+                                             check=True, capture_output=True, text=True).stdout
+                        row[name] = json.loads(out)["seconds_per_image"]
+                        continue
+                    out = subprocess.run([sys.executable, __file__, "--peer", name, "--dir", str(d), "--batch", str(b),
+                                          "--threads", str(args.threads), "--image-size", str(s), "--warmup",
+                                          str(args.warmup), "--runs", str(args.runs)],
+                                         check=True, capture_output=True, text=True).stdout
+                    peer = json.loads(out)
+                    error = peer["max_relative_error"]
+                    result["max_relative_error"][name] = max(error, result["max_relative_error"].get(name, 0.0))
+                    if error > TOLERANCE:
+                        failures.append(f"{name} at batch {b}: relative error {error:.3g} > {TOLERANCE}")
+                    row[name] = peer["seconds"] / b
+                this_round[f"batch {b}"] = row
+            result["rounds"].append(this_round)
+            if failures:
+                break
         for b in args.batches:
-            row = {}
-            nn_json = subprocess.run([bin_dir / "vgg16-bench", "--weights", d / "vgg16.safetensors", "--batch", str(b),
-                                      "--image-size", str(s), "--threads", str(args.threads), "--warmup",
-                                      str(args.warmup), "--runs", str(args.runs), "--json"],
-                                     check=True, capture_output=True, text=True).stdout
-            row["nn"] = json.loads(nn_json)["seconds_per_image"]
-            for name in ("ncnn", "onnxruntime", "openvino", "pytorch", "pytorch_channels_last"):
-                out = subprocess.run([sys.executable, __file__, "--peer", name, "--dir", str(d), "--batch", str(b),
-                                      "--threads", str(args.threads), "--image-size", str(s), "--warmup",
-                                      str(args.warmup), "--runs", str(args.runs)],
-                                     check=True, capture_output=True, text=True).stdout
-                peer = json.loads(out)
-                error = peer["max_relative_error"]
-                result["max_relative_error"][name] = max(error, result["max_relative_error"].get(name, 0.0))
-                if error > TOLERANCE:
-                    failures.append(f"{name} at batch {b}: relative error {error:.3g} > {TOLERANCE}")
-                row[name] = peer["seconds"] / b
+            key = f"batch {b}"
+            row = {name: min(rr[key][name] for rr in result["rounds"]) for name in engines}
             row["pytorch"] = min(row.pop("pytorch"), row.pop("pytorch_channels_last"))
-            result["seconds_per_image"][f"batch {b}"] = row
-            result["nn_speedup"][f"batch {b}"] = {k: v / row["nn"] for k, v in row.items() if k != "nn"}
+            result["seconds_per_image"][key] = row
+            result["nn_speedup"][key] = {k: v / row["nn"] for k, v in row.items() if k != "nn"}
         if failures:
             result["failures"] = failures
             print(json.dumps(result, indent=1))
