@@ -207,36 +207,33 @@ def main():
         # Every peer runs in a process of its own (this script again, with --peer): engines loaded
         # side by side in one process disturb each other's timings (onnxruntime's and OpenMP's worker
         # threads spin after a run, OpenVINO keeps a TBB pool), while nn runs alone in vgg16-bench.
-        failures = []
         # --rounds rounds, the engines one after the other in each; per engine the best of all its
         # rounds (the VM's speed drifts over minutes: interleaving keeps a slow minute from landing
         # on one engine only). Every round's numbers are kept in the output.
+        failures = []
         engines = ("nn", "ncnn", "onnxruntime", "openvino", "pytorch", "pytorch_channels_last")
+
+        def seconds_per_image(name, b):
+            """One engine's best time at batch b in a fresh process; a peer's output is checked first."""
+            if name == "nn":
+                command = [bin_dir / "vgg16-bench", "--weights", d / "vgg16.safetensors", "--batch", str(b), "--json"]
+            else:
+                command = [sys.executable, __file__, "--peer", name, "--dir", str(d), "--batch", str(b)]
+            command += ["--image-size", str(s), "--threads", str(args.threads), "--warmup", str(args.warmup),
+                        "--runs", str(args.runs)]
+            out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            if name == "nn":
+                return out["seconds_per_image"]
+            error = out["max_relative_error"]
+            result["max_relative_error"][name] = max(error, result["max_relative_error"].get(name, 0.0))
+            if error > TOLERANCE:
+                failures.append(f"{name} at batch {b}: relative error {error:.3g} > {TOLERANCE}")
+            return out["seconds"] / b
+
         result["rounds"] = []
-        for r in range(args.rounds):
-            this_round = {}
-            for b in args.batches:
-                row = {}
-                for name in engines:
-                    if name == "nn":
-                        out = subprocess.run([bin_dir / "vgg16-bench", "--weights", d / "vgg16.safetensors", "--batch",
-                                              str(b), "--image-size", str(s), "--threads", str(args.threads),
-                                              "--warmup", str(args.warmup), "--runs", str(args.runs), "--json"],
-                                             check=True, capture_output=True, text=True).stdout
-                        row[name] = json.loads(out)["seconds_per_image"]
-                        continue
-                    out = subprocess.run([sys.executable, __file__, "--peer", name, "--dir", str(d), "--batch", str(b),
-                                          "--threads", str(args.threads), "--image-size", str(s), "--warmup",
-                                          str(args.warmup), "--runs", str(args.runs)],
-                                         check=True, capture_output=True, text=True).stdout
-                    peer = json.loads(out)
-                    error = peer["max_relative_error"]
-                    result["max_relative_error"][name] = max(error, result["max_relative_error"].get(name, 0.0))
-                    if error > TOLERANCE:
-                        failures.append(f"{name} at batch {b}: relative error {error:.3g} > {TOLERANCE}")
-                    row[name] = peer["seconds"] / b
-                this_round[f"batch {b}"] = row
-            result["rounds"].append(this_round)
+        for _ in range(args.rounds):
+            result["rounds"].append({f"batch {b}": {name: seconds_per_image(name, b) for name in engines}
+                                     for b in args.batches})
             if failures:
                 break
         for b in args.batches:
