@@ -1,6 +1,9 @@
 // CPU benchmark (Google Benchmark) of the ops VGG16 spends its time in, through the public API:
 //   BM_Conv2dForward/layer:L/batch:N          conv2d on VGG16's conv layer L (224x224 input), no
 //                                             autograd: 2*N*O*OH*OW*C*KH*KW FLOPs
+//   BM_Conv2dInference/layer:L/batch:N        conv2d + fused ReLU with the inference weight cache on
+//                                             (nn::set_conv_weight_cache): what vgg16-bench's
+//                                             forward runs per layer; same FLOPs
 //   BM_Conv2dForwardBackward/layer:L/batch:N  conv2d with every input requiring grad, then
 //                                             backward (dx, dw, db): 3x the forward FLOPs
 //   BM_Matmul/n:S                             (S,S) x (S,S) through nn::matmul: 2*S^3 FLOPs
@@ -81,6 +84,22 @@ void BM_Conv2dForward(benchmark::State& state) {
   set_gflops(state, conv_flops(l, batch));
 }
 
+void BM_Conv2dInference(benchmark::State& state) {
+  const ConvLayer& l = kVgg16Convs.at(static_cast<size_t>(state.range(0)));
+  const int64_t batch = state.range(1);
+  ConvInputs in = make_conv_inputs(l, batch, false);
+  nn::Conv2dOptions options = vgg_conv_options();
+  options.relu = true;
+  const bool was_cached = nn::conv_weight_cache();
+  nn::set_conv_weight_cache(true);
+  for (auto _ : state) {
+    nn::Tensor y = nn::conv2d(in.x, in.w, in.b, options);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  nn::set_conv_weight_cache(was_cached);
+  set_gflops(state, conv_flops(l, batch));
+}
+
 void BM_Conv2dForwardBackward(benchmark::State& state) {
   const ConvLayer& l = kVgg16Convs.at(static_cast<size_t>(state.range(0)));
   const int64_t batch = state.range(1);
@@ -129,6 +148,7 @@ void conv_args(benchmark::internal::Benchmark* bm) {
 }
 
 BENCHMARK(BM_Conv2dForward)->Apply(conv_args)->UseRealTime()->MinTime(kMinTime)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv2dInference)->Apply(conv_args)->UseRealTime()->MinTime(kMinTime)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv2dForwardBackward)
     ->Apply(conv_args)
     ->UseRealTime()

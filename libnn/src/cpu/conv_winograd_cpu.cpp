@@ -641,18 +641,15 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
 
   // Tiles per block (see kBlockTiles); with too few tiles for every thread to get a block of at
   // least kMinBlockTiles, one block split over channels.
-  const int64_t target = kBlockTiles;
   const bool split_channels = threads > 1 && P.tiles < threads * kMinBlockTiles;
-  int64_t block, blocks, ochunks;
-  if (split_channels) {
-    block = P.tiles, blocks = 1, ochunks = std::min(threads, ceil_div(O, kLanes));
-  } else {
-    // A multiple of `threads` blocks of even size.
-    blocks = round_up(ceil_div(P.tiles, target), threads);
-    block = round_up(ceil_div(P.tiles, blocks), kLanes);
-    blocks = ceil_div(P.tiles, block);
-    ochunks = 1;
-  }
+  // Many tiles: the tiles' GEMM panels (kGemmColumns each, the last one maybe partial) split evenly
+  // over the threads in contiguous runs (parallel_for's chunks), each run cut into blocks of at
+  // most kBlockTiles, evenly. Whole panels per block: only the very last block's
+  // last panel computes scratch columns, and no thread has more than one panel more than another.
+  const int64_t panels = ceil_div(P.tiles, kGemmColumns);
+  const int64_t block_panels = kBlockTiles / kGemmColumns;
+  const int64_t block = split_channels ? P.tiles : std::min(P.tiles, kBlockTiles);
+  const int64_t ochunks = split_channels ? std::min(threads, ceil_div(O, kLanes)) : 1;
   // Rows of V and M: the block's tiles, rounded up to whole GEMM panels (16 columns: the tail
   // columns are computed on scratch values and never stored), and a group of 8 lanes beyond (the
   // transforms' last group of a run may spill over).
@@ -672,7 +669,7 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
          [&](int64_t c0, int64_t c1) { K.weight_cols(w, O, C, backward, U, c0, c1); });
   }
   auto chunk_begin = [&](int64_t k) { return k == ochunks ? O : std::min(O, round_up(O * k / ochunks, kLanes)); };
-  const bool pack = !split_channels && ceil_div(blocks, threads) >= 2;
+  const bool pack = !split_channels && ceil_div(ceil_div(panels, threads), block_panels) >= 2;
   auto pack_points = [&](std::vector<PackedA>& packs) {
     packs.resize(kPoints);
     pfor(0, kPoints, 1, [&](int64_t p0, int64_t p1) {
@@ -708,13 +705,15 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
   }
 
   if (!split_channels) {
-    pfor(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    pfor(0, panels, 1, [&](int64_t q0, int64_t q1) {
       Workspace& ws = workspace();
       const int64_t pv = point_stride(C, ld), pm = point_stride(O, ld);
       float* V = grow(ws.v, kPoints * pv);
       float* M = grow(ws.m, kPoints * pm);
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t t0 = b * block, t1 = std::min(P.tiles, t0 + block);
+      const int64_t blocks = ceil_div(q1 - q0, block_panels);
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t t0 = (q0 + (q1 - q0) * b / blocks) * kGemmColumns;
+        const int64_t t1 = std::min(P.tiles, (q0 + (q1 - q0) * (b + 1) / blocks) * kGemmColumns);
         transform_input(P, t0, t1, 0, C, V, ld, pv);
         point_products(weights_of(0, O), gemm_columns(t1 - t0), V, pv, M, pm, ld);
         transform_output(P, t0, t1, 0, O, M, 0, ld, pm);
