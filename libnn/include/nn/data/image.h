@@ -138,9 +138,10 @@ Tensor eval_transform(const Image& image, Preprocessing p, int64_t input_size = 
 // dtype, any device) with values in [0, 1] -> Image. Values are copied as they are (not clamped).
 Image image_from_tensor(const Tensor& chw);
 // 8-bit PNG of the image (values rounded to the nearest of v/255 and clamped to [0, 1]; NaN -> 0)
-// with zlib's deflate at `compression_level` 0..9: 1 for speed (each row Sub-filtered, as a server
-// answering requests wants), 6 (zlib's default) and up for small files (each row's filter chosen
-// by the PNG specification's heuristic). save_png writes the file (not atomically) and throws
+// at `compression_level` 0..9: 1 for speed (each row Up-filtered and compressed by nn's own
+// run-length + Huffman deflate, as a server answering requests wants), 0 and 2..9 through zlib's
+// deflate at that level, 6 (zlib's default) and up for small files (each row's filter chosen by the
+// PNG specification's heuristic). save_png writes the file (not atomically) and throws
 // nn::Error naming the path on failure.
 void save_png(const std::string& path, const Image& image, int compression_level = 6);
 std::vector<uint8_t> encode_png(const Image& image, int compression_level = 6);
