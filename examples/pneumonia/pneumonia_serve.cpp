@@ -4,11 +4,12 @@
 //                   [--device cpu|cuda] [--max-body-mib 16] [--queue 64] [--read-timeout-s 10] ...
 //
 // Threads: --threads request workers (default: 2 x --max-batch, at least one per hardware thread) decode the uploads and
-// encode the heatmaps, one core each; the model runs on one batching thread with --compute-threads
-// threads (default: every hardware thread), which gives every request queued at that moment - up
-// to --max-batch - one forward and one Grad-CAM backward pass (common/explain_batcher.h).
-// Loads the model once (shared read-only by all worker threads: inference and Grad-CAM never
-// write to it) and serves
+// encode the heatmaps, one core each; the model runs on --batchers batching threads (default: 2 on
+// a CPU with two or more hardware threads, else 1), each with its own copy of the model, which give
+// every request queued at that moment - up to --max-batch per batch - one forward and one Grad-CAM
+// backward pass (common/explain_batcher.h). A lone request runs on all --compute-threads (default:
+// every hardware thread); under load each batch runs on its share of them, side by side.
+// Loads the model once per batching thread (read only from then on) and serves
 //   GET  /             the page (examples/pneumonia/web/index.html, embedded at build time)
 //   GET  /api/health   {"status":"ok","model":...,"classes":[...],"input_size":N,"threshold":T,"device":...,
 //                       "members":K,"ood_gate":...,"model_card":true|false}
@@ -91,6 +92,7 @@ struct App {
   nn::Device device = nn::Device::cpu();
   std::string device_name, model_name;
   nn::data::ImageLimits limits;
+  std::vector<std::unique_ptr<pneumonia::PneumoniaModel>> copies;  // one per extra batching thread
   std::unique_ptr<pneumonia::ExplainBatcher> batcher;
   std::string card;  // the model card's Markdown ("" when there is none)
 
@@ -198,6 +200,7 @@ int main(int argc, char** argv) {
   web::ServerOptions options;
   int port = 8080, threads = 0, compute_threads = 0, max_requests = 100;
   int64_t max_batch = 16;
+  int batchers = 0;
   double max_body_mib = 16, read_timeout_s = 10, write_timeout_s = 30;
   int64_t max_pixels = 16'000'000, max_side = 10'000;
   size_t queue = 64, max_connections = 512;
@@ -210,6 +213,9 @@ int main(int argc, char** argv) {
   cli.add_option("--compute-threads", compute_threads, "nn compute threads of the batching thread (default: the hardware threads)")
       ->check(CLI::Range(0, 256));
   cli.add_option("--max-batch", max_batch, "most requests in one forward/backward pass")->check(CLI::Range(1, 1024));
+  cli.add_option("--batchers", batchers,
+                 "batching threads, each with its own copy of the model (default: 2 on a CPU with 2+ hardware threads, else 1)")
+      ->check(CLI::Range(0, 64));
   cli.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cli.add_option("--max-body-mib", max_body_mib, "largest request body in MiB")->check(CLI::Range(0.001, 1024.0));
   cli.add_option("--queue", queue, "requests waiting for a worker before 503")->check(CLI::Range(1, 100000));
@@ -259,7 +265,17 @@ int main(int argc, char** argv) {
     app.device_name = device;
     app.device = device == "cuda" ? nn::Device::cuda() : nn::Device::cpu();
     app.loaded.to(app.device);
-    app.batcher = std::make_unique<pneumonia::ExplainBatcher>(app.loaded, max_batch);
+    // Two batching threads on the CPU: measured 2026-12-07 (docs/web_app.md), 32 clients, 119-142
+    // requests/s against 95-104 with one.
+    if (batchers <= 0) batchers = device == "cpu" && hw >= 2 ? 2 : 1;
+    std::vector<pneumonia::PneumoniaModel*> copies = {&app.loaded};
+    for (int b = 1; b < batchers; ++b) {
+      app.copies.push_back(std::make_unique<pneumonia::PneumoniaModel>(pneumonia::load_model(model_path)));
+      app.copies.back()->fold_batch_norms();
+      app.copies.back()->to(app.device);
+      copies.push_back(app.copies.back().get());
+    }
+    app.batcher = std::make_unique<pneumonia::ExplainBatcher>(copies, max_batch, compute_threads);
     app.limits.max_pixels = max_pixels;
     app.limits.max_side = max_side;
     NN_CHECK(app.loaded.spec.classes.size() == 2, "the model has ", app.loaded.spec.classes.size(), " classes, expected 2");
@@ -283,8 +299,8 @@ int main(int argc, char** argv) {
       return app.handle(r);
     });
     server.listen();
-    std::printf("model %s, %d workers, batches of up to %lld on %d compute threads, device %s, queue %zu, body limit %.0f MiB\n",
-                app.model_name.c_str(), threads, static_cast<long long>(max_batch), compute_threads, device.c_str(), queue,
+    std::printf("model %s, %d workers, %d batching thread%s, batches of up to %lld on %d compute threads, device %s, queue %zu, body limit %.0f MiB\n",
+                app.model_name.c_str(), threads, batchers, batchers == 1 ? "" : "s", static_cast<long long>(max_batch), compute_threads, device.c_str(), queue,
                 max_body_mib);
     std::printf("listening on http://%s:%u\n", options.host.c_str(), static_cast<unsigned>(server.port()));
     std::fflush(stdout);

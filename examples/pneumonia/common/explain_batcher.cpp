@@ -3,15 +3,26 @@
 
 #include <nn/error.h>
 #include <nn/ops.h>
+#include <nn/parallel.h>
 
+#include <algorithm>
 #include <exception>
 #include <vector>
 
 namespace pneumonia {
 
-ExplainBatcher::ExplainBatcher(PneumoniaModel& model, int64_t max_batch)
-    : model_(model), max_batch_(max_batch), thread_([this] { run(); }) {
+ExplainBatcher::ExplainBatcher(PneumoniaModel& model, int64_t max_batch) : ExplainBatcher({&model}, max_batch, 0) {}
+
+ExplainBatcher::ExplainBatcher(const std::vector<PneumoniaModel*>& models, int64_t max_batch, int compute_threads)
+    : models_(models),
+      max_batch_(max_batch),
+      compute_threads_(compute_threads),
+      share_(std::max(1, (compute_threads > 0 ? compute_threads : nn::get_num_threads()) / static_cast<int>(std::max<size_t>(1, models.size())))) {
   NN_CHECK(max_batch >= 1, "ExplainBatcher: max_batch must be positive, got ", max_batch);
+  NN_CHECK(!models.empty(), "ExplainBatcher: no model");
+  NN_CHECK(compute_threads >= 0, "ExplainBatcher: compute_threads must be >= 0, got ", compute_threads);
+  for (PneumoniaModel* m : models) NN_CHECK(m != nullptr, "ExplainBatcher: a null model");
+  for (PneumoniaModel* m : models_) threads_.emplace_back([this, m] { run(*m); });
 }
 
 ExplainBatcher::~ExplainBatcher() {
@@ -20,7 +31,7 @@ ExplainBatcher::~ExplainBatcher() {
     stopping_ = true;
   }
   wake_.notify_all();
-  thread_.join();
+  for (std::thread& t : threads_) t.join();
 }
 
 Explained ExplainBatcher::explain(const nn::Tensor& input) {
@@ -47,9 +58,11 @@ int64_t ExplainBatcher::batches() const {
   return batches_;
 }
 
-void ExplainBatcher::run() {
+void ExplainBatcher::run(PneumoniaModel& model) {
+  const int k = static_cast<int>(models_.size());
   while (true) {
     std::vector<Item*> batch;
+    bool alone = false;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -58,19 +71,28 @@ void ExplainBatcher::run() {
         batch.push_back(queue_.front());
         queue_.pop_front();
       }
+      alone = busy_ == 0 && batch.size() == 1 && queue_.empty();
+      ++busy_;
     }
+    // A lone request gets every compute thread; with other batching threads about, a share.
+    nn::set_this_thread_num_threads(k == 1 || alone ? compute_threads_ : share_);
     try {
       std::vector<nn::Tensor> inputs;
       for (Item* item : batch) inputs.push_back(item->input);
       std::vector<Assessment> assessed;
-      std::vector<nn::explain::GradCam> cams = model_.explain_batch(nn::concat(inputs, 0), &assessed);
+      std::vector<nn::explain::GradCam> cams = model.explain_batch(nn::concat(inputs, 0), &assessed);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         images_ += static_cast<int64_t>(batch.size());
         ++batches_;
+        --busy_;
       }
       for (size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value({std::move(cams[i]), std::move(assessed[i])});
     } catch (...) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --busy_;
+      }
       for (Item* item : batch) item->done.set_exception(std::current_exception());
     }
   }

@@ -1,12 +1,19 @@
 // Request batching for pneumonia-serve: requests that arrive together share one forward and one
 // Grad-CAM backward pass per ensemble member.
 //
-// Worker threads (one per request) call explain(input), which queues the input and waits. One
-// batching thread takes everything queued - up to max_batch inputs, without waiting for more -
-// runs PneumoniaModel::explain_batch on all of it with every compute thread, and hands each worker
-// its own result (an image's logits depend on that image only: eval mode). While a batch runs, the
-// next one gathers, so under load the batches grow and the per-image cost falls; a lone request
-// waits for nothing. The model is only read.
+// Worker threads (one per request) call explain(input), which queues the input and waits. Each of
+// the batching threads (one per copy of the model) takes everything queued - up to max_batch
+// inputs, without waiting for more - runs PneumoniaModel::explain_batch on it, and hands each
+// worker its own result (an image's logits depend on that image only: eval mode). While a batch
+// runs, the next one gathers, so under load the batches grow and the per-image cost falls; a lone
+// request waits for nothing.
+//
+// THREADS. With one model, a batch runs on every compute thread. With K copies (the server's
+// --batchers; a copy per thread, since explain_batch installs forward hooks on the model it runs),
+// a batch of one image while no other batching thread is busy - a lone request - still gets every
+// compute thread, and any other batch gets compute_threads / K of them: the batching threads then
+// run side by side without OpenMP barriers between them, each on its own core, and the workers'
+// decoding and encoding fill the gaps (docs/web_app.md, "Measured"). The models are only read.
 #pragma once
 
 #include <nn/explain.h>
@@ -18,6 +25,7 @@
 #include <future>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "pneumonia_model.h"
 
@@ -33,7 +41,10 @@ struct Explained {
 class ExplainBatcher {
  public:
   ExplainBatcher(PneumoniaModel& model, int64_t max_batch);
-  ~ExplainBatcher();  // finishes the batch in flight, fails what is still queued, joins the thread
+  // One batching thread per model (copies of one model); compute_threads as in THREADS above
+  // (0: nn's global setting).
+  ExplainBatcher(const std::vector<PneumoniaModel*>& models, int64_t max_batch, int compute_threads);
+  ~ExplainBatcher();  // finishes the batches in flight, fails what is still queued, joins the threads
   ExplainBatcher(const ExplainBatcher&) = delete;
   ExplainBatcher& operator=(const ExplainBatcher&) = delete;
 
@@ -51,16 +62,19 @@ class ExplainBatcher {
     nn::Tensor input;
     std::promise<Explained> done;
   };
-  void run();
+  void run(PneumoniaModel& model);
 
-  PneumoniaModel& model_;
+  const std::vector<PneumoniaModel*> models_;
   const int64_t max_batch_;
+  const int compute_threads_;
+  const int share_;  // a batch's threads while other batching threads may run
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Item*> queue_;
   bool stopping_ = false;
+  int busy_ = 0;  // batching threads running a batch
   int64_t images_ = 0, batches_ = 0;
-  std::thread thread_;  // last: it uses everything above
+  std::vector<std::thread> threads_;  // last: they use everything above
 };
 
 }  // namespace pneumonia
