@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/gemm_cpu.h"
+#include "nn/error.h"
 #include "nn/parallel.h"
 
 namespace nn::cpu {
@@ -55,6 +56,13 @@ void check(const Problem& p, const Epilogue& e, int mode, uint32_t seed) {
   if (mode == 0) sgemm(p.m, p.n, p.k, av, bv, c.data(), ldc, epi);
   if (mode == 1) sgemm_parallel(p.m, p.n, p.k, av, bv, c.data(), ldc, epi);
   if (mode == 2) sgemm_packed(PackedA(p.m, p.k, av), p.n, bv, c.data(), ldc, epi);
+  if (mode == 3) {  // B read in place: rows padded to whole 16-column panels plus 3, the padding random
+    const int64_t ldb = (p.n + 15) / 16 * 16 + 3;
+    std::vector<float> padded = random_vector(p.k * ldb, rng);
+    for (int64_t q = 0; q < p.k; ++q)
+      for (int64_t j = 0; j < p.n; ++j) padded[static_cast<size_t>(q * ldb + j)] = bv.at(q, j);
+    sgemm_packed_b_in_place(PackedA(p.m, p.k, av), p.n, padded.data(), ldb, c.data(), ldc, epi);
+  }
   double worst = 0;
   for (int64_t i = 0; i < p.m; ++i) {
     for (int64_t j = 0; j < p.n; ++j) {
@@ -128,6 +136,20 @@ TEST(CpuGemm, PackedAMatchesPlain) {
   e.relu = true;
   check({70, 100, 600, false, false}, e, 2, 41);
   check({5, 33, 17, true, false}, Epilogue{}, 2, 42);
+}
+
+TEST(CpuGemm, PackedAWithBInPlaceMatchesPlain) {
+  // Partial panels (n not a multiple of 16), several KC slices and MC blocks, the epilogue.
+  Epilogue e;
+  e.row_bias = true;
+  e.relu = true;
+  check({70, 100, 600, false, false}, e, 3, 61);
+  check({5, 33, 17, true, false}, Epilogue{}, 3, 62);
+  check({130, 49, 512, false, false}, Epilogue{}, 3, 63);  // Winograd's 28x28 layer at batch 1
+  check({6, 1, 1, false, false}, Epilogue{}, 3, 64);
+  // Rows too short for whole panels are refused.
+  std::vector<float> a(6 * 4, 1.0f), b(4 * 17, 1.0f), c(6 * 17);
+  EXPECT_THROW(sgemm_packed_b_in_place(PackedA(6, 4, MatrixRef{a.data(), 4, 1}), 17, b.data(), 17, c.data(), 17), nn::Error);
 }
 
 TEST(CpuGemm, ParallelSplitsRowsOrColumns) {

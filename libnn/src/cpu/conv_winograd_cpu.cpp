@@ -14,17 +14,22 @@
 // differs (it reads w[o][c][2-i][2-j] as the filter from channel o to channel c).
 //
 // LAYOUT AND BLOCKING. Flatten the tiles of the batch, t = (n * tiles_h + th) * tiles_w + tw, and cut
-// them into blocks of T consecutive tiles (kBlockTiles = 64). Per block, on one thread, in its
-// thread_local workspaces (they only grow: nothing is allocated per call once warm):
-//   1. input transform into V[36][C][ld]: ld = T rounded up to the GEMM's 16-column panels, plus 8
-//      (the tail columns are scratch, computed on but never stored); the point stride is padded to
+// them into blocks of at most T consecutive tiles (kBlockTiles = 64), whole GEMM panels of 16 tiles
+// each but the batch's last, split evenly over the threads (THREADS). Per block, on one thread, in
+// its thread_local workspaces (they only grow: nothing is allocated per call once warm; 64-byte
+// aligned):
+//   1. input transform into V[36][C][ld]: ld = T rounded up to the GEMM's 16-column panels, plus 16
+//      (the tail columns are scratch, computed on but never stored; a multiple of 16, so that every
+//      row's panels start on a cache line); the point stride is padded to
 //      an odd number of cache lines, else the 36 points of a tile alias in one or two L1 sets. A
 //      block is a few runs of tiles along tile rows; per (run, channel) the six input rows are
 //      combined vertically (B^T, along whole rows: contiguous SIMD), then 8 tiles at a time are
 //      transposed into SIMD lanes (lane = tile; an 8x4 and an 8x2 in-register transpose per row)
 //      and combined horizontally (B); each point's 8 values go out as one 32-byte store (no scatter).
 //      The next channel's rows are prefetched meanwhile.
-//   2. 36 GEMMs M[p] (O x T) = U[p] * V[p] into M[36][O][ld] (serial sgemm on this thread).
+//   2. 36 GEMMs M[p] (O x T) = U[p] * V[p] into M[36][O][ld] (serial sgemm on this thread). With
+//      U packed (PackedA), the GEMM reads V's rows in place (sgemm_packed_b_in_place) instead of
+//      copying them into panels: V is already row-major and hot in cache.
 //   3. output transform: 8 tiles at a time in SIMD lanes, 36 vector loads, A^T . A, + bias[o], ReLU,
 //      a 4x8 transpose back to four 32-float rows of y, stored straight into y where the 8 tiles are
 //      inside the output, through a staging tile at the edges.
@@ -37,8 +42,8 @@
 // with __builtin_cpu_supports) and portable ones (plain loops over 8 lanes).
 //
 // THREADS. With enough tiles (>= threads * kMinBlockTiles) the threads take contiguous runs of
-// blocks (a multiple of the thread count, of even size), each with its own workspace, and never
-// synchronise until the end. With fewer tiles (small images at small batch) all tiles form one
+// the tiles' 16-tile GEMM panels, as even as whole panels allow, cut into blocks of at most
+// kBlockTiles; each thread has its own workspace, and they never synchronise until the end. With fewer tiles (small images at small batch) all tiles form one
 // block: the threads split its input transform over channels into one shared V, then split O for
 // the GEMMs and the output transform. The weight transform is split over input channels. Inside a
 // parallel region, with one thread, or under 2^23 GEMM FLOPs, everything runs on the calling thread.
@@ -159,8 +164,9 @@ Workspace& workspace() {
   return ws;
 }
 float* grow(std::vector<float>& buf, int64_t n) {
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-  return buf.data();
+  if (static_cast<int64_t>(buf.size()) < n + 16) buf.resize(static_cast<size_t>(n + 16));
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  return buf.data() + ((64 - p % 64) % 64) / sizeof(float);  // 64-byte aligned (p is 4-aligned)
 }
 
 // ---- the 1-D transforms (conv_winograd_transforms.h, shared with the CUDA path) ----
@@ -593,7 +599,7 @@ void point_products(const PointWeights& pw, int64_t n, const float* V, int64_t p
   for (int p = 0; p < kPoints; ++p) {
     const MatrixRef v{V + p * pv, ld, 1};
     if (pw.packs) {
-      sgemm_packed(pw.packs[p], n, v, M + p * pm, ld);
+      sgemm_packed_b_in_place(pw.packs[p], n, V + p * pv, ld, M + p * pm, ld);
     } else {
       const MatrixRef u{pw.u + p * pw.o_total * pw.c + pw.o0, 1, pw.o_total};
       sgemm(pw.o1 - pw.o0, n, pw.c, u, v, M + p * pm, ld);
@@ -651,9 +657,9 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
   const int64_t block = split_channels ? P.tiles : std::min(P.tiles, kBlockTiles);
   const int64_t ochunks = split_channels ? std::min(threads, ceil_div(O, kLanes)) : 1;
   // Rows of V and M: the block's tiles, rounded up to whole GEMM panels (16 columns: the tail
-  // columns are computed on scratch values and never stored), and a group of 8 lanes beyond (the
-  // transforms' last group of a run may spill over).
-  const int64_t ld = round_up(block, kGemmColumns) + kLanes;
+  // columns are computed on scratch values and never stored), and one more panel (the transforms'
+  // last group of 8 lanes in a run may spill over; a multiple of 16 keeps rows cache-line aligned).
+  const int64_t ld = round_up(block, kGemmColumns) + kGemmColumns;
   auto gemm_columns = [&](int64_t n) { return std::min(round_up(n, kGemmColumns), ld); };
 
   // U[p][c][o] (this thread's workspace, or the cached transform), packed per point when reused.

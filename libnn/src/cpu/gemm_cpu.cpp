@@ -48,11 +48,12 @@ struct TileStore {
   bool first, last, relu;
 };
 
-// A 6x16 tile of AB over kc steps of packed panels a (kc x MR), b (kc x NR). With c == nullptr
-// the raw product goes to `tile` (row-major MR x NR) for the caller to store; otherwise it is
-// stored into c (row stride ldc) as `store` says.
-using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* tile, float* c, int64_t ldc,
-                             const TileStore& store);
+// A 6x16 tile of AB over kc steps of a packed panel a (kc x MR) and 16 columns of B, ldb floats
+// apart from one step to the next (NR for a packed panel, B's row stride when read in place). With
+// c == nullptr the raw product goes to `tile` (row-major MR x NR) for the caller to store;
+// otherwise it is stored into c (row stride ldc) as `store` says.
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* tile, float* c,
+                             int64_t ldc, const TileStore& store);
 
 void store_rows_portable(const float* acc, float* c, int64_t ldc, const TileStore& s) {
   for (int64_t i = 0; i < MR; ++i) {
@@ -71,10 +72,10 @@ void store_rows_portable(const float* acc, float* c, int64_t ldc, const TileStor
   }
 }
 
-void micro_kernel_portable(int64_t kc, const float* a, const float* b, float* tile, float* c, int64_t ldc,
-                           const TileStore& store) {
+void micro_kernel_portable(int64_t kc, const float* a, const float* b, int64_t ldb, float* tile, float* c,
+                           int64_t ldc, const TileStore& store) {
   float acc[MR * NR] = {};
-  for (int64_t p = 0; p < kc; ++p, a += MR, b += NR)
+  for (int64_t p = 0; p < kc; ++p, a += MR, b += ldb)
     for (int64_t i = 0; i < MR; ++i)
       for (int64_t j = 0; j < NR; ++j) acc[i * NR + j] += a[i] * b[j];
   if (c) store_rows_portable(acc, c, ldc, store);
@@ -116,8 +117,8 @@ __attribute__((target("avx2,fma"))) inline void store_row_avx2(__m256 lo, __m256
   _mm256_storeu_ps(out + 8, hi);
 }
 
-__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* a, const float* b, float* tile,
-                                                          float* c, int64_t ldc, const TileStore& store) {
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb,
+                                                          float* tile, float* c, int64_t ldc, const TileStore& store) {
   if (c)
     for (int64_t i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -144,7 +145,7 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const flo
     c50 = _mm256_fmadd_ps(ai, b0, c50);
     c51 = _mm256_fmadd_ps(ai, b1, c51);
     a += MR;
-    b += NR;
+    b += ldb;
   }
   if (c) {
     store_row_avx2(c00, c01, c, 0, store);
@@ -311,13 +312,15 @@ inline void store_tile(const float* tile, int64_t rows, int64_t cols, float* c, 
   }
 }
 
-// C[i0:i0+mc, j0:j0+nc] (+)= packed A block (mc x kc) * packed B block (kc x nc).
-void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,
-                  int64_t i0, int64_t j0, const GemmEpilogue& e, bool first, bool last) {
+// C[i0:i0+mc, j0:j0+nc] (+)= packed A block (mc x kc) * B block (kc x nc): packed into NR-wide
+// panels (ldb == 0), or B's rows in place, ldb apart.
+void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* ap, const float* bp, int64_t ldb, float* c,
+                  int64_t ldc, int64_t i0, int64_t j0, const GemmEpilogue& e, bool first, bool last) {
   const MicroKernel kernel = kernel_choice().kernel;
   alignas(64) float tile[MR * NR];
+  const int64_t step = ldb > 0 ? ldb : NR;
   for (int64_t jr = 0; jr < nc; jr += NR) {
-    const float* b_panel = bp + jr * kc;
+    const float* b_panel = ldb > 0 ? bp + jr : bp + jr * kc;
     const int64_t cols = std::min(NR, nc - jr);
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int64_t rows = std::min(MR, mc - ir);
@@ -325,9 +328,9 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* ap, const flo
       if (rows == MR && cols == NR) {
         const TileStore store{e.alpha, e.beta, e.row_bias ? e.row_bias + i0 + ir : nullptr,
                               e.col_bias ? e.col_bias + j0 + jr : nullptr, first, last, e.relu};
-        kernel(kc, ap + ir * kc, b_panel, nullptr, c_tile, ldc, store);
+        kernel(kc, ap + ir * kc, b_panel, step, nullptr, c_tile, ldc, store);
       } else {
-        kernel(kc, ap + ir * kc, b_panel, tile, nullptr, 0, TileStore{});
+        kernel(kc, ap + ir * kc, b_panel, step, tile, nullptr, 0, TileStore{});
         store_tile(tile, rows, cols, c_tile, ldc, i0 + ir, j0 + jr, e, first, last);
       }
     }
@@ -354,9 +357,11 @@ void apply_epilogue_only(int64_t m, int64_t n, float* c, int64_t ldc, const Gemm
     }
 }
 
-// The blocked loops; A comes packed (packed != nullptr) or is packed here per (KC, MC) block.
+// The blocked loops; A comes packed (packed != nullptr) or is packed here per (KC, MC) block; B is
+// packed per (NC, KC) block, or read in place (b_in_place: rows contiguous, readable to whole
+// NR-column panels).
 void gemm_blocked(int64_t m, int64_t n, int64_t k, MatrixRef a, const PackedA* packed, MatrixRef b, float* c,
-                  int64_t ldc, const GemmEpilogue& e) {
+                  int64_t ldc, const GemmEpilogue& e, bool b_in_place = false) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) return apply_epilogue_only(m, n, c, ldc, e);
   float* bp = pack_buffer_b();
@@ -370,7 +375,14 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, MatrixRef a, const PackedA* p
     const int64_t nc = std::min(nc_block, n - j0);
     for (int64_t p0 = 0; p0 < k; p0 += kc_block) {
       const int64_t kc = std::min(kc_block, k - p0);
-      pack_b(b, p0, kc, j0, nc, bp);
+      const float* b_block = bp;
+      int64_t ldb = 0;
+      if (b_in_place) {
+        b_block = b.data + p0 * b.row_stride + j0;
+        ldb = b.row_stride;
+      } else {
+        pack_b(b, p0, kc, j0, nc, bp);
+      }
       for (int64_t i0 = 0; i0 < m; i0 += MC) {
         const int64_t mc = std::min(MC, m - i0);
         const float* ap;
@@ -380,7 +392,7 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, MatrixRef a, const PackedA* p
           pack_a(a, i0, mc, p0, kc, ap_buffer);
           ap = ap_buffer;
         }
-        macro_kernel(mc, nc, kc, ap, bp, c, ldc, i0, j0, e, p0 == 0, p0 + kc >= k);
+        macro_kernel(mc, nc, kc, ap, b_block, ldb, c, ldc, i0, j0, e, p0 == 0, p0 + kc >= k);
       }
     }
   }
@@ -447,6 +459,13 @@ const float* PackedA::panel(int64_t k0, int64_t i0) const {
 
 void sgemm_packed(const PackedA& a, int64_t n, MatrixRef b, float* c, int64_t ldc, const GemmEpilogue& e) {
   gemm_blocked(a.rows(), n, a.depth(), MatrixRef{nullptr, 0, 0}, &a, b, c, ldc, e);
+}
+
+void sgemm_packed_b_in_place(const PackedA& a, int64_t n, const float* b, int64_t ldb, float* c, int64_t ldc,
+                             const GemmEpilogue& e) {
+  NN_CHECK(ldb >= (n + NR - 1) / NR * NR, "sgemm_packed_b_in_place: B's rows (", ldb, " floats apart) must hold ",
+           (n + NR - 1) / NR * NR, " readable columns");
+  gemm_blocked(a.rows(), n, a.depth(), MatrixRef{nullptr, 0, 0}, &a, MatrixRef{b, ldb, 1}, c, ldc, e, true);
 }
 
 const char* sgemm_kernel_name() { return kernel_choice().name; }

@@ -55,6 +55,12 @@ class PackedA {
 
 // C (a.rows() x n) = a * B, with the epilogue; on the calling thread.
 void sgemm_packed(const PackedA& a, int64_t n, MatrixRef b, float* c, int64_t ldc, const GemmEpilogue& epilogue = {});
+// The same with B (k x n, row-major, rows ldb floats apart) read in place instead of packed: for
+// a B that is small and hot in cache (Winograd's transformed tiles), packing would only copy it.
+// Each row must be readable to n rounded up to 16 columns (ldb at least that): the micro-kernel
+// reads whole 16-column panels and drops the extra columns' products.
+void sgemm_packed_b_in_place(const PackedA& a, int64_t n, const float* b, int64_t ldb, float* c, int64_t ldc,
+                             const GemmEpilogue& epilogue = {});
 
 // Which micro-kernel sgemm runs on this CPU: "avx2-fma-6x16" or "portable-6x16".
 const char* sgemm_kernel_name();
