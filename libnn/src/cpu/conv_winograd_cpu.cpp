@@ -594,15 +594,17 @@ struct PointWeights {
   int64_t o_total, c, o0, o1;
 };
 
-// The 36 products M[p] (o1-o0 x n) = U[p] * V[p] (c x n); row stride ld, point strides pv, pm.
+// The 36 products M[p] (o1-o0 x n) = U[p] * V[p] (c x n) for n tiles; row stride ld, point strides
+// pv, pm. With U packed the GEMM reads V in place and computes the n columns (a last panel of at
+// most 8 on its half-width kernel); else it packs V, and whole 16-column panels (its partial
+// panels are stored slowly) are cheaper: the extra columns are scratch.
 void point_products(const PointWeights& pw, int64_t n, const float* V, int64_t pv, float* M, int64_t pm, int64_t ld) {
   for (int p = 0; p < kPoints; ++p) {
-    const MatrixRef v{V + p * pv, ld, 1};
     if (pw.packs) {
       sgemm_packed_b_in_place(pw.packs[p], n, V + p * pv, ld, M + p * pm, ld);
     } else {
       const MatrixRef u{pw.u + p * pw.o_total * pw.c + pw.o0, 1, pw.o_total};
-      sgemm(pw.o1 - pw.o0, n, pw.c, u, v, M + p * pm, ld);
+      sgemm(pw.o1 - pw.o0, std::min(round_up(n, kGemmColumns), ld), pw.c, u, MatrixRef{V + p * pv, ld, 1}, M + p * pm, ld);
     }
   }
 }
@@ -660,7 +662,6 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
   // columns are computed on scratch values and never stored), and one more panel (the transforms'
   // last group of 8 lanes in a run may spill over; a multiple of 16 keeps rows cache-line aligned).
   const int64_t ld = round_up(block, kGemmColumns) + kGemmColumns;
-  auto gemm_columns = [&](int64_t n) { return std::min(round_up(n, kGemmColumns), ld); };
 
   // U[p][c][o] (this thread's workspace, or the cached transform), packed per point when reused.
   Workspace& main_ws = workspace();
@@ -721,7 +722,7 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
         const int64_t t0 = (q0 + (q1 - q0) * b / blocks) * kGemmColumns;
         const int64_t t1 = std::min(P.tiles, (q0 + (q1 - q0) * (b + 1) / blocks) * kGemmColumns);
         transform_input(P, t0, t1, 0, C, V, ld, pv);
-        point_products(weights_of(0, O), gemm_columns(t1 - t0), V, pv, M, pm, ld);
+        point_products(weights_of(0, O), t1 - t0, V, pv, M, pm, ld);
         transform_output(P, t0, t1, 0, O, M, 0, ld, pm);
       }
     });
@@ -740,7 +741,7 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
       float* M = grow(workspace().m, kPoints * pm);
       PointWeights pw = weights_of(o0, o1);
       if (chunk_packs) pw.packs = chunk_packs->data() + k * kPoints;
-      point_products(pw, gemm_columns(P.tiles), V, pv, M, pm, ld);
+      point_products(pw, P.tiles, V, pv, M, pm, ld);
       transform_output(P, 0, P.tiles, o0, o1, M, o0, ld, pm);
     }
   });

@@ -163,6 +163,32 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const flo
   _mm256_storeu_ps(tile + 64, c40), _mm256_storeu_ps(tile + 72, c41);
   _mm256_storeu_ps(tile + 80, c50), _mm256_storeu_ps(tile + 88, c51);
 }
+
+// The left half of a tile, for a last panel of at most 8 columns: half the FMAs of the 6x16
+// kernel (its six accumulators keep the FMA pipes about 3/4 busy). Always to `tile` (row-major
+// MR x NR, columns 8..15 left as they are) for the caller to store.
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2_6x8(int64_t kc, const float* a, const float* b, int64_t ldb,
+                                                              float* tile) {
+  __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a), b0, c0);
+    c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 1), b0, c1);
+    c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 2), b0, c2);
+    c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 3), b0, c3);
+    c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 4), b0, c4);
+    c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 5), b0, c5);
+    a += MR;
+    b += ldb;
+  }
+  _mm256_storeu_ps(tile + 0 * NR, c0);
+  _mm256_storeu_ps(tile + 1 * NR, c1);
+  _mm256_storeu_ps(tile + 2 * NR, c2);
+  _mm256_storeu_ps(tile + 3 * NR, c3);
+  _mm256_storeu_ps(tile + 4 * NR, c4);
+  _mm256_storeu_ps(tile + 5 * NR, c5);
+}
 #endif
 
 struct KernelChoice {
@@ -330,7 +356,14 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* ap, const flo
                               e.col_bias ? e.col_bias + j0 + jr : nullptr, first, last, e.relu};
         kernel(kc, ap + ir * kc, b_panel, step, nullptr, c_tile, ldc, store);
       } else {
-        kernel(kc, ap + ir * kc, b_panel, step, tile, nullptr, 0, TileStore{});
+#ifdef NN_GEMM_HAVE_AVX2
+        if (cols <= NR / 2 && kernel == micro_kernel_avx2) {
+          micro_kernel_avx2_6x8(kc, ap + ir * kc, b_panel, step, tile);
+        } else
+#endif
+        {
+          kernel(kc, ap + ir * kc, b_panel, step, tile, nullptr, 0, TileStore{});
+        }
         store_tile(tile, rows, cols, c_tile, ldc, i0 + ir, j0 + jr, e, first, last);
       }
     }
