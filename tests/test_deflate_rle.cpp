@@ -67,6 +67,23 @@ TEST(DeflateRle, EveryRunLengthAndEveryPositionInAWord) {
   expect_round_trip(Bytes(1 << 20, 0), "1 MiB of zeros");
 }
 
+TEST(DeflateRle, SeveralBlocks) {
+  // Inputs over one block (256 KiB of input each): random bytes, random bytes with runs, and runs
+  // across every block boundary (a block's first match refers to the last byte of the one before).
+  std::mt19937 rng(21);
+  Bytes data(700000);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+  expect_round_trip(data, "random, 3 blocks");
+  for (size_t i = 0; i < data.size(); i += 1 + rng() % 1000) {
+    const size_t run = std::min<size_t>(data.size() - i, rng() % 600);
+    std::fill(data.begin() + static_cast<std::ptrdiff_t>(i), data.begin() + static_cast<std::ptrdiff_t>(i + run), static_cast<uint8_t>(rng()));
+    i += run;
+  }
+  for (size_t edge = size_t{1} << 18; edge < data.size(); edge += size_t{1} << 18)
+    std::fill(data.begin() + static_cast<std::ptrdiff_t>(edge - 300), data.begin() + static_cast<std::ptrdiff_t>(edge + 300), uint8_t{77});
+  expect_round_trip(data, "runs, 3 blocks");
+}
+
 TEST(DeflateRle, SkewedCountsAreLimitedTo15BitCodes) {
   // Byte k occurs fib(k + 1) times, never twice in a row (no matches): an unlimited Huffman code
   // would be 25 bits deep, so the length limit (counts halved until the tree fits) must act.

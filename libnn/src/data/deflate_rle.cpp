@@ -1,9 +1,9 @@
-// deflate_rle (data/deflate_rle.h): a zlib stream with run-length matches and one dynamic Huffman
-// block.
+// deflate_rle (data/deflate_rle.h): a zlib stream with run-length matches and dynamic Huffman
+// blocks, one per kBlockBytes of input.
 //
-// Two passes over the data. The first cuts it into tokens: a byte equal to the byte before it that
-// starts a run of 3..258 such bytes becomes one match (length code, distance 1: "repeat the byte
-// before"), every other byte a literal; it counts the symbols as it goes. Huffman code lengths
+// Per block, two passes over its data. The first cuts it into tokens: a byte equal to the byte
+// before it that starts a run of 3..258 such bytes becomes one match (length code, distance 1:
+// "repeat the byte before"), every other byte a literal; it counts the symbols as it goes. Huffman code lengths
 // (at most 15 bits) are then built from the counts, and the second pass writes the block header
 // (RFC 1951 3.2.7: the code lengths, themselves run-length coded with symbols 16/17/18 and
 // Huffman coded in at most 7 bits) and each token's code, 64 bits at a time.
@@ -32,6 +32,9 @@ namespace {
 constexpr int kLitLenSymbols = 286;  // 0-255 literals, 256 end of block, 257-285 match lengths
 constexpr int kEndOfBlock = 256;
 constexpr int kMaxRun = 258, kMinRun = 3;
+// Input bytes per deflate block: each block has Huffman codes of its own (fitted to that part of
+// the data), and the token buffer stays small whatever the input's size.
+constexpr size_t kBlockBytes = size_t{1} << 18;
 
 // Match lengths 3..258: length symbol 257 + k covers kLengthBase[k] .. + 2^kLengthExtra[k] - 1.
 constexpr std::array<uint16_t, 29> kLengthBase = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
@@ -115,11 +118,26 @@ std::vector<uint16_t> canonical_codes(const std::vector<uint8_t>& lengths) {
   return codes;
 }
 
-// Bits into a preallocated buffer (with 8 bytes of slack past the end), least significant first:
-// each put stores the whole 64-bit accumulator and advances by the bytes it completed, no branch.
+// Where a stream of bits stands between blocks: the next byte of `out`, and the bits not yet
+// stored.
+struct BitState {
+  size_t pos;
+  uint64_t acc = 0;
+  int used = 0;
+};
+
+// Bits into `out`, least significant first, from a BitState on: each put stores the whole 64-bit
+// accumulator and advances by the bytes it completed, no branch. Made per block (a local whose
+// address never escapes, so its fields stay in registers while bytes are stored), after reserve()
+// has made room for the block and 8 bytes of slack.
 class BitWriter {
  public:
-  explicit BitWriter(uint8_t* out) : p_(out) {}
+  BitWriter(std::vector<uint8_t>& out, const BitState& s, uint64_t bits) : acc_(s.acc), used_(s.used) {
+    const size_t need = s.pos + static_cast<size_t>((bits + static_cast<uint64_t>(s.used) + 7) / 8) + 8;
+    if (out.size() < need) out.resize(std::max(need, out.size() + out.size() / 2));
+    base_ = out.data();
+    p_ = base_ + s.pos;
+  }
   void put(uint64_t value, int bits) {  // bits <= 56
     acc_ |= value << used_;
     used_ += bits;
@@ -128,16 +146,13 @@ class BitWriter {
     acc_ >>= used_ & ~7;  // used_ < 64: at most 7 left + 21 per token
     used_ &= 7;
   }
-  uint8_t* finish() {  // pads the last byte with zeros
-    if (used_ > 0) *p_++ = static_cast<uint8_t>(acc_);
-    used_ = 0;
-    return p_;
-  }
+  BitState state() const { return {static_cast<size_t>(p_ - base_), acc_, used_}; }
 
  private:
+  uint8_t* base_;
   uint8_t* p_;
-  uint64_t acc_ = 0;
-  int used_ = 0;
+  uint64_t acc_;
+  int used_;
 };
 
 // A token: a literal byte or end of block (symbol < 257), or a match (length symbol 257..285 and
@@ -179,15 +194,14 @@ std::vector<LengthToken> run_length_code(const std::vector<uint8_t>& seq) {
 
 int code_length_extra_bits(int symbol) { return symbol == 16 ? 2 : symbol == 17 ? 3 : symbol == 18 ? 7 : 0; }
 
-}  // namespace
-
-std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
+// One deflate block (final or not) for data[begin, end) into w; `tokens` holds end - begin + 1.
+// Matches refer back into earlier blocks (distance 1) but never run past `end`.
+void write_block(const uint8_t* data, size_t begin, size_t end, bool final, Token* tokens, std::vector<uint8_t>& out,
+                 BitState& state) {
   // Pass 1: tokens and their counts. Eight bytes at a time: d = the bytes XOR the bytes one
   // before; where d has three zero bytes in a row a run of at least 3 starts, and up to the first
   // such place every byte is a literal (the common case costs one branch per 6 bytes).
   const auto& index = length_index();
-  const std::unique_ptr<Token[]> token_buffer(new Token[n + 1]);  // at most one per byte, + end of block
-  Token* tokens = token_buffer.get();
   size_t count = 0;
   std::vector<uint32_t> counts(kLitLenSymbols, 0);
   auto literal = [&](uint8_t b) {
@@ -195,10 +209,10 @@ std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
     ++counts[b];
   };
   constexpr uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL;
-  size_t i = 0;
-  if (n > 0) literal(data[i++]);
-  while (i < n) {
-    if (i + 8 <= n) {
+  size_t i = begin;
+  if (i == 0 && end > 0) literal(data[i++]);  // the stream's first byte has nothing before it
+  while (i < end) {
+    if (i + 8 <= end) {
       uint64_t x, y;
       std::memcpy(&x, data + i, 8);
       std::memcpy(&y, data + i - 1, 8);
@@ -214,14 +228,14 @@ std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
       }
       for (int k = 0; k < first; ++k) literal(data[i + k]);
       i += first;
-    } else if (!(i + 3 <= n && data[i] == data[i - 1] && data[i + 1] == data[i - 1] && data[i + 2] == data[i - 1])) {
+    } else if (!(i + 3 <= end && data[i] == data[i - 1] && data[i + 1] == data[i - 1] && data[i + 2] == data[i - 1])) {
       literal(data[i++]);
       continue;
     }
     // A run of >= 3 bytes equal to data[i - 1] starts at i.
     const uint8_t v = data[i - 1];
-    const size_t limit = std::min<size_t>(kMaxRun, n - i);
-    size_t run = 3;
+    const size_t limit = std::min<size_t>(kMaxRun, end - i);
+    size_t run = kMinRun;
     while (run < limit && data[i + run] == v) ++run;
     const int k = index[run];
     tokens[count++] = {static_cast<uint16_t>(257 + k), static_cast<uint16_t>(run - kLengthBase[static_cast<size_t>(k)])};
@@ -231,7 +245,7 @@ std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
   tokens[count++] = {kEndOfBlock, 0};
   ++counts[kEndOfBlock];
   // Two symbols at least, so that the code is a tree (an empty input: literal 0 gets a code too).
-  if (n == 0) counts[0] = 1;
+  if (end == begin) counts[0] = 1;
 
   const std::vector<uint8_t> litlen_lengths = huffman_lengths(counts, 15);
   const std::vector<uint16_t> litlen_codes = canonical_codes(litlen_lengths);
@@ -253,7 +267,7 @@ std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
   int hclen = 19;
   while (hclen > 4 && cl_lengths[kCodeLengthOrder[static_cast<size_t>(hclen - 1)]] == 0) --hclen;
 
-  // The exact size in bits, to allocate once.
+  // The block's exact size in bits, to make room once.
   uint64_t bits = 3 + 5 + 5 + 4 + 3 * static_cast<uint64_t>(hclen);
   for (const LengthToken& t : length_tokens) bits += cl_lengths[t.symbol] + static_cast<uint64_t>(code_length_extra_bits(t.symbol));
   for (int s = 0; s < kLitLenSymbols; ++s) {
@@ -261,13 +275,10 @@ std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
     if (s >= 257) per += kLengthExtra[static_cast<size_t>(s - 257)] + 1;  // + the 1-bit distance code
     bits += per * counts[static_cast<size_t>(s)];
   }
-  std::vector<uint8_t> out(2 + static_cast<size_t>((bits + 7) / 8) + 4 + 8);
+  BitWriter w(out, state, bits);
 
-  // Pass 2: header, block, checksum.
-  out[0] = 0x78;  // deflate, 32 KiB window
-  out[1] = 0x01;  // fastest; (0x78 * 256 + 0x01) % 31 == 0
-  BitWriter w(out.data() + 2);
-  w.put(1, 1);  // the final block
+  // Pass 2: the block's header and its tokens.
+  w.put(final ? 1 : 0, 1);
   w.put(2, 2);  // dynamic Huffman codes
   w.put(static_cast<uint32_t>(hlit - 257), 5);
   w.put(static_cast<uint32_t>(hdist - 1), 5);
@@ -291,10 +302,28 @@ std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
     const Token t = tokens[k];
     w.put(code_of[t.symbol] | (static_cast<uint32_t>(t.extra) << extra_shift[t.symbol]), bits_of[t.symbol]);
   }
-  uint8_t* end = w.finish();
+  state = w.state();
+}
+
+}  // namespace
+
+std::vector<uint8_t> deflate_rle(const uint8_t* data, size_t n) {
+  std::vector<uint8_t> out(64);
+  out[0] = 0x78;  // deflate, 32 KiB window
+  out[1] = 0x01;  // fastest; (0x78 * 256 + 0x01) % 31 == 0
+  BitState state{2};
+  const std::unique_ptr<Token[]> tokens(new Token[std::min(n, kBlockBytes) + 1]);  // one per byte at most, + end of block
+  size_t begin = 0;
+  do {
+    const size_t end = std::min(n, begin + kBlockBytes);
+    write_block(data, begin, end, end == n, tokens.get(), out, state);
+    begin = end;
+  } while (begin < n);
+  size_t size = state.pos;
+  if (state.used > 0) out[size++] = static_cast<uint8_t>(state.acc);  // the last byte, padded with zeros
+  out.resize(size + 4);
   const uLong adler = adler32_z(adler32_z(0L, Z_NULL, 0), data, n);
-  for (int b = 3; b >= 0; --b) *end++ = static_cast<uint8_t>(adler >> (8 * b));
-  out.resize(static_cast<size_t>(end - out.data()));
+  for (int b = 0; b < 4; ++b) out[size + static_cast<size_t>(b)] = static_cast<uint8_t>(adler >> (8 * (3 - b)));
   return out;
 }
 

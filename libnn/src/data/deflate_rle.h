@@ -1,5 +1,6 @@
 // A fast zlib stream (RFC 1950/1951) for encode_png's level 1: run-length matches at distance 1
-// (what zlib's Z_RLE strategy looks for) coded with one dynamic Huffman block. About the size
+// (what zlib's Z_RLE strategy looks for) coded with dynamic Huffman codes, one block per 256 KiB of
+// input (memory stays bounded whatever the input's size). About the size
 // zlib's Z_RLE gives, at several times zlib's level-1 speed (measured: bench/README.md, "PNG
 // encoding for the server"). Any zlib inflater reads it.
 #pragma once
