@@ -1149,12 +1149,26 @@ def onnx_seeds():
 
 
 
+def png_encode_seeds():
+    """fuzz_png_encode: bytes for nn's deflate; from 4 bytes on also an image (see the target)."""
+    rng = random.Random(11)
+    seeds = {"empty": b"", "one": b"x", "three": b"abc"}
+    seeds["runs"] = b"".join(bytes([k % 7]) * (k % 300 + 1) for k in range(60))
+    seeds["random_4k"] = bytes(rng.randrange(256) for _ in range(4096))
+    seeds["image_gray_16x16"] = bytes([15, 15, 0]) + bytes((x * 16 + y) % 256 for y in range(16) for x in range(16))
+    wave = [int(127.5 + 120 * math.sin(i / 9.0)) for i in range(32 * 32 * 3)]
+    seeds["image_rgb_32x32"] = bytes([31, 31, 2]) + bytes(wave)
+    seeds["image_rgba_flat"] = bytes([7, 9, 3]) + bytes([200]) * 400
+    return seeds
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUT_DIR")
     targets = (("fuzz_safetensors", safetensors_seeds()), ("fuzz_image", image_seeds()),
                ("fuzz_torch_checkpoint", torch_checkpoint_seeds()), ("fuzz_keras_h5", keras_h5_seeds()),
-               ("fuzz_multipart", multipart_seeds()), ("fuzz_dicom", dicom_seeds()), ("fuzz_onnx", onnx_seeds()))
+               ("fuzz_multipart", multipart_seeds()), ("fuzz_dicom", dicom_seeds()), ("fuzz_onnx", onnx_seeds()),
+               ("fuzz_png_encode", png_encode_seeds()))
     for target, seeds in targets:
         folder = os.path.join(sys.argv[1], target)
         os.makedirs(folder, exist_ok=True)

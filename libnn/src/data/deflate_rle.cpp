@@ -21,7 +21,6 @@
 #include <array>
 #include <cstring>
 #include <memory>
-#include <queue>
 #include <utility>
 
 #include "nn/error.h"
@@ -58,37 +57,41 @@ const std::array<uint8_t, kMaxRun + 1>& length_index() {
 }
 
 // Huffman code lengths, each <= limit, for counts[0, n) (a zero count: no code, length 0). At
-// least two counts must be non-zero. Ties break by symbol, so the output is deterministic.
+// least two counts must be non-zero. The symbols sorted by count once, the tree comes from two
+// queues (Huffman's linear method: merged nodes are made in order of weight); ties take the
+// leaf first and then the lower symbol, so the output is deterministic.
 std::vector<uint8_t> huffman_lengths(std::vector<uint32_t> counts, int limit) {
   const int n = static_cast<int>(counts.size());
   std::vector<uint8_t> lengths(static_cast<size_t>(n), 0);
   for (;;) {
-    // Nodes 0..n-1 are the symbols, then the merged nodes; parent[] links them to the root.
-    std::vector<int> parent(static_cast<size_t>(2 * n), -1);
-    using Entry = std::pair<uint64_t, int>;  // (weight, node)
-    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+    std::vector<std::pair<uint32_t, int>> leaves;  // (count, symbol)
     for (int s = 0; s < n; ++s)
-      if (counts[static_cast<size_t>(s)] > 0) heap.emplace(counts[static_cast<size_t>(s)], s);
-    NN_ASSERT(heap.size() >= 2, "huffman_lengths needs two symbols");
-    int next = n;
-    while (heap.size() > 1) {
-      const Entry a = heap.top();
-      heap.pop();
-      const Entry b = heap.top();
-      heap.pop();
-      parent[static_cast<size_t>(a.second)] = parent[static_cast<size_t>(b.second)] = next;
-      heap.emplace(a.first + b.first, next++);
+      if (counts[static_cast<size_t>(s)] > 0) leaves.emplace_back(counts[static_cast<size_t>(s)], s);
+    NN_ASSERT(leaves.size() >= 2, "huffman_lengths needs two symbols");
+    std::sort(leaves.begin(), leaves.end());
+    const size_t m = leaves.size();
+    // Nodes 0..m-1: the leaves in sorted order; m..2m-2: the merged nodes, root last.
+    std::vector<uint64_t> weight(2 * m - 1);
+    std::vector<size_t> parent(2 * m - 1, 0);
+    for (size_t i = 0; i < m; ++i) weight[i] = leaves[i].first;
+    size_t next_leaf = 0, next_merged = m;
+    auto take = [&](size_t made) {  // the lighter of the two queues' fronts
+      if (next_leaf < m && (next_merged >= made || weight[next_leaf] <= weight[next_merged])) return next_leaf++;
+      return next_merged++;
+    };
+    for (size_t made = m; made < 2 * m - 1; ++made) {
+      const size_t a = take(made), b = take(made);
+      weight[made] = weight[a] + weight[b];
+      parent[a] = parent[b] = made;
     }
-    // Depths: a merged node's index is larger than its children's, so walk from the root down.
-    std::vector<int> depth(static_cast<size_t>(next), 0);
-    for (int v = next - 2; v >= 0; --v)
-      if (parent[static_cast<size_t>(v)] >= 0) depth[static_cast<size_t>(v)] = depth[static_cast<size_t>(parent[static_cast<size_t>(v)])] + 1;
+    std::vector<int> depth(2 * m - 1, 0);
     int deepest = 0;
-    for (int s = 0; s < n; ++s)
-      if (counts[static_cast<size_t>(s)] > 0) deepest = std::max(deepest, depth[static_cast<size_t>(s)]);
+    for (size_t v = 2 * m - 2; v-- > 0;) {
+      depth[v] = depth[parent[v]] + 1;
+      if (v < m) deepest = std::max(deepest, depth[v]);
+    }
     if (deepest <= limit) {
-      for (int s = 0; s < n; ++s)
-        lengths[static_cast<size_t>(s)] = counts[static_cast<size_t>(s)] > 0 ? static_cast<uint8_t>(depth[static_cast<size_t>(s)]) : 0;
+      for (size_t i = 0; i < m; ++i) lengths[static_cast<size_t>(leaves[i].second)] = static_cast<uint8_t>(depth[i]);
       return lengths;
     }
     for (uint32_t& c : counts)
