@@ -293,17 +293,14 @@ void write_block(const uint8_t* data, size_t begin, size_t end, bool final, Toke
   }
   // Per symbol: its code and length; a match's code is followed by its extra bits and then
   // distance code 0 (one bit, 0: distance 1), so its length grows by extra bits + 1.
-  std::array<uint32_t, kLitLenSymbols> code_of{};
-  std::array<uint8_t, kLitLenSymbols> bits_of{}, extra_shift{};
+  std::array<uint8_t, kLitLenSymbols> bits_of{};
   for (int s = 0; s < kLitLenSymbols; ++s) {
-    code_of[static_cast<size_t>(s)] = litlen_codes[static_cast<size_t>(s)];
     bits_of[static_cast<size_t>(s)] = litlen_lengths[static_cast<size_t>(s)];
-    extra_shift[static_cast<size_t>(s)] = litlen_lengths[static_cast<size_t>(s)];
     if (s > kEndOfBlock) bits_of[static_cast<size_t>(s)] += kLengthExtra[static_cast<size_t>(s - 257)] + 1;
   }
   for (size_t k = 0; k < count; ++k) {
     const Token t = tokens[k];
-    w.put(code_of[t.symbol] | (static_cast<uint32_t>(t.extra) << extra_shift[t.symbol]), bits_of[t.symbol]);
+    w.put(litlen_codes[t.symbol] | (static_cast<uint32_t>(t.extra) << litlen_lengths[t.symbol]), bits_of[t.symbol]);
   }
   state = w.state();
 }
