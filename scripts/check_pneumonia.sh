@@ -214,7 +214,7 @@ for f in "$root"/tests/fuzz/regressions/fuzz_image/*; do
 done
 
 # The no-flag recipe's cross-validation (--folds 3 by default): three fold models, the held-out
-# folds scored under the protocol's shifts, the ensemble written with its temperature, threshold
+# folds scored under the protocol's shifts, the ensemble written with its calibration, threshold
 # and one gate detector per member; pneumonia-predict and its model card take the ensemble.
 if [[ $kind == synthetic ]]; then
   "$bin/pneumonia-train" --data "$data" --out "$work/cv" --seed 3 --epochs 2 --image-size 64 --width-mult 0.125 \
@@ -229,12 +229,14 @@ with open(f"{run}/model.safetensors", "rb") as f:
 meta = header["__metadata__"]
 assert meta["members"] == "3" and meta["depth"] == "11" and meta["batch_norm"] == "1", meta
 assert float(meta["temperature"]) > 0 and 0 <= float(meta["threshold"]) <= 1, meta
+assert abs(float(meta["calibration_bias"])) < 50, meta  # Platt scaling's bias, fitted out of fold
 gate = json.loads(meta["ood_gate"])
 assert len([k for k in header if k.startswith("ood.member") and k.endswith(".means")]) == 3, [k for k in header if k.startswith("ood.")]
 p = json.load(open(f"{run}/protocol.json"))
 conditions = p["conditions"]
 for c in ("clean", "aspect-0.8", "aspect-1.25", "processing-swap"):
     assert c in conditions and 0 <= conditions[c]["auc"]["mean"] <= 1, (c, list(conditions))
+    assert 0 <= conditions[c]["ece_cross_fitted"] <= 1, conditions[c]
 s = json.load(open(f"{run}/summary.json"))
 assert s["config"]["folds"] == 3 and s["config"]["optimizer"] == "adamw" and s["config"]["ema_decay"] == 0.995, s["config"]
 assert ev["n"] + ev["refused"]["total"] == 80, ev

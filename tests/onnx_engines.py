@@ -1,7 +1,7 @@
 """ONNX interop checked against the real engines (run by tests/onnx_engines.sh).
 
-1. nn exports VGG16 (224, random weights) and a 3-member VGG11-BN ensemble with a temperature
-   (tests/onnx_reference.cpp; the ensemble also through `nn-convert onnx-export`); onnxruntime and
+1. nn exports VGG16 (224, random weights) and a 3-member VGG11-BN ensemble with a temperature and
+   a bias (tests/onnx_reference.cpp; the ensemble also through `nn-convert onnx-export`); onnxruntime and
    OpenVINO (f32) run every file, and each output must match what nn's modules computed within
    1e-5 relative (max |a - b| / max |b|). The ensemble's metadata must reach onnxruntime.
 2. torchvision's VGG16 and VGG11-BN, exported by torch.onnx.export (opset 13, dynamic batch), are

@@ -77,17 +77,19 @@ int make(const std::string& dir) {
     sum = sum.defined() ? nn::add(sum, y) : y;
     members.push_back(m);
   }
-  const double temperature = 1.3;
+  const double temperature = 1.3, bias = 0.7;
   const nn::Tensor logit = nn::mul(sum, 1.0 / 3);
   nn::onnx::ExportOptions options;
   options.output_name = "logit";
   options.temperature = temperature;
-  options.metadata = {{"temperature", "1.3"}, {"threshold", "0.4"}, {"preprocessing", "torchvision"}};
+  options.bias = bias;
+  options.metadata = {{"temperature", "1.3"}, {"calibration_bias", "0.7"}, {"threshold", "0.4"},
+                      {"preprocessing", "torchvision"}};
   nn::onnx::export_ensemble(export_members, x, dir + "/ensemble.onnx", options);
   nn::io::save_safetensors(dir + "/ensemble.safetensors", file, options.metadata);
   nn::io::save_safetensors(dir + "/input_128.safetensors", {{"input", x}});
   nn::io::save_safetensors(dir + "/ensemble_nn.safetensors",
-                           {{"logit", logit}, {"probability", nn::sigmoid(nn::mul(logit, 1 / temperature))}});
+                           {{"logit", logit}, {"probability", nn::sigmoid(nn::add(nn::mul(logit, 1 / temperature), bias))}});
   std::printf("wrote %s/{vgg16,ensemble}.onnx and the reference tensors\n", dir.c_str());
   return 0;
 }

@@ -542,6 +542,74 @@ TEST(Calibration, TemperatureRecoversAKnownScaleAndMinimisesTheLoss) {
   EXPECT_THROW(nn::metrics::fit_temperature({1.0, 2.0}, {1, 1}), nn::Error);  // one class
 }
 
+TEST(Calibration, PlattScalingRecoversAKnownScaleAndShift) {
+  // Labels drawn with P(y = 1) = sigmoid(z); logits handed over as 1.7 (z - 0.8), i.e. scaled and
+  // shifted as a class-weighted loss shifts them: the fit finds T near 1.7 and bias near 0.8, and
+  // its loss is the minimum of the Platt-target cross-entropy on a float64 grid (the reference).
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> normal(1.0, 2.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<double> logits;
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 20000; ++i) {
+    const double z = normal(rng);
+    labels.push_back(uniform(rng) < 1.0 / (1.0 + std::exp(-z)) ? 1 : 0);
+    logits.push_back(1.7 * (z - 0.8));
+  }
+  const nn::metrics::LogitCalibration c = nn::metrics::fit_platt_scaling(logits, labels);
+  EXPECT_NEAR(c.temperature, 1.7, 0.08);
+  EXPECT_NEAR(c.bias, 0.8, 0.06);
+  double positives = 0;
+  for (int64_t y : labels) positives += static_cast<double>(y);
+  const double negatives = static_cast<double>(labels.size()) - positives;
+  const double t_pos = (positives + 1) / (positives + 2), t_neg = 1 / (negatives + 2);
+  auto loss = [&](double temperature, double bias) {
+    double s = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const double p = 1.0 / (1.0 + std::exp(-(logits[i] / temperature + bias)));
+      const double t = labels[i] ? t_pos : t_neg;
+      s -= t * std::log(p) + (1 - t) * std::log(1 - p);
+    }
+    return s / static_cast<double>(logits.size());
+  };
+  const double fitted = loss(c.temperature, c.bias);
+  for (double dt : {-0.01, 0.0, 0.01})
+    for (double db : {-0.01, 0.0, 0.01}) EXPECT_LE(fitted, loss(c.temperature + dt, c.bias + db) + 1e-12);
+  // Temperature scaling alone cannot remove the shift: its loss is higher.
+  const double t_only = nn::metrics::fit_temperature(logits, labels);
+  EXPECT_GT(loss(t_only, 0.0), fitted + 0.01);
+  // The probability it gives.
+  EXPECT_NEAR(c.probability(0.0), 1.0 / (1.0 + std::exp(-c.bias)), 1e-15);
+  EXPECT_NEAR(c.probability(2.0), 1.0 / (1.0 + std::exp(-(2.0 / c.temperature + c.bias))), 1e-15);
+}
+
+TEST(Calibration, PlattScalingStaysFiniteOnSeparableOrBackwardData) {
+  // Separable: Platt's targets keep the fit finite (an unregularised fit would run off to T -> 0).
+  const std::vector<double> z = {-3.0, -2.0, -1.5, -0.5, 0.5, 1.0, 2.5, 4.0};
+  const std::vector<int64_t> y = {0, 0, 0, 0, 1, 1, 1, 1};
+  const nn::metrics::LogitCalibration sep = nn::metrics::fit_platt_scaling(z, y);
+  EXPECT_TRUE(std::isfinite(sep.temperature) && std::isfinite(sep.bias));
+  // At the minimum the gradient vanishes: sum (p - t) = 0 and sum (p - t) z = 0, t Platt's targets.
+  double g_bias = 0, g_scale = 0;
+  for (size_t i = 0; i < z.size(); ++i) {
+    const double r = sep.probability(z[i]) - (y[i] ? 5.0 / 6.0 : 1.0 / 6.0);
+    g_bias += r, g_scale += r * z[i];
+  }
+  EXPECT_NEAR(g_bias, 0, 1e-9);
+  EXPECT_NEAR(g_scale, 0, 1e-9);
+  // Ranked backwards: the temperature stops at its upper bound instead of turning negative.
+  const std::vector<int64_t> backwards = {1, 1, 1, 1, 0, 0, 0, 0};
+  const nn::metrics::LogitCalibration back = nn::metrics::fit_platt_scaling(z, backwards);
+  EXPECT_DOUBLE_EQ(back.temperature, 20.0);
+  // Every logit equal: the bias alone carries the base rate (3 of 4 positive, Platt's targets).
+  const nn::metrics::LogitCalibration flat = nn::metrics::fit_platt_scaling({0.0, 0.0, 0.0, 0.0}, {1, 1, 1, 0});
+  const double target = (3 * (4.0 / 5.0) + 1.0 / 3.0) / 4;
+  EXPECT_NEAR(flat.probability(0.0), target, 1e-7);
+  EXPECT_THROW(nn::metrics::fit_platt_scaling({1.0, 2.0}, {1, 1}), nn::Error);  // one class
+  EXPECT_THROW(nn::metrics::fit_platt_scaling({1.0, NAN}, {1, 0}), nn::Error);
+  EXPECT_THROW(nn::metrics::fit_platt_scaling({1.0}, {1, 0}), nn::Error);
+}
+
 TEST(Calibration, ReliabilityBinsAndExpectedCalibrationError) {
   const std::vector<double> p = {0.05, 0.05, 0.95, 0.95, 1.0};
   const std::vector<int64_t> y = {0, 1, 1, 1, 1};

@@ -198,6 +198,30 @@ TEST(Onnx, EnsembleAveragesMembersAndCarriesTemperatureMetadataAndExtraTensors) 
   EXPECT_EQ(imported.state.size(), names + 1);
 }
 
+TEST(Onnx, CalibrationBiasIsAnAddBetweenTheTemperatureAndTheSigmoid) {
+  ScratchDir dir("onnx");
+  nn::Generator gen(12);
+  auto a = every_layer(gen), b = every_layer(gen);
+  nn::onnx::ExportOptions options;
+  options.temperature = 0.8;
+  options.bias = -1.25;
+  options.output_name = "logit";
+  const nn::Tensor x = random_tensor({2, 3, 15, 13}, 13);
+  const std::string path = dir.file("calibrated.onnx");
+  nn::onnx::export_ensemble({{"member0.", a.get()}, {"member1.", b.get()}}, x, path, options);
+  const nn::onnx::ImportedModel imported = nn::onnx::import_model(path);
+  EXPECT_NEAR(imported.temperature, 0.8, 1e-6);
+  EXPECT_NEAR(imported.bias, -1.25, 1e-6);
+  const nn::Tensor mean = nn::mul(nn::add(run(*a, x), run(*b, x)), 0.5);
+  EXPECT_LT(relative_error(imported.probability(x), nn::sigmoid(nn::add(nn::mul(mean, 1 / 0.8), -1.25))), 1e-6);
+  // A bias without a temperature, or not finite, is refused.
+  options.temperature = 0;
+  EXPECT_THROW(nn::onnx::export_ensemble({{"member0.", a.get()}}, x, dir.file("bad.onnx"), options), nn::Error);
+  options.temperature = 1;
+  options.bias = NAN;
+  EXPECT_THROW(nn::onnx::export_ensemble({{"member0.", a.get()}}, x, dir.file("bad.onnx"), options), nn::Error);
+}
+
 class Custom : public nn::Module {
  public:
   nn::Tensor forward(const nn::Tensor& x) override { return x; }

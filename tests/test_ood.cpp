@@ -240,6 +240,8 @@ TEST(OodGate, RoundTripsThroughTheModelFile) {
   spec.width = 1.0 / 16;
   spec.input_size = 32;
   spec.members = 2;
+  spec.temperature = 1.4;
+  spec.calibration_bias = -0.6;
   nn::Generator gen(3);
   auto a = pneumonia::build_model(spec, gen), b = pneumonia::build_model(spec, gen);
   a->eval();
@@ -265,6 +267,8 @@ TEST(OodGate, RoundTripsThroughTheModelFile) {
   ASSERT_EQ(loaded.gate.members.size(), 2u);
   EXPECT_EQ(loaded.gate.layer, layer);
   EXPECT_DOUBLE_EQ(loaded.gate.input.min_contrast, 0.0123);
+  EXPECT_DOUBLE_EQ(loaded.spec.temperature, 1.4);
+  EXPECT_DOUBLE_EQ(loaded.spec.calibration_bias, -0.6);
   const std::vector<pneumonia::Assessment> got = loaded.assess(x);
   // The scores: the mean over the members of distance / limit, as fitted.
   std::vector<std::vector<double>> d;
@@ -288,6 +292,7 @@ TEST(OodGate, RoundTripsThroughTheModelFile) {
   loaded.explain_batch(x, &explained);
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_NEAR(got[i].logit, z[i], 1e-5);
+    EXPECT_NEAR(got[i].probability, 1.0 / (1.0 + std::exp(-(got[i].logit / 1.4 - 0.6))), 1e-12);
     EXPECT_NEAR(explained[i].ood_score, got[i].ood_score, 1e-6 * std::max(1.0, got[i].ood_score));
     EXPECT_EQ(explained[i].refused, got[i].refused);
     EXPECT_NEAR(explained[i].logit, got[i].logit, 1e-4);
@@ -296,6 +301,18 @@ TEST(OodGate, RoundTripsThroughTheModelFile) {
   pneumonia::OodGate one = gate;
   one.members.pop_back();
   EXPECT_THROW(pneumonia::save_model(path, {a.get(), b.get()}, spec, one), nn::Error);
+  // Files calibrated by a temperature alone (before the bias existed) read with bias 0; a bias
+  // that is not a finite number is refused naming it.
+  std::map<std::string, std::string> metadata = spec.to_metadata();
+  metadata.erase("calibration_bias");
+  EXPECT_DOUBLE_EQ(pneumonia::ModelSpec::from_metadata(metadata).calibration_bias, 0.0);
+  metadata["calibration_bias"] = "nan";
+  try {
+    pneumonia::ModelSpec::from_metadata(metadata);
+    ADD_FAILURE() << "a NaN bias was accepted";
+  } catch (const nn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("calibration_bias"), std::string::npos) << e.what();
+  }
   fs::remove_all(dir);
 }
 

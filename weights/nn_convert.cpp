@@ -156,6 +156,8 @@ int export_onnx(const std::string& in, const std::string& out, int64_t input_siz
   auto temperature = weights.metadata.find("temperature");
   if (temperature != weights.metadata.end()) {
     options.temperature = std::stod(temperature->second);
+    auto bias = weights.metadata.find("calibration_bias");
+    if (bias != weights.metadata.end()) options.bias = std::stod(bias->second);
     options.output_name = "logit";
   } else {
     options.output_name = models[0]->has_top() ? "logits" : "features";  // without the top: the last max pool's

@@ -14,6 +14,8 @@ namespace proto = ::ONNX_NAMESPACE;
 inline constexpr const char* kExtraTensorsKey = "nn.extra_tensors";
 // The initializer name of an ensemble's temperature.
 inline constexpr const char* kTemperatureName = "nn.temperature";
+// The initializer name of its calibration bias.
+inline constexpr const char* kCalibrationBiasName = "nn.calibration_bias";
 
 std::string base64_encode(const std::string& bytes);
 // Strict: only the standard alphabet, '=' padding at the end, length a multiple of 4; nn::Error

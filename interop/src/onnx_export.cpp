@@ -247,6 +247,8 @@ proto::ModelProto build_model(const std::vector<ExportMember>& members, const Te
            "ONNX export: the input and output names must be distinct and non-empty");
   NN_CHECK(options.temperature == 0 || (std::isfinite(options.temperature) && options.temperature > 0),
            "ONNX export: the temperature must be positive, got ", options.temperature);
+  NN_CHECK(std::isfinite(options.bias) && (options.bias == 0 || options.temperature > 0),
+           "ONNX export: the calibration bias must be finite and needs a temperature, got ", options.bias);
 
   proto::ModelProto model;
   model.set_ir_version(7);  // the IR of opset 13
@@ -294,7 +296,13 @@ proto::ModelProto build_model(const std::vector<ExportMember>& members, const Te
     const std::string t = w.initializer(kTemperatureName, full({}, options.temperature));
     const std::string scaled = w.value_name("scaled_output");
     w.node("Div", {options.output_name, t}, scaled, "temperature");
-    w.node("Sigmoid", {scaled}, options.probability_name, "probability");
+    std::string calibrated = scaled;
+    if (options.bias != 0) {
+      const std::string b = w.initializer(kCalibrationBiasName, full({}, options.bias));
+      calibrated = w.value_name("calibrated_output");
+      w.node("Add", {scaled, b}, calibrated, "calibration_bias");
+    }
+    w.node("Sigmoid", {calibrated}, options.probability_name, "probability");
     add_tensor_type(*graph.add_output(), options.probability_name, traced.shape(), options.dynamic_batch);
   }
 

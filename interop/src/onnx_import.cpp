@@ -411,7 +411,8 @@ ImportedModel Reader::read() {
   std::vector<std::vector<std::string>> layer_tensors;  // per module added: its tensors' file names, in state order
   std::vector<int> layer_member;
   std::vector<std::string> mean_output;
-  int head_stage = 0;  // 0: chains, 1: mean taken, 2: scaled, 3: probability
+  int head_stage = 0;  // 0: chains, 1: mean taken, 2: scaled (and perhaps shifted by a bias), 3: probability
+  bool shifted = false;  // the scaled output had a bias added
 
   for (const auto& n : g.node()) {
     const std::string& op = n.op_type();
@@ -494,6 +495,17 @@ ImportedModel Reader::read() {
       head_stage = 2;
       continue;
     }
+    if (op == "Add" && in.kind == Value::kScaled) {
+      check(n.input_size() == 2 && n.output_size() == 1 && !shifted, describe(n) + ": one bias after the scaling");
+      const Tensor& c = constant(n, 1, "bias");
+      check(c.numel() == 1, describe(n) + ": the bias must be a scalar");
+      const double v = c.item<double>();
+      check(std::isfinite(v), describe(n) + ": the bias must be finite");
+      out.bias = v;
+      shifted = true;
+      values[n.output(0)] = Value{Value::kScaled, -1, s};
+      continue;
+    }
     if (op == "Sigmoid" && in.kind == Value::kScaled) {
       check(n.output_size() == 1, describe(n) + ": one output");
       values[n.output(0)] = Value{Value::kProbability, -1, s};
@@ -501,7 +513,7 @@ ImportedModel Reader::read() {
       head_stage = 3;
       continue;
     }
-    check(in.kind == Value::kChain, describe(n) + ": only a Div or Mul by a constant and a Sigmoid may follow the mean");
+    check(in.kind == Value::kChain, describe(n) + ": only a Div or Mul by a constant, an Add of one and a Sigmoid may follow the mean");
 
     // A layer extending the chain.
     const int k = in.member;
@@ -707,6 +719,7 @@ ImportedModel Reader::read() {
   } else {
     check(head_stage <= 1, "the scaled output or probability is computed but not an output");
     out.temperature = 0;
+    out.bias = 0;
     out.probability_name.clear();
   }
   for (const auto& [name, v] : values)
@@ -808,7 +821,7 @@ Tensor ImportedModel::forward(const Tensor& x) const {
 
 Tensor ImportedModel::probability(const Tensor& x) const {
   NN_CHECK(temperature > 0, "ImportedModel: the graph has no probability output");
-  return sigmoid(mul(forward(x), 1.0 / temperature));
+  return sigmoid(add(mul(forward(x), 1.0 / temperature), bias));
 }
 
 ImportedModel import_from_bytes(const std::string& bytes, const std::string& source) {

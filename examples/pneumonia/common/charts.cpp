@@ -443,7 +443,7 @@ void plot_reliability(const std::string& png_path, const std::vector<double>& co
     draw_lines(*pls, after, kBlue, 2.5, 1);
     draw_markers(*pls, after, kBlue, kMarkerTrain, 0.8);
     draw_legend(*pls,
-                {{"Before temperature scaling (ECE " + format("%.3f", ece_before) + ")", kRed, 1, 1.5, kMarkerVal, 0.8},
+                {{"Before calibration (ECE " + format("%.3f", ece_before) + ")", kRed, 1, 1.5, kMarkerVal, 0.8},
                  {"After (ECE " + format("%.3f", ece_after) + ")", kBlue, 1, 2.5, kMarkerTrain, 0.8},
                  {"Perfect calibration", kGray, 2, 1.5, nullptr, 1}},
                 PL_POSITION_BOTTOM | PL_POSITION_RIGHT);

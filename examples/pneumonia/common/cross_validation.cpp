@@ -112,11 +112,9 @@ json stats_json(const std::vector<double>& v, double pooled) {
   return {{"mean", s.mean}, {"sd", s.sd}, {"pooled", pooled}, {"folds", v}};
 }
 
-double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
-
-std::vector<double> calibrated(const std::vector<double>& logits, double temperature) {
+std::vector<double> calibrated(const std::vector<double>& logits, const nn::metrics::LogitCalibration& calibration) {
   std::vector<double> p(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) p[i] = sigmoid(logits[i] / temperature);
+  for (size_t i = 0; i < logits.size(); ++i) p[i] = calibration.probability(logits[i]);
   return p;
 }
 
@@ -250,7 +248,7 @@ Members train_folds(const TrainConfig& cfg, const std::shared_ptr<const XrayData
 
 // Scores every fold's held-out images under the protocol's conditions with that fold's model, then
 // calibrates, picks the threshold, tabulates; writes protocol.json, oof.safetensors and the charts
-// into `out`. Sets m.spec's temperature, threshold and members.
+// into `out`. Sets m.spec's calibration (temperature and bias), threshold and members.
 json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::vector<nn::data::Split>& folds,
                        Members& m, const std::string& out) {
   const std::vector<AcquisitionShift> shifts = acquisition_shifts(class_intensities(data));
@@ -292,22 +290,48 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     return y;
   };
 
-  // Calibration: one temperature on the clean out-of-fold logits.
-  const double temperature = nn::metrics::fit_temperature(logits_of(0), labels);
-  spec.temperature = temperature;
+  // Calibration: Platt scaling (a temperature and a bias) on the clean out-of-fold logits.
+  const nn::metrics::LogitCalibration calibration = nn::metrics::fit_platt_scaling(logits_of(0), labels);
+  spec.temperature = calibration.temperature;
+  spec.calibration_bias = calibration.bias;
+  // Its honest error: each fold's predictions calibrated by the fit on the other folds' clean logits.
+  std::vector<nn::metrics::LogitCalibration> cross_fitted;
+  for (int k = 0; k < cfg.folds; ++k) {
+    std::vector<double> z;
+    std::vector<int64_t> y;
+    for (int j = 0; j < cfg.folds; ++j)
+      if (j != k) {
+        const std::vector<double> zj = logits_of(0, j);
+        const std::vector<int64_t> yj = labels_of(j);
+        z.insert(z.end(), zj.begin(), zj.end());
+        y.insert(y.end(), yj.begin(), yj.end());
+      }
+    cross_fitted.push_back(nn::metrics::fit_platt_scaling(z, y));
+  }
+  auto cross_calibrated = [&](size_t c) {
+    std::vector<double> p;
+    std::vector<int64_t> y;
+    for (int k = 0; k < cfg.folds; ++k) {
+      const std::vector<double> pk = calibrated(logits_of(c, k), cross_fitted[static_cast<size_t>(k)]);
+      const std::vector<int64_t> yk = labels_of(k);
+      p.insert(p.end(), pk.begin(), pk.end());
+      y.insert(y.end(), yk.begin(), yk.end());
+    }
+    return std::make_pair(p, y);
+  };
 
   // Threshold rules: each applied to the calibrated clean predictions or to those of every
   // condition pooled; the configured one is used, all are reported.
   std::vector<double> all_probs;
   std::vector<int64_t> all_labels;
   for (size_t c = 0; c < shifts.size(); ++c) {
-    const std::vector<double> p = calibrated(logits_of(c), temperature);
+    const std::vector<double> p = calibrated(logits_of(c), calibration);
     all_probs.insert(all_probs.end(), p.begin(), p.end());
     all_labels.insert(all_labels.end(), labels.begin(), labels.end());
   }
   auto threshold_for = [&](const RuleChoice& r) {
     const nn::metrics::ThresholdRule rule = nn::metrics::parse_threshold_rule(r.rule);
-    return r.on == "clean" ? nn::metrics::choose_threshold(calibrated(logits_of(0), temperature), labels, rule)
+    return r.on == "clean" ? nn::metrics::choose_threshold(calibrated(logits_of(0), calibration), labels, rule)
                            : nn::metrics::choose_threshold(all_probs, all_labels, rule);
   };
   json candidates = json::array();
@@ -318,7 +342,7 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
       double worst_balanced = 2, clean_sens = 0;
       json per = json::object();
       for (size_t c = 0; c < shifts.size(); ++c) {
-        const nn::metrics::BinaryMetrics m = nn::metrics::binary_metrics(calibrated(logits_of(c), temperature), labels, t);
+        const nn::metrics::BinaryMetrics m = nn::metrics::binary_metrics(calibrated(logits_of(c), calibration), labels, t);
         worst_balanced = std::min(worst_balanced, (m.sensitivity + m.specificity) / 2);
         if (c == 0) clean_sens = m.sensitivity;
         per[shifts[c].name] = {{"sensitivity", m.sensitivity}, {"specificity", m.specificity}};
@@ -333,23 +357,26 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
   json conditions = json::object();
   double mean_auc = 0, mean_pooled_auc = 0, worst_balanced = 2;
   std::string worst_condition;
-  std::printf("\nprotocol: %d folds by patient; pooled out-of-fold %zu images; temperature %.3f; threshold %.3f (%s)\n",
-              cfg.folds, scored.size(), temperature, spec.threshold, chosen.name().c_str());
+  std::printf("\nprotocol: %d folds by patient; pooled out-of-fold %zu images; calibration T %.3f, bias %.3f; "
+              "threshold %.3f (%s)\n",
+              cfg.folds, scored.size(), calibration.temperature, calibration.bias, spec.threshold, chosen.name().c_str());
   std::printf("%-16s %17s %17s %17s %7s %7s %8s\n", "condition", "AUC mean (sd)", "sensitivity", "specificity", "ECE",
-              "ECE,T", "refused");
+              "ECE,cal", "refused");
   for (size_t c = 0; c < shifts.size(); ++c) {
     std::vector<double> aucs, sens, specs;
     for (int k = 0; k < cfg.folds; ++k) {
       const nn::metrics::BinaryMetrics m =
-          nn::metrics::binary_metrics(calibrated(logits_of(c, k), temperature), labels_of(k), spec.threshold);
+          nn::metrics::binary_metrics(calibrated(logits_of(c, k), calibration), labels_of(k), spec.threshold);
       aucs.push_back(m.auc);
       sens.push_back(m.sensitivity);
       specs.push_back(m.specificity);
     }
-    const std::vector<double> p = calibrated(logits_of(c), temperature);
+    const std::vector<double> p = calibrated(logits_of(c), calibration);
     const nn::metrics::BinaryMetrics pooled = nn::metrics::binary_metrics(p, labels, spec.threshold);
-    const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(c), 1.0), labels);
+    const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(c), {}), labels);
     const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
+    const auto [p_cross, y_cross] = cross_calibrated(c);
+    const nn::metrics::Reliability after_cross = nn::metrics::reliability(p_cross, y_cross);
     // The gate's refusals of real X-rays (each by the fold model that did not train on it).
     int64_t refused = 0;
     for (int64_t i : scored) refused += oof_refused[c][static_cast<size_t>(i)];
@@ -360,14 +387,15 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
                                   {"sensitivity", stats_json(sens, pooled.sensitivity)},
                                   {"specificity", stats_json(specs, pooled.specificity)},
                                   {"ece_before_calibration", before.ece},
-                                  {"ece", after.ece}};
+                                  {"ece", after.ece},
+                                  {"ece_cross_fitted", after_cross.ece}};
     mean_auc += stats_of(aucs).mean / static_cast<double>(shifts.size());
     mean_pooled_auc += pooled.auc / static_cast<double>(shifts.size());
     const double balanced = (pooled.sensitivity + pooled.specificity) / 2;
     if (balanced < worst_balanced) worst_balanced = balanced, worst_condition = shifts[c].name;
     const Stats a = stats_of(aucs), se = stats_of(sens), sp = stats_of(specs);
     std::printf("%-16s %9.4f (%.4f) %9.4f (%.4f) %9.4f (%.4f) %7.4f %7.4f %7.2f%%\n", shifts[c].name.c_str(), a.mean,
-                a.sd, se.mean, se.sd, sp.mean, sp.sd, before.ece, after.ece, 100.0 * refused_fraction);
+                a.sd, se.mean, se.sd, sp.mean, sp.sd, before.ece, after_cross.ece, 100.0 * refused_fraction);
   }
   std::printf("mean AUC over the conditions %.4f (of the pooled predictions %.4f); worst balanced accuracy %.4f (%s)\n",
               mean_auc, mean_pooled_auc, worst_balanced, worst_condition.c_str());
@@ -410,11 +438,11 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     plot_training_curves((fs::path(out) / "curves.png").string(), curves,
                          "VGG" + std::to_string(spec.depth) + (spec.batch_norm ? "-BN" : "") + ", mean of " +
                              std::to_string(cfg.folds) + " folds");
-    const std::vector<double> p = calibrated(logits_of(0), temperature);
+    const std::vector<double> p = calibrated(logits_of(0), calibration);
     const nn::metrics::RocCurve roc = nn::metrics::roc_curve(p, labels);
     const nn::metrics::BinaryMetrics at = nn::metrics::binary_metrics(p, labels, spec.threshold);
     plot_roc((fs::path(out) / "roc.png").string(), roc.fpr, roc.tpr, at.auc, 1.0 - at.specificity, at.sensitivity);
-    const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(0), 1.0), labels);
+    const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(0), {}), labels);
     const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
     plot_reliability((fs::path(out) / "reliability.png").string(), before.confidence, before.fraction, before.ece,
                      after.confidence, after.fraction, after.ece);
@@ -425,7 +453,8 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
 
   json protocol = {{"folds", cfg.folds},
                    {"images", scored.size()},
-                   {"temperature", temperature},
+                   {"temperature", calibration.temperature},
+                   {"calibration_bias", calibration.bias},
                    {"threshold", spec.threshold},
                    {"threshold_rule", chosen.rule},
                    {"threshold_on", chosen.on},
@@ -481,6 +510,7 @@ json cross_validate(const TrainConfig& config) {
                   {"threshold_rule", rule},
                   {"threshold", m.spec.threshold},
                   {"temperature", m.spec.temperature},
+                  {"calibration_bias", m.spec.calibration_bias},
                   {"protocol", protocol},
                   {"epochs_per_fold", cfg.epochs},
                   {"total_seconds", seconds_since(t_start)},

@@ -71,7 +71,10 @@ std::string model_card_markdown(const std::string& model_path, const PneumoniaMo
     << "- Members: " << s.members
     << (s.members > 1 ? " (a cross-validated ensemble: the fold models' logits are averaged)" : "") << ".\n"
     << "- Output: the probability of " << s.classes[1] << " = sigmoid(logit / " << fixed(s.temperature, 3)
-    << ") (temperature scaling); " << s.classes[1] << " when it is at least the threshold " << fixed(e.threshold, 3)
+    << (s.calibration_bias == 0 ? ") (temperature scaling); "
+                                : (s.calibration_bias > 0 ? " + " : " - ") + fixed(std::abs(s.calibration_bias), 3) +
+                                      ") (Platt scaling); ")
+    << s.classes[1] << " when it is at least the threshold " << fixed(e.threshold, 3)
     << (std::abs(e.threshold - s.threshold) > 1e-12 ? " (given on the command line; the model's own is " + fixed(s.threshold, 3) + ")"
                                                     : " (chosen in training by the rule `" + meta(model, "threshold_rule") + "`)")
     << ".\n"

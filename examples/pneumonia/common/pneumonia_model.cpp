@@ -21,7 +21,7 @@ namespace pneumonia {
 namespace {
 
 // Version 2 added members (ensembles) and the temperature; version 1 files read as one member at
-// temperature 1.
+// temperature 1. The calibration bias came later within version 2: a file without it has bias 0.
 const std::string kFormat = "nn-pneumonia-2", kFormatV1 = "nn-pneumonia-1";
 
 const std::string& need(const std::map<std::string, std::string>& m, const std::string& key) {
@@ -60,7 +60,8 @@ std::map<std::string, std::string> ModelSpec::to_metadata() const {
           {"classes", nlohmann::json(classes).dump()},
           {"threshold", nlohmann::json(threshold).dump()},
           {"members", std::to_string(members)},
-          {"temperature", nlohmann::json(temperature).dump()}};
+          {"temperature", nlohmann::json(temperature).dump()},
+          {"calibration_bias", nlohmann::json(calibration_bias).dump()}};
 }
 
 ModelSpec ModelSpec::from_metadata(const std::map<std::string, std::string>& m) {
@@ -93,6 +94,9 @@ ModelSpec ModelSpec::from_metadata(const std::map<std::string, std::string>& m) 
     NN_CHECK(spec.members >= 1 && spec.members <= 64, "members must be 1..64, got ", spec.members);
     NN_CHECK(std::isfinite(spec.temperature) && spec.temperature > 0, "temperature must be positive, got ",
              spec.temperature);
+    auto bias = m.find("calibration_bias");  // absent in files calibrated by a temperature alone
+    if (bias != m.end()) spec.calibration_bias = parse_number<double>("calibration_bias", bias->second);
+    NN_CHECK(std::isfinite(spec.calibration_bias), "calibration_bias must be finite, got ", spec.calibration_bias);
   }
   return spec;
 }
@@ -283,7 +287,9 @@ std::vector<Assessment> PneumoniaModel::assess(const nn::Tensor& inputs) {
   return assessments_of(*this, z.to(nn::Device::cpu()).contiguous().to_vector<float>(), distances);
 }
 
-double PneumoniaModel::probability_of_logit(double logit) const { return 1.0 / (1.0 + std::exp(-logit / spec.temperature)); }
+double PneumoniaModel::probability_of_logit(double logit) const {
+  return 1.0 / (1.0 + std::exp(-(logit / spec.temperature + spec.calibration_bias)));
+}
 
 std::vector<double> PneumoniaModel::probabilities(const std::vector<nn::Tensor>& inputs, int64_t batch_size) {
   std::vector<double> probs;

@@ -32,7 +32,9 @@ struct ModelSpec {
   std::vector<std::string> classes = {"NORMAL", "PNEUMONIA"};  // label 0, label 1 (the logit's class)
   double threshold = 0.5;        // decision threshold on the probability, chosen on validation
   int members = 1;               // networks in the file (an ensemble when more than 1)
-  double temperature = 1.0;      // p = sigmoid(mean logit / temperature)
+  // Calibration (Platt scaling, docs/evaluation_protocol.md): p = sigmoid(mean logit / temperature + bias).
+  double temperature = 1.0;
+  double calibration_bias = 0.0;
 
   std::map<std::string, std::string> to_metadata() const;
   // Throws nn::Error naming the missing or bad key.
@@ -45,8 +47,8 @@ std::shared_ptr<nn::models::VGG> build_model(const ModelSpec& spec, nn::Generato
 std::shared_ptr<nn::Module> build_head(const ModelSpec& spec, int64_t flat_features, nn::Generator& gen);
 
 // A model file's network: one VGG, or an ensemble of them (the fold models of a cross-validated
-// run) whose logits are averaged; the probability is sigmoid(mean logit / temperature) (the
-// temperature calibrates it, see docs/evaluation_protocol.md). Every member is in eval mode.
+// run) whose logits are averaged; the probability is sigmoid(mean logit / temperature + bias)
+// (the calibration, see docs/evaluation_protocol.md). Every member is in eval mode.
 // What the model says of one input: refused by the feature stage of the gate (ood_gate.h), or
 // its logit and calibrated probability.
 struct Assessment {
@@ -65,7 +67,7 @@ class PneumoniaModel {
 
   // The mean of the members' logits for inputs (N, 3, S, S): (N), without autograd.
   nn::Tensor logits(const nn::Tensor& inputs);
-  // sigmoid(logit / spec.temperature) of each input, in batches.
+  // sigmoid(logit / spec.temperature + spec.calibration_bias) of each input, in batches.
   std::vector<double> probabilities(const std::vector<nn::Tensor>& inputs, int64_t batch_size = 32);
   double probability_of_logit(double logit) const;
   // The feature stage of the gate and the probability, in one forward pass per member, for

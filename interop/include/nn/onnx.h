@@ -12,8 +12,9 @@
 //   ReLU, Sigmoid      <-> Relu, Sigmoid
 //   Flatten            <-> Flatten
 //   Dropout, Identity   -> nothing (identity in inference); <- Dropout, Identity read as Identity
-// and, for ensembles: the members' outputs averaged (Mean), divided by a temperature (Div) and passed
-// through Sigmoid for a calibrated probability. Anything else is refused naming the node and its op
+// and, for ensembles: the members' outputs averaged (Mean), divided by a temperature (Div), shifted
+// by a calibration bias (Add; only when it is not 0) and passed through Sigmoid for a calibrated
+// probability. Anything else is refused naming the node and its op
 // type (import) or the module and its type (export).
 //
 // Tensors of a model that the graph does not use (BatchNorm's num_batches_tracked, a pneumonia
@@ -44,10 +45,11 @@ inline constexpr int64_t kMinImportOpset = 9, kMaxImportOpset = 21;
 struct ExportOptions {
   std::string input_name = "input";
   // The graph output: the (averaged) network output. With a temperature, a second output
-  // `probability_name` = sigmoid(output / temperature).
+  // `probability_name` = sigmoid(output / temperature + bias).
   std::string output_name = "output";
   std::string probability_name = "probability";
   double temperature = 0;     // > 0: add the probability output
+  double bias = 0;            // the calibration bias (Platt scaling); needs a temperature when not 0
   bool dynamic_batch = true;  // the batch dimension is the symbol "batch" instead of the example's N
   std::map<std::string, std::string> metadata;  // the graph's metadata_props (preprocessing, threshold, ...)
   StateDict extra_tensors;                      // carried in "nn.extra_tensors" (see above)
@@ -79,7 +81,8 @@ std::string export_to_bytes(const std::vector<ExportMember>& members, const Tens
 struct ImportedModel {
   std::vector<std::shared_ptr<Sequential>> members;
   bool averaged = false;     // the first output is the mean of the members' outputs
-  double temperature = 0;    // > 0: the graph also outputs sigmoid(output / temperature)
+  double temperature = 0;    // > 0: the graph also outputs sigmoid(output / temperature + bias)
+  double bias = 0;
   std::string input_name, output_name, probability_name;
   std::vector<int64_t> input_shape;  // (N, C, H, W) as declared; -1 for a symbolic dimension
   // Every tensor, under the file's names when they follow the state-dict pattern ("x.weight",
@@ -95,7 +98,7 @@ struct ImportedModel {
 
   // The graph's first output for x (N, C, H, W): the member's, or the members' mean.
   Tensor forward(const Tensor& x) const;
-  // sigmoid(forward(x) / temperature); needs temperature > 0.
+  // sigmoid(forward(x) / temperature + bias); needs temperature > 0.
   Tensor probability(const Tensor& x) const;
 };
 

@@ -102,6 +102,20 @@ double choose_threshold(const std::vector<double>& scores, const std::vector<int
 // ranking, hence the AUC, does not change. Needs both classes; logits must be finite.
 double fit_temperature(const std::vector<double>& logits, const std::vector<int64_t>& labels);
 
+// A logit's calibrated probability: sigmoid(logit / temperature + bias).
+struct LogitCalibration {
+  double temperature = 1.0, bias = 0.0;
+  double probability(double logit) const;
+};
+// Platt scaling (Platt 1999): the temperature and bias that minimise the mean binary cross-entropy
+// against Platt's targets ((P + 1) / (P + 2) for the P positives, 1 / (N + 2) for the N negatives,
+// which keep separable data finite), by Newton's method with step halving; the temperature is
+// kept in [0.05, 20] as fit_temperature's. The bias corrects what temperature scaling cannot: a
+// shift of every logit, such as the one a class-weighted loss trains into a model (a positive
+// weight w moves the logits by about log w). The ranking (AUC) does not change. Needs both
+// classes; logits must be finite.
+LogitCalibration fit_platt_scaling(const std::vector<double>& logits, const std::vector<int64_t>& labels);
+
 // How well probabilities of the positive class match the frequency of positives: `bins` equal-width
 // bins of p in [0, 1] (p = 1 in the last); per bin the mean p (confidence), the fraction of
 // positives, and the count; the expected calibration error ECE = sum over bins of n_b / N *

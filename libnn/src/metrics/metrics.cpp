@@ -383,6 +383,56 @@ double fit_temperature(const std::vector<double>& logits, const std::vector<int6
   return std::exp((lo + hi) / 2.0);
 }
 
+double LogitCalibration::probability(double logit) const { return 1.0 / (1.0 + std::exp(-(logit / temperature + bias))); }
+
+LogitCalibration fit_platt_scaling(const std::vector<double>& logits, const std::vector<int64_t>& labels) {
+  NN_CHECK(logits.size() == labels.size(), "fit_platt_scaling: ", logits.size(), " logits but ", labels.size(), " labels");
+  double positives = 0, negatives = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    NN_CHECK(std::isfinite(logits[i]), "fit_platt_scaling: logit ", i, " is not finite (", logits[i], ")");
+    NN_CHECK(labels[i] == 0 || labels[i] == 1, "fit_platt_scaling: labels must be 0 or 1, got ", labels[i]);
+    (labels[i] == 1 ? positives : negatives) += 1;
+  }
+  NN_CHECK(positives > 0 && negatives > 0, "fit_platt_scaling: needs both classes");
+  const double t_pos = (positives + 1) / (positives + 2), t_neg = 1 / (negatives + 2);
+  const double n = static_cast<double>(logits.size());
+  // p = sigmoid(a z + b), a = 1 / temperature; the loss is convex in (a, b).
+  auto loss = [&](double a, double b) {
+    double total = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const double s = a * logits[i] + b, t = labels[i] == 1 ? t_pos : t_neg;
+      // -(t log p + (1 - t) log(1 - p)) = softplus(s) - t s, computed without overflow.
+      total += (s > 0 ? s + std::log1p(std::exp(-s)) : std::log1p(std::exp(s))) - t * s;
+    }
+    return total / n;
+  };
+  const double a_min = 1 / 20.0, a_max = 1 / 0.05;
+  double a = 1, b = 0, f = loss(a, b);
+  for (int it = 0; it < 100; ++it) {
+    double ga = 0, gb = 0, haa = 0, hab = 0, hbb = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const double z = logits[i], p = 1 / (1 + std::exp(-(a * z + b))), r = p - (labels[i] == 1 ? t_pos : t_neg);
+      const double w = p * (1 - p);
+      ga += r * z, gb += r, haa += w * z * z, hab += w * z, hbb += w;
+    }
+    // Newton's step (a tiny ridge keeps the 2x2 system solvable when every logit is equal).
+    haa += 1e-12 * n, hbb += 1e-12 * n;
+    const double det = haa * hbb - hab * hab;
+    const double da = (hbb * ga - hab * gb) / det, db = (haa * gb - hab * ga) / det;
+    double step = 1, a_new = a, b_new = b, f_new = f;
+    for (int halving = 0; halving < 40; ++halving, step /= 2) {
+      a_new = std::clamp(a - step * da, a_min, a_max), b_new = b - step * db;
+      f_new = loss(a_new, b_new);
+      if (f_new <= f) break;
+    }
+    if (!(f_new <= f)) break;  // no step lowers the loss: at the minimum (or its boundary)
+    const bool converged = std::abs(a_new - a) < 1e-10 * (1 + std::abs(a)) && std::abs(b_new - b) < 1e-10 * (1 + std::abs(b));
+    a = a_new, b = b_new, f = f_new;
+    if (converged) break;
+  }
+  return {1 / a, b};
+}
+
 Reliability reliability(const std::vector<double>& probabilities, const std::vector<int64_t>& labels, int bins) {
   NN_CHECK(probabilities.size() == labels.size(), "reliability: ", probabilities.size(), " probabilities but ",
            labels.size(), " labels");
