@@ -38,8 +38,16 @@ void run_and_export_again(const nn::onnx::ImportedModel& model) {
       members.push_back({"m" + std::to_string(k) + ".", model.members[k].get()});
     nn::onnx::ExportOptions options;
     options.temperature = model.temperature;
+    options.bias = model.bias;
     const nn::onnx::ImportedModel again = nn::onnx::import_from_bytes(nn::onnx::export_to_bytes(members, x, options));
     sink = sink + static_cast<uint64_t>(again.forward(x).numel());
+    // Float32 in the file: compare as float (a Mul by c imports as T = 1 / c, exported as a float).
+    if (static_cast<float>(again.temperature) != static_cast<float>(model.temperature) ||
+        static_cast<float>(again.bias) != static_cast<float>(model.bias)) {
+      std::fprintf(stderr, "export lost the calibration: T %g -> %g, bias %g -> %g\n", model.temperature,
+                   again.temperature, model.bias, again.bias);
+      __builtin_trap();
+    }
   } catch (const nn::Error& e) {
     std::fprintf(stderr, "an imported graph failed to run or to export again: %s\n", e.what());
     __builtin_trap();

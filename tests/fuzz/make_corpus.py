@@ -1113,6 +1113,12 @@ def onnx_seeds():
     seeds["ensemble.onnx"] = onnx_model(ens, [conv_w, conv_b, onnx_tensor("t", [], [1.5])], [x],
                                         [("logit", ["batch", 3]), ("probability", ["batch", 3])],
                                         metadata=[("threshold", "0.5"), ("preprocessing", "torchvision")])
+    # The same with a calibration bias between the temperature and the sigmoid (Platt scaling).
+    calibrated = ens[:-1] + [onnx_node("Add", ["scaled", "b"], ["calibrated"], "calibration_bias"),
+                             onnx_node("Sigmoid", ["calibrated"], ["probability"], "probability")]
+    seeds["ensemble_calibrated.onnx"] = onnx_model(
+        calibrated, [conv_w, conv_b, onnx_tensor("t", [], [1.5]), onnx_tensor("b", [], [2.5])], [x],
+        [("logit", ["batch", 3]), ("probability", ["batch", 3])], metadata=[("threshold", "0.5")])
     # A Constant node, an Identity on a constant, Dropout, auto_pad, Gemm with transB = 0, opset 9.
     const = pb_bytes(5, pb_bytes(1, "value") + pb_bytes(5, onnx_tensor("", [3, 2], values(6))) + pb_int(20, 4))
     misc = [
