@@ -239,6 +239,7 @@ for c in ("clean", "aspect-0.8", "aspect-1.25", "processing-swap"):
     assert 0 <= conditions[c]["ece_cross_fitted"] <= 1, conditions[c]
 s = json.load(open(f"{run}/summary.json"))
 assert s["config"]["folds"] == 3 and s["config"]["optimizer"] == "adamw" and s["config"]["ema_decay"] == 0.995, s["config"]
+assert s["config"]["histogram_mix"] == 0.25, s["config"]
 assert ev["n"] + ev["refused"]["total"] == 80, ev
 card = open(f"{run}/card.md").read()
 assert "Members: 3 (a cross-validated ensemble" in card and "## Limitations" in card, card[:400]

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   cfg.warmup_epochs = 1;
   cfg.ema_decay = 0.995;
   cfg.augment.aspect = 0.35;
+  cfg.histogram_mix = 0.25;
   cfg.degrade.gamma_max = 1.8;
   cfg.augment.contrast = 0.4;
   cfg.degrade.blur_sigma_max = 1.5;
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
   app.add_option("--aspect", cfg.augment.aspect, "augmentation: horizontal scale log-uniform in [1/(1+A), 1+A] (default 0.35)")
       ->check(CLI::Range(0.0, 3.0));
   app.add_option("--histogram-mix", cfg.histogram_mix, "augmentation: probability of taking another training "
-                 "image's gray-level histogram")->check(CLI::Range(0.0, 1.0));
+                 "image's gray-level histogram (default 0.25; 0: off)")->check(CLI::Range(0.0, 1.0));
   app.add_option("--gamma", cfg.degrade.gamma_max, "acquisition shifts: gamma log-uniform in [1/G, G] (default 1.8; 1: off)")->check(CLI::Range(1.0, 5.0));
   app.add_option("--blur", cfg.degrade.blur_sigma_max, "acquisition shifts: Gaussian blur sigma up to S pixels, half of the images (default 1.5; 0: off)");
   app.add_option("--noise", cfg.degrade.noise_sigma_max, "acquisition shifts: Gaussian noise sigma up to S, half of the images (default 0.05; 0: off)");
