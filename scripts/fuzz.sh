@@ -177,7 +177,9 @@ fi
 for t in "${targets[@]}"; do
   corpus=$build/corpus/$t
   crashes=$build/crashes/$t
-  log=$build/logs/$t.$(date -u +%Y%m%dT%H%M%SZ).log
+  # The process id too: two runs started in the same second (side by side on one corpus) would
+  # otherwise write one log file.
+  log=$build/logs/$t.$(date -u +%Y%m%dT%H%M%SZ).$$.log
   mkdir -p "$corpus" "$crashes" "$(dirname "$log")"
   # slow-unit-* files (an input over 10 s, libFuzzer's -report_slow_units, while fuzzing goes on)
   # are listed but not counted: on a loaded machine a fast input can take that long. A real hang
