@@ -512,19 +512,31 @@ TEST(MetricsGolden, MatchesScikitLearn) {
 
 namespace {
 
-TEST(Calibration, TemperatureRecoversAKnownScaleAndMinimisesTheLoss) {
-  // Labels drawn with P(y = 1) = sigmoid(z); logits handed over as 2.5 z: the fitted T is near 2.5
-  // and minimises the mean cross-entropy on a fine float64 grid (the reference).
-  std::mt19937_64 rng(5);
-  std::normal_distribution<double> normal(0.0, 2.0);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+// 20000 labels drawn with P(y = 1) = sigmoid(z), z ~ N(mean, 2), and their logits handed over as
+// scale * (z - shift): a model whose calibration is known.
+struct LabelledLogits {
   std::vector<double> logits;
   std::vector<int64_t> labels;
+};
+LabelledLogits labelled_logits(uint64_t seed, double mean, double scale, double shift) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(mean, 2.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  LabelledLogits out;
   for (int i = 0; i < 20000; ++i) {
     const double z = normal(rng);
-    labels.push_back(uniform(rng) < 1.0 / (1.0 + std::exp(-z)) ? 1 : 0);
-    logits.push_back(2.5 * z);
+    out.labels.push_back(uniform(rng) < 1.0 / (1.0 + std::exp(-z)) ? 1 : 0);
+    out.logits.push_back(scale * (z - shift));
   }
+  return out;
+}
+
+TEST(Calibration, TemperatureRecoversAKnownScaleAndMinimisesTheLoss) {
+  // Logits handed over as 2.5 z: the fitted T is near 2.5 and minimises the mean cross-entropy on
+  // a fine float64 grid (the reference).
+  const LabelledLogits sample = labelled_logits(5, 0.0, 2.5, 0.0);
+  const std::vector<double>& logits = sample.logits;
+  const std::vector<int64_t>& labels = sample.labels;
   const double t = nn::metrics::fit_temperature(logits, labels);
   EXPECT_NEAR(t, 2.5, 0.1);
   auto nll = [&](double temp) {
@@ -543,19 +555,12 @@ TEST(Calibration, TemperatureRecoversAKnownScaleAndMinimisesTheLoss) {
 }
 
 TEST(Calibration, PlattScalingRecoversAKnownScaleAndShift) {
-  // Labels drawn with P(y = 1) = sigmoid(z); logits handed over as 1.7 (z - 0.8), i.e. scaled and
-  // shifted as a class-weighted loss shifts them: the fit finds T near 1.7 and bias near 0.8, and
-  // its loss is the minimum of the Platt-target cross-entropy on a float64 grid (the reference).
-  std::mt19937_64 rng(11);
-  std::normal_distribution<double> normal(1.0, 2.0);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  std::vector<double> logits;
-  std::vector<int64_t> labels;
-  for (int i = 0; i < 20000; ++i) {
-    const double z = normal(rng);
-    labels.push_back(uniform(rng) < 1.0 / (1.0 + std::exp(-z)) ? 1 : 0);
-    logits.push_back(1.7 * (z - 0.8));
-  }
+  // Logits handed over as 1.7 (z - 0.8), i.e. scaled and shifted as a class-weighted loss shifts
+  // them: the fit finds T near 1.7 and bias near 0.8, and its loss is the minimum of the
+  // Platt-target cross-entropy on a float64 grid (the reference).
+  const LabelledLogits sample = labelled_logits(11, 1.0, 1.7, 0.8);
+  const std::vector<double>& logits = sample.logits;
+  const std::vector<int64_t>& labels = sample.labels;
   const nn::metrics::LogitCalibration c = nn::metrics::fit_platt_scaling(logits, labels);
   EXPECT_NEAR(c.temperature, 1.7, 0.08);
   EXPECT_NEAR(c.bias, 0.8, 0.06);

@@ -338,7 +338,7 @@ int64_t window_output(int64_t in, int64_t k, int64_t s, int64_t p, bool ceil_mod
 
 // A value flowing through the graph: the output of chain `member` (its current end), or of the head.
 struct Value {
-  enum Kind { kChain, kMean, kScaled, kProbability } kind = kChain;
+  enum Kind { kChain, kMean, kScaled, kShifted, kProbability } kind = kChain;
   int member = -1;
   std::vector<int64_t> shape;  // -1: symbolic
   bool consumed = false;
@@ -412,7 +412,6 @@ ImportedModel Reader::read() {
   std::vector<int> layer_member;
   std::vector<std::string> mean_output;
   int head_stage = 0;  // 0: chains, 1: mean taken, 2: scaled (and perhaps shifted by a bias), 3: probability
-  bool shifted = false;  // the scaled output had a bias added
 
   for (const auto& n : g.node()) {
     const std::string& op = n.op_type();
@@ -496,17 +495,16 @@ ImportedModel Reader::read() {
       continue;
     }
     if (op == "Add" && in.kind == Value::kScaled) {
-      check(n.input_size() == 2 && n.output_size() == 1 && !shifted, describe(n) + ": one bias after the scaling");
+      check(n.input_size() == 2 && n.output_size() == 1, describe(n) + ": one bias after the scaling");
       const Tensor& c = constant(n, 1, "bias");
       check(c.numel() == 1, describe(n) + ": the bias must be a scalar");
       const double v = c.item<double>();
       check(std::isfinite(v), describe(n) + ": the bias must be finite");
       out.bias = v;
-      shifted = true;
-      values[n.output(0)] = Value{Value::kScaled, -1, s};
+      values[n.output(0)] = Value{Value::kShifted, -1, s};
       continue;
     }
-    if (op == "Sigmoid" && in.kind == Value::kScaled) {
+    if (op == "Sigmoid" && (in.kind == Value::kScaled || in.kind == Value::kShifted)) {
       check(n.output_size() == 1, describe(n) + ": one output");
       values[n.output(0)] = Value{Value::kProbability, -1, s};
       out.probability_name = n.output(0);

@@ -299,25 +299,19 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
   for (int k = 0; k < cfg.folds; ++k) {
     std::vector<double> z;
     std::vector<int64_t> y;
-    for (int j = 0; j < cfg.folds; ++j)
-      if (j != k) {
-        const std::vector<double> zj = logits_of(0, j);
-        const std::vector<int64_t> yj = labels_of(j);
-        z.insert(z.end(), zj.begin(), zj.end());
-        y.insert(y.end(), yj.begin(), yj.end());
+    for (int64_t i : scored)
+      if (fold_of[static_cast<size_t>(i)] != k) {
+        z.push_back(oof[0][static_cast<size_t>(i)]);
+        y.push_back(data.labels[static_cast<size_t>(i)]);
       }
     cross_fitted.push_back(nn::metrics::fit_platt_scaling(z, y));
   }
+  // Condition c's probabilities under those fits, in the order of `labels`.
   auto cross_calibrated = [&](size_t c) {
     std::vector<double> p;
-    std::vector<int64_t> y;
-    for (int k = 0; k < cfg.folds; ++k) {
-      const std::vector<double> pk = calibrated(logits_of(c, k), cross_fitted[static_cast<size_t>(k)]);
-      const std::vector<int64_t> yk = labels_of(k);
-      p.insert(p.end(), pk.begin(), pk.end());
-      y.insert(y.end(), yk.begin(), yk.end());
-    }
-    return std::make_pair(p, y);
+    for (int64_t i : scored)
+      p.push_back(cross_fitted[static_cast<size_t>(fold_of[static_cast<size_t>(i)])].probability(oof[c][static_cast<size_t>(i)]));
+    return p;
   };
 
   // Threshold rules: each applied to the calibrated clean predictions or to those of every
@@ -375,8 +369,7 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     const nn::metrics::BinaryMetrics pooled = nn::metrics::binary_metrics(p, labels, spec.threshold);
     const nn::metrics::Reliability before = nn::metrics::reliability(calibrated(logits_of(c), {}), labels);
     const nn::metrics::Reliability after = nn::metrics::reliability(p, labels);
-    const auto [p_cross, y_cross] = cross_calibrated(c);
-    const nn::metrics::Reliability after_cross = nn::metrics::reliability(p_cross, y_cross);
+    const nn::metrics::Reliability after_cross = nn::metrics::reliability(cross_calibrated(c), labels);
     // The gate's refusals of real X-rays (each by the fold model that did not train on it).
     int64_t refused = 0;
     for (int64_t i : scored) refused += oof_refused[c][static_cast<size_t>(i)];

@@ -287,9 +287,7 @@ std::vector<Assessment> PneumoniaModel::assess(const nn::Tensor& inputs) {
   return assessments_of(*this, z.to(nn::Device::cpu()).contiguous().to_vector<float>(), distances);
 }
 
-double PneumoniaModel::probability_of_logit(double logit) const {
-  return 1.0 / (1.0 + std::exp(-(logit / spec.temperature + spec.calibration_bias)));
-}
+double PneumoniaModel::probability_of_logit(double logit) const { return spec.calibration().probability(logit); }
 
 std::vector<double> PneumoniaModel::probabilities(const std::vector<nn::Tensor>& inputs, int64_t batch_size) {
   std::vector<double> probs;

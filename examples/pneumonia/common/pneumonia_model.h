@@ -11,6 +11,7 @@
 #include <nn/data/image.h>
 #include <nn/explain.h>
 #include <nn/generator.h>
+#include <nn/metrics.h>
 #include <nn/models/vgg.h>
 
 #include "ood_gate.h"
@@ -35,6 +36,7 @@ struct ModelSpec {
   // Calibration (Platt scaling, docs/evaluation_protocol.md): p = sigmoid(mean logit / temperature + bias).
   double temperature = 1.0;
   double calibration_bias = 0.0;
+  nn::metrics::LogitCalibration calibration() const { return {temperature, calibration_bias}; }
 
   std::map<std::string, std::string> to_metadata() const;
   // Throws nn::Error naming the missing or bad key.
