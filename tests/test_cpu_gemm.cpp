@@ -147,6 +147,9 @@ TEST(CpuGemm, PackedAWithBInPlaceMatchesPlain) {
   check({5, 33, 17, true, false}, Epilogue{}, 3, 62);
   check({130, 49, 512, false, false}, Epilogue{}, 3, 63);  // Winograd's 28x28 layer at batch 1
   check({6, 1, 1, false, false}, Epilogue{}, 3, 64);
+  // One- and two-column last panels (the column kernel) with every remainder of depth mod 4, the
+  // epilogue on each KC slice.
+  for (int64_t k : {4, 5, 6, 7, 8, 300}) check({13, 18, k, false, false}, e, 3, 65 + static_cast<uint32_t>(k));
   // Rows too short for whole panels are refused.
   std::vector<float> a(6 * 4, 1.0f), b(4 * 17, 1.0f), c(6 * 17);
   EXPECT_THROW(sgemm_packed_b_in_place(PackedA(6, 4, MatrixRef{a.data(), 4, 1}), 17, b.data(), 17, c.data(), 17), nn::Error);

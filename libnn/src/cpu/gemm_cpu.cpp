@@ -189,6 +189,28 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2_6x8(int64_t kc, const
   _mm256_storeu_ps(tile + 4 * NR, c4);
   _mm256_storeu_ps(tile + 5 * NR, c5);
 }
+
+// One column of a tile, for a last panel of one or two columns (Winograd's 49 tiles at 28x28 are
+// three panels and one column): the six rows of a step of k are contiguous in the A panel, so they
+// go in the lanes of one vector, times B's value broadcast; four accumulators cover the FMA
+// latency. Lanes 6 and 7 pick up the next step's values and are dropped. About one cycle per step
+// of k against the 6x8 kernel's three. Always to column `col` of `tile` (rows 0..5).
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2_6x1(int64_t kc, const float* a, const float* b, int64_t ldb,
+                                                              float* tile) {
+  __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+  int64_t p = 0;
+  for (; p + 4 < kc; p += 4, a += 4 * MR, b += 4 * ldb) {  // not the last step: it may not have 8 floats
+    c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b), c0);
+    c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + MR), _mm256_broadcast_ss(b + ldb), c1);
+    c2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 2 * MR), _mm256_broadcast_ss(b + 2 * ldb), c2);
+    c3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 3 * MR), _mm256_broadcast_ss(b + 3 * ldb), c3);
+  }
+  const __m256i six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+  for (; p < kc; ++p, a += MR, b += ldb) c0 = _mm256_fmadd_ps(_mm256_maskload_ps(a, six), _mm256_broadcast_ss(b), c0);
+  alignas(32) float sum[8];
+  _mm256_store_ps(sum, _mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
+  for (int64_t i = 0; i < MR; ++i) tile[i * NR] = sum[i];
+}
 #endif
 
 struct KernelChoice {
@@ -209,6 +231,67 @@ const KernelChoice& kernel_choice() {
   return choice;
 }
 
+#ifdef NN_GEMM_HAVE_AVX2
+// r[0..7] (8 rows of 8) -> r[j] = column j, in registers.
+__attribute__((target("avx2,fma"))) inline void transpose_8x8_avx2(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// One full NR-wide panel of a B whose columns are contiguous (B = X^T, row_stride 1): column j is
+// col[j * cs + p]. 8x8 blocks are transposed in registers: 8 loads along p, 8 stores along j.
+__attribute__((target("avx2,fma"))) void pack_b_panel_columns_avx2(const float* base, int64_t cs, int64_t kc,
+                                                                   float* out) {
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    for (int64_t jb = 0; jb < NR; jb += 8) {
+      __m256 r[8];
+      for (int64_t j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(base + (jb + j) * cs + p);
+      transpose_8x8_avx2(r);
+      float* o = out + p * NR + jb;
+      for (int64_t q = 0; q < 8; ++q) _mm256_storeu_ps(o + q * NR, r[q]);
+    }
+  }
+  for (; p < kc; ++p)
+    for (int64_t j = 0; j < NR; ++j) out[p * NR + j] = base[j * cs + p];
+}
+
+// One full MR-tall panel of an A whose rows are contiguous (row i at r[i]): out[p * MR + i] =
+// r[i][p]. 8 steps of p at a time: the six rows (and two zero rows) transposed in registers, each
+// step's six values stored as 8 floats whose last two the next store overwrites (the last store
+// writes exactly six).
+__attribute__((target("avx2,fma"))) void pack_a_panel_rows_avx2(const float* const r[MR], int64_t kc, float* out) {
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8, out += 8 * MR) {
+    __m256 v[8];
+    for (int64_t i = 0; i < MR; ++i) v[i] = _mm256_loadu_ps(r[i] + p);
+    v[6] = v[7] = _mm256_setzero_ps();
+    transpose_8x8_avx2(v);
+    for (int64_t q = 0; q < 7; ++q) _mm256_storeu_ps(out + q * MR, v[q]);
+    _mm_storeu_ps(out + 7 * MR, _mm256_castps256_ps128(v[7]));
+    _mm_storel_pi(reinterpret_cast<__m64*>(out + 7 * MR + 4), _mm256_extractf128_ps(v[7], 1));
+  }
+  for (; p < kc; ++p, out += MR)
+    for (int64_t i = 0; i < MR; ++i) out[i] = r[i][p];
+}
+#endif
+
+bool have_avx2() { return kernel_choice().kernel != micro_kernel_portable; }
+
 // Packs rows [i0, i0+mc) x columns [p0, p0+kc) of A into MR-tall panels, each kc x MR (p-major),
 // the last panel padded with zeros.
 void pack_a(MatrixRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* out) {
@@ -218,6 +301,12 @@ void pack_a(MatrixRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* 
     if (rows == MR && a.col_stride == 1) {
       const float* r[MR];
       for (int64_t i = 0; i < MR; ++i) r[i] = base + i * a.row_stride;
+#ifdef NN_GEMM_HAVE_AVX2
+      if (have_avx2()) {
+        pack_a_panel_rows_avx2(r, kc, out);
+        continue;
+      }
+#endif
       for (int64_t p = 0; p < kc; ++p)
         for (int64_t i = 0; i < MR; ++i) out[p * MR + i] = r[i][p];
     } else if (rows == MR && a.row_stride == 1) {
@@ -230,52 +319,6 @@ void pack_a(MatrixRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* 
     }
   }
 }
-
-#ifdef NN_GEMM_HAVE_AVX2
-// One full NR-wide panel of a B whose columns are contiguous (B = X^T, row_stride 1): column j is
-// col[j * cs + p]. 8x8 blocks are transposed in registers: 8 loads along p, 8 stores along j.
-__attribute__((target("avx2,fma"))) void pack_b_panel_columns_avx2(const float* base, int64_t cs, int64_t kc,
-                                                                   float* out) {
-  int64_t p = 0;
-  for (; p + 8 <= kc; p += 8) {
-    for (int64_t jb = 0; jb < NR; jb += 8) {
-      __m256 r0 = _mm256_loadu_ps(base + (jb + 0) * cs + p), r1 = _mm256_loadu_ps(base + (jb + 1) * cs + p);
-      __m256 r2 = _mm256_loadu_ps(base + (jb + 2) * cs + p), r3 = _mm256_loadu_ps(base + (jb + 3) * cs + p);
-      __m256 r4 = _mm256_loadu_ps(base + (jb + 4) * cs + p), r5 = _mm256_loadu_ps(base + (jb + 5) * cs + p);
-      __m256 r6 = _mm256_loadu_ps(base + (jb + 6) * cs + p), r7 = _mm256_loadu_ps(base + (jb + 7) * cs + p);
-      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      r0 = _mm256_permute2f128_ps(s0, s4, 0x20);
-      r1 = _mm256_permute2f128_ps(s1, s5, 0x20);
-      r2 = _mm256_permute2f128_ps(s2, s6, 0x20);
-      r3 = _mm256_permute2f128_ps(s3, s7, 0x20);
-      r4 = _mm256_permute2f128_ps(s0, s4, 0x31);
-      r5 = _mm256_permute2f128_ps(s1, s5, 0x31);
-      r6 = _mm256_permute2f128_ps(s2, s6, 0x31);
-      r7 = _mm256_permute2f128_ps(s3, s7, 0x31);
-      float* o = out + p * NR + jb;
-      _mm256_storeu_ps(o + 0 * NR, r0);
-      _mm256_storeu_ps(o + 1 * NR, r1);
-      _mm256_storeu_ps(o + 2 * NR, r2);
-      _mm256_storeu_ps(o + 3 * NR, r3);
-      _mm256_storeu_ps(o + 4 * NR, r4);
-      _mm256_storeu_ps(o + 5 * NR, r5);
-      _mm256_storeu_ps(o + 6 * NR, r6);
-      _mm256_storeu_ps(o + 7 * NR, r7);
-    }
-  }
-  for (; p < kc; ++p)
-    for (int64_t j = 0; j < NR; ++j) out[p * NR + j] = base[j * cs + p];
-}
-#endif
-
-bool have_avx2() { return kernel_choice().kernel != micro_kernel_portable; }
 
 // Packs rows [p0, p0+kc) x columns [j0, j0+nc) of B into NR-wide panels, each kc x NR (p-major),
 // the last panel padded with zeros.
@@ -351,13 +394,23 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* ap, const flo
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int64_t rows = std::min(MR, mc - ir);
       float* c_tile = c + (i0 + ir) * ldc + j0 + jr;
+      const TileStore store{e.alpha, e.beta, e.row_bias ? e.row_bias + i0 + ir : nullptr,
+                            e.col_bias ? e.col_bias + j0 + jr : nullptr, first, last, e.relu};
       if (rows == MR && cols == NR) {
-        const TileStore store{e.alpha, e.beta, e.row_bias ? e.row_bias + i0 + ir : nullptr,
-                              e.col_bias ? e.col_bias + j0 + jr : nullptr, first, last, e.relu};
         kernel(kc, ap + ir * kc, b_panel, step, nullptr, c_tile, ldc, store);
+#ifdef NN_GEMM_HAVE_AVX2
+      } else if (cols == NR && kernel == micro_kernel_avx2) {
+        // A last panel of fewer rows (m not a multiple of 6: every Winograd point product of VGG),
+        // full width: its rows stored as the full tiles' are, not through store_tile's scalar loop.
+        kernel(kc, ap + ir * kc, b_panel, step, tile, nullptr, 0, store);
+        for (int64_t r = 0; r < rows; ++r)
+          store_row_avx2(_mm256_load_ps(tile + r * NR), _mm256_load_ps(tile + r * NR + 8), c_tile + r * ldc, r, store);
+#endif
       } else {
 #ifdef NN_GEMM_HAVE_AVX2
-        if (cols <= NR / 2 && kernel == micro_kernel_avx2) {
+        if (cols <= 2 && kernel == micro_kernel_avx2) {
+          for (int64_t j = 0; j < cols; ++j) micro_kernel_avx2_6x1(kc, ap + ir * kc, b_panel + j, step, tile + j);
+        } else if (cols <= NR / 2 && kernel == micro_kernel_avx2) {
           micro_kernel_avx2_6x8(kc, ap + ir * kc, b_panel, step, tile);
         } else
 #endif
