@@ -246,6 +246,21 @@ assert "Members: 3 (a cross-validated ensemble" in card and "## Limitations" in 
 print(f"cross-validation: 3 members, clean out-of-fold AUC {conditions['clean']['auc']['mean']:.3f}, "
       f"test AUC {ev['auc']:.3f} on {ev['n']} accepted of 80")
 PY
+  # pneumonia-protocol re-scores the fold models: as the run did (the same table to the last digit),
+  # and with test-time augmentation (--tta: the mean logit of the image and 4 resamplings).
+  "$bin/pneumonia-protocol" --run "$work/cv" --out "$work/cv-rescored" --threads 2 > "$work/rescore.log"
+  "$bin/pneumonia-protocol" --run "$work/cv" --out "$work/cv-tta" --threads 2 --tta > "$work/rescore-tta.log"
+  "$py" - "$work/cv" <<'PY'
+import json, sys
+run = sys.argv[1]
+p, again, tta = (json.load(open(f"{d}/protocol.json")) for d in (run, run + "-rescored", run + "-tta"))
+assert again["conditions"] == p["conditions"] and again["threshold"] == p["threshold"], "re-scoring changed the table"
+assert p["test_time_views"] == 1 and tta["test_time_views"] == 5, (p["test_time_views"], tta["test_time_views"])
+assert tta["conditions"]["clean"]["auc"]["folds"] != p["conditions"]["clean"]["auc"]["folds"], "--tta changed nothing"
+for c in tta["conditions"].values():
+    assert 0 <= c["auc"]["mean"] <= 1, c
+print(f"protocol: re-scored as trained; with test-time augmentation mean AUC {tta['mean_auc']:.3f} (without {p['mean_auc']:.3f})")
+PY
   # ONNX (when built with it): the ensemble exported, run from the .onnx file and converted back,
   # gives the same answers to every digit, refusals included, and the same tensors.
   if "$bin/nn-convert" onnx-export "$work/cv/model.safetensors" -o "$work/cv/model.onnx" > "$work/onnx.log" 2>&1; then

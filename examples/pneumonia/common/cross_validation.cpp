@@ -118,6 +118,17 @@ std::vector<double> calibrated(const std::vector<double>& logits, const nn::metr
   return p;
 }
 
+std::vector<nn::data::AugmentParams> test_time_views() {
+  // Fixed before any result was seen: the middle of the default training augmentation's zoom
+  // (+-0.2) and aspect (log-uniform up to 1.35) ranges, one step each way.
+  std::vector<nn::data::AugmentParams> views(4);
+  views[0].zoom = 0.9;
+  views[1].zoom = 1.1;
+  views[2].aspect = 1.15;
+  views[3].aspect = 1.0 / 1.15;
+  return views;
+}
+
 // The logits of `member` for every image of `indices`, under every shift: logits[c][k] for
 // indices[k]; refused[c][k]: whether the member's gate (its input checks, then its feature
 // detector) refuses the image. The images are decoded again from their files at full size, made
@@ -126,9 +137,12 @@ struct ShiftScores {
   std::vector<std::vector<double>> logits;
   std::vector<std::vector<char>> refused;
 };
+// With `views` (test-time augmentation), a logit is the mean over the image and each view of it
+// (nn::data::apply_augment on the model-sized image); the gate sees the image alone.
 ShiftScores score_under_shifts(nn::models::VGG& member, const ModelSpec& spec, const OodGate& gate,
                                const XrayData& data, const std::vector<int64_t>& indices,
-                               const std::vector<AcquisitionShift>& shifts) {
+                               const std::vector<AcquisitionShift>& shifts,
+                               const std::vector<nn::data::AugmentParams>& views = {}) {
   // A fold model written before the gate existed has no feature detector: only the input checks.
   const FeatureGate* detector = gate.members.empty() ? nullptr : &gate.members[0];
   const nn::data::Preprocessing preset = nn::data::parse_preprocessing(spec.preprocessing);
@@ -141,6 +155,7 @@ ShiftScores score_under_shifts(nn::models::VGG& member, const ModelSpec& spec, c
   for (size_t b = 0; b < indices.size(); b += batch) {
     const size_t end = std::min(indices.size(), b + batch);
     std::vector<std::vector<nn::Tensor>> inputs(shifts.size());
+    std::vector<std::vector<std::vector<nn::Tensor>>> view_inputs(shifts.size(), std::vector<std::vector<nn::Tensor>>(views.size()));
     std::vector<std::vector<char>> input_refused(shifts.size());
     for (size_t k = b; k < end; ++k) {
       const size_t i = static_cast<size_t>(indices[k]);
@@ -151,6 +166,8 @@ ShiftScores score_under_shifts(nn::models::VGG& member, const ModelSpec& spec, c
         if (shifted.height != spec.input_size || shifted.width != spec.input_size)
           shifted = nn::data::resize(shifted, spec.input_size, spec.input_size);
         inputs[c].push_back(xray_to_input(shifted, preset).unsqueeze(0));
+        for (size_t v = 0; v < views.size(); ++v)
+          view_inputs[c][v].push_back(xray_to_input(nn::data::apply_augment(shifted, views[v]), preset).unsqueeze(0));
       }
     }
     for (size_t c = 0; c < shifts.size(); ++c) {
@@ -164,7 +181,16 @@ ShiftScores score_under_shifts(nn::models::VGG& member, const ModelSpec& spec, c
       } else {
         z = member(x);
       }
-      for (float v : z.reshape({-1}).to_vector<float>()) out.logits[c].push_back(v);
+      std::vector<float> zs = z.reshape({-1}).to_vector<float>();
+      if (!views.empty()) {
+        std::vector<double> sum(zs.begin(), zs.end());
+        for (size_t v = 0; v < views.size(); ++v) {
+          const std::vector<float> zv = member(nn::concat(view_inputs[c][v], 0)).reshape({-1}).to_vector<float>();
+          for (size_t k = 0; k < sum.size(); ++k) sum[k] += zv[k];
+        }
+        for (size_t k = 0; k < sum.size(); ++k) zs[k] = static_cast<float>(sum[k] / static_cast<double>(views.size() + 1));
+      }
+      for (float v : zs) out.logits[c].push_back(v);
       for (size_t k = 0; k < d.size(); ++k)
         out.refused[c].push_back(input_refused[c][k] || (detector != nullptr && OodGate::refuses(d[k] / detector->limit)));
     }
@@ -261,7 +287,7 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     const std::vector<int64_t> held_out = data.usable(folds[static_cast<size_t>(k)].val);
     const auto t_score = std::chrono::steady_clock::now();
     const ShiftScores scores = score_under_shifts(*m.models[static_cast<size_t>(k)], spec, m.gates[static_cast<size_t>(k)],
-                                                  data, held_out, shifts);
+                                                  data, held_out, shifts, cfg.tta ? test_time_views() : std::vector<nn::data::AugmentParams>{});
     for (size_t c = 0; c < shifts.size(); ++c)
       for (size_t j = 0; j < held_out.size(); ++j) {
         oof[c][static_cast<size_t>(held_out[j])] = scores.logits[c][j];
@@ -445,6 +471,7 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
   }
 
   json protocol = {{"folds", cfg.folds},
+                   {"test_time_views", cfg.tta ? static_cast<int>(test_time_views().size()) + 1 : 1},
                    {"images", scored.size()},
                    {"temperature", calibration.temperature},
                    {"calibration_bias", calibration.bias},
@@ -517,7 +544,7 @@ json cross_validate(const TrainConfig& config) {
   return summary;
 }
 
-json rescore(const std::string& run, const std::string& out, const std::string& data_dir, int threads) {
+json rescore(const std::string& run, const std::string& out, const std::string& data_dir, int threads, bool tta) {
   const json saved = json::parse(std::ifstream(fs::path(run) / "summary.json"));
   NN_CHECK(saved.contains("config") && saved["config"].contains("folds"), run, "/summary.json: not a cross-validated run");
   const json& c = saved["config"];
@@ -532,6 +559,7 @@ json rescore(const std::string& run, const std::string& out, const std::string& 
   cfg.threshold_rule = c["threshold_rule"];
   if (c.contains("threshold_on")) cfg.threshold_on = c["threshold_on"];
   cfg.threads = threads;
+  cfg.tta = tta;
   if (threads > 0) nn::set_num_threads(threads);
   run_files::prepare(out);
   std::shared_ptr<const XrayData> data = XrayData::load(cfg);

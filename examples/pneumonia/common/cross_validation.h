@@ -45,6 +45,12 @@ nlohmann::json cross_validate(const TrainConfig& config);
 // settings from RUN/summary.json; the data from `data` when given, else the run's) under the
 // current protocol, and writes protocol.json, oof.safetensors, the charts and summary.json into
 // `out` (created). For comparing runs made before the protocol changed. Returns the protocol.
-nlohmann::json rescore(const std::string& run, const std::string& out, const std::string& data = "", int threads = 0);
+// With `tta`, every held-out image is scored as the mean logit of itself and test_time_views().
+nlohmann::json rescore(const std::string& run, const std::string& out, const std::string& data = "", int threads = 0,
+                       bool tta = false);
+
+// Test-time augmentation's four resamplings of an image (zoom 0.9 and 1.1, aspect 1.15 and 1/1.15),
+// scored with the image itself by pneumonia-protocol --tta.
+std::vector<nn::data::AugmentParams> test_time_views();
 
 }  // namespace pneumonia

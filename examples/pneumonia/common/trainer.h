@@ -77,6 +77,10 @@ struct TrainConfig {
   // training image (nn::data::match_histogram): the classes' gray levels then say nothing of the
   // class, whatever processing each collection had.
   double histogram_mix = 0;
+  // pneumonia-protocol --tta: score the held-out images as the mean logit of the image and four
+  // fixed resamplings from the middle of the training augmentation's range (test_time_views()).
+  // An evaluation of test-time augmentation; predict and serve do not apply it.
+  bool tta = false;
 
   // The settings as JSON (summary.json, and the checkpoint, which --resume checks against).
   nlohmann::json to_json() const;
