@@ -278,6 +278,7 @@ Members train_folds(const TrainConfig& cfg, const std::shared_ptr<const XrayData
 json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::vector<nn::data::Split>& folds,
                        Members& m, const std::string& out) {
   const std::vector<AcquisitionShift> shifts = acquisition_shifts(class_intensities(data));
+  const std::vector<nn::data::AugmentParams> views = cfg.tta ? test_time_views() : std::vector<nn::data::AugmentParams>{};
   ModelSpec& spec = m.spec;
   // Out-of-fold logits per condition, and each sample's fold (-1 when unreadable).
   std::vector<std::vector<double>> oof(shifts.size(), std::vector<double>(data.samples.size(), NAN));
@@ -287,7 +288,7 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
     const std::vector<int64_t> held_out = data.usable(folds[static_cast<size_t>(k)].val);
     const auto t_score = std::chrono::steady_clock::now();
     const ShiftScores scores = score_under_shifts(*m.models[static_cast<size_t>(k)], spec, m.gates[static_cast<size_t>(k)],
-                                                  data, held_out, shifts, cfg.tta ? test_time_views() : std::vector<nn::data::AugmentParams>{});
+                                                  data, held_out, shifts, views);
     for (size_t c = 0; c < shifts.size(); ++c)
       for (size_t j = 0; j < held_out.size(); ++j) {
         oof[c][static_cast<size_t>(held_out[j])] = scores.logits[c][j];
@@ -471,7 +472,7 @@ json evaluate_protocol(const TrainConfig& cfg, const XrayData& data, const std::
   }
 
   json protocol = {{"folds", cfg.folds},
-                   {"test_time_views", cfg.tta ? static_cast<int>(test_time_views().size()) + 1 : 1},
+                   {"test_time_views", views.size() + 1},
                    {"images", scored.size()},
                    {"temperature", calibration.temperature},
                    {"calibration_bias", calibration.bias},

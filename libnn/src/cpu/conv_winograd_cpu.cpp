@@ -596,7 +596,7 @@ struct PointWeights {
 
 // The 36 products M[p] (o1-o0 x n) = U[p] * V[p] (c x n) for n tiles; row stride ld, point strides
 // pv, pm. With U packed the GEMM reads V in place and computes the n columns (a last panel of at
-// most 8 on its half-width kernel); else it packs V, and whole 16-column panels (its partial
+// most 8 on its half-width kernel, of 1 or 2 on its one-column kernel); else it packs V, and whole 16-column panels (its partial
 // panels are stored slowly) are cheaper: the extra columns are scratch.
 void point_products(const PointWeights& pw, int64_t n, const float* V, int64_t pv, float* M, int64_t pm, int64_t ld) {
   for (int p = 0; p < kPoints; ++p) {
