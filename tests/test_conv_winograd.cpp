@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iterator>
 #include <random>
 #include <string>
@@ -275,6 +276,58 @@ TEST(WinogradConv, PortableKernels) {
   }
   cpu::winograd_use_portable_kernels(false);
   std::printf("[ portable kernels: max relative error %.3g ]\n", worst);
+}
+
+// The 2x2 max pool made in the output pass (max_pool_2x2) against the unpooled output pooled by
+// hand with max_pool2d's comparison (b wins when b > a or b is NaN, window order), bit for bit:
+// odd output sizes (floor mode drops the last row or column), a pooled output of one row, many
+// tiles over threads and images, few tiles split over output channels, the portable kernels, and a
+// NaN in the input without ReLU (the pool must carry it as max_pool2d does).
+TEST(WinogradConv, MaxPoolInTheOutputPassHasMaxPool2dBits) {
+  struct Case {
+    Conv2dGeometry g;
+    bool relu, portable, nan;
+  };
+  const Case cases[] = {
+      {geometry(2, 16, 24, 13, 15, 1), true, false, false},   // 13x15 -> 6x7
+      {geometry(3, 20, 17, 6, 5, 0), false, false, false},    // 4x3 -> 2x1
+      {geometry(1, 64, 72, 62, 66, 1), true, false, false},   // blocks over both threads
+      {geometry(1, 128, 160, 9, 11, 2), true, false, false},  // 11x13, few tiles: split over O
+      {geometry(2, 16, 24, 13, 15, 1), false, true, false},
+      {geometry(1, 64, 70, 17, 37, 1), true, true, false},
+      {geometry(1, 16, 16, 14, 14, 1), false, false, true},
+      {geometry(1, 16, 16, 14, 14, 1), false, true, true},
+  };
+  const auto step = [](float a, float b) { return (b > a || std::isnan(b)) ? b : a; };
+  uint32_t seed = 300;
+  for (const Case& k : cases) {
+    const Conv2dGeometry& g = k.g;
+    auto x = random_vector(static_cast<size_t>(g.n * g.c * g.h * g.w), seed++);
+    if (k.nan) x[static_cast<size_t>(5 * g.w + 6)] = std::nanf("");
+    const auto w = random_vector(static_cast<size_t>(g.o * g.c * 9), seed++, 1.0f / std::sqrt(9.0f * g.c));
+    const auto b = random_vector(static_cast<size_t>(g.o), seed++);
+    const int64_t ph = g.oh / 2, pw = g.ow / 2;
+    std::vector<float> y(static_cast<size_t>(g.n * g.o * g.oh * g.ow));
+    std::vector<float> pooled(static_cast<size_t>(g.n * g.o * ph * pw), std::nanf(""));  // must be overwritten
+    if (k.nan) std::fill(pooled.begin(), pooled.end(), 12345.0f);
+    cpu::winograd_use_portable_kernels(k.portable);
+    cpu::winograd_conv2d_forward(x.data(), w.data(), b.data(), k.relu, y.data(), g);
+    cpu::winograd_conv2d_forward(x.data(), w.data(), b.data(), k.relu, pooled.data(), g, nullptr, true);
+    cpu::winograd_use_portable_kernels(false);
+    int64_t mismatches = 0, nans = 0;
+    for (int64_t p = 0; p < g.n * g.o; ++p)
+      for (int64_t i = 0; i < ph; ++i)
+        for (int64_t j = 0; j < pw; ++j) {
+          const float* r0 = y.data() + (p * g.oh + 2 * i) * g.ow + 2 * j;
+          const float* r1 = r0 + g.ow;
+          const float want = step(step(step(r0[0], r0[1]), r1[0]), r1[1]);
+          const float got = pooled[static_cast<size_t>((p * ph + i) * pw + j)];
+          nans += std::isnan(want);
+          if (std::memcmp(&want, &got, sizeof got) != 0 && !(std::isnan(want) && std::isnan(got))) ++mismatches;
+        }
+    EXPECT_EQ(mismatches, 0) << describe(g) << (k.portable ? " portable" : "") << (k.relu ? " relu" : "");
+    EXPECT_EQ(nans > 0, k.nan) << describe(g);
+  }
 }
 
 // Backward weight on every H, W in {1, 2, 3, 5, 7, 13} with paddings 0..2; channels cycle through

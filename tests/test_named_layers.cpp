@@ -94,10 +94,11 @@ TEST(NamedLayers, HooksObserveAndReplaceOutputs) {
   nn::NoGradGuard no_grad;
   const Tensor x = random_input({1, 3, 32, 32}, 8);
   const std::vector<float> plain = values((*model)(x));
-  Tensor conv_out, relu_out, features_out;
+  Tensor conv_out, relu_out, pool_out, features_out;
   {
     nn::ForwardHooks hooks(*model, {{"features.0", [&](const Tensor& y) { return conv_out = y; }},
                                     {"features.4", [&](const Tensor& y) { return relu_out = y; }},
+                                    {"features.15", [&](const Tensor& y) { return pool_out = y; }},
                                     {"features", [&](const Tensor& y) { return features_out = y; }}});
     // Observing changes nothing.
     EXPECT_EQ(values((*model)(x)), plain);
@@ -105,6 +106,10 @@ TEST(NamedLayers, HooksObserveAndReplaceOutputs) {
   // The convolution's own output (its hook stops the fusion), a fused ReLU's output, a chain's.
   EXPECT_EQ(values(conv_out), values(nn::forward_to(*model, x, "features.0")));
   EXPECT_EQ(values(relu_out), values(nn::forward_to(*model, x, "features.4")));
+  // A pool's hook keeps the convolution, ReLU and pool fused (Winograd pools in its output pass
+  // at this layer's 32 channels) and sees the pooled output.
+  EXPECT_EQ(pool_out.shape(), (nn::Shape{1, 32, 2, 2}));
+  EXPECT_EQ(values(pool_out), values(nn::forward_to(*model, x, "features.15")));
   EXPECT_EQ(values(features_out), values(model->forward_features(x)));
   // Out of scope: no hook runs.
   conv_out = Tensor();

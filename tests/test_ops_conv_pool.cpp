@@ -116,6 +116,21 @@ Ref ref_max_pool(const Ref& x, const PoolSpec& s) {
   return y;
 }
 
+// A convolution with its 2x2 stride-2 max pool (Conv2dOptions::max_pool_2x2): the pooled direct
+// convolution. Forward in f32 runs the backend's fused kernel (Winograd's output pass with 16+
+// channels, else the convolution into a temporary and the max pool's kernel); the gradient check
+// in f64 differentiates conv2d then max_pool2d.
+OpCase conv_pool_case(const std::string& name, Input x, const Shape& w, bool bias, Conv2dOptions opt) {
+  opt.max_pool_2x2 = true;
+  OpCase c = conv_case(name, x, w, bias, opt);
+  c.reference = [opt](const R& r) {
+    Ref y = ref_conv2d(r[0], r[1], r.size() > 2 ? &r[2] : nullptr, opt);
+    return ref_max_pool(y, PoolSpec{2, 2, 2, 2, 0, 0, y.size(2) / 2, y.size(3) / 2});
+  };
+  c.fd_max_elements = 24;
+  return c;
+}
+
 // PyTorch's average: the sum over the window's input elements, divided by the number of window
 // positions inside the padded input (count_include_pad) or inside the input.
 Ref ref_avg_pool(const Ref& x, const PoolSpec& s, bool count_include_pad) {
@@ -198,6 +213,13 @@ NN_OP_CASES(conv) {
       // ReLU fused into the output pass (values, and the gradient masked by y > 0).
       conv_case("3x3_pad1_relu", Input{{2, 3, 7, 9}}, {4, 3, 3, 3}, true, relu_opts(conv_opts(1, 1, 1, 1))),
       conv_case("3x3_stride2_relu_nobias", Input{{2, 2, 7, 9}}, {5, 2, 3, 3}, false, relu_opts(conv_opts(2, 2, 1, 1))),
+      // With the 2x2 max pool; odd outputs (the last row or column is dropped, as floor mode).
+      conv_pool_case("3x3_pad1_relu_max_pool_odd", Input{{2, 3, 7, 9}}, {4, 3, 3, 3}, true,
+                     relu_opts(conv_opts(1, 1, 1, 1))),
+      conv_pool_case("winograd_relu_max_pool_odd", Input{{2, 16, 11, 13}}, {16, 16, 3, 3}, true,
+                     relu_opts(conv_opts(1, 1, 1, 1))),
+      conv_pool_case("winograd_max_pool_no_relu_pad0", Input{{1, 16, 10, 9}}, {17, 16, 3, 3}, false,
+                     conv_opts(1, 1, 0, 0)),
       // Unbatched (C,H,W) input.
       conv_case("unbatched", Input{{3, 6, 7}}, {2, 3, 3, 3}, true, conv_opts(1, 1, 1, 1)),
   };

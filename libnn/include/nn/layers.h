@@ -31,6 +31,9 @@ class Conv2d : public Module {
   Tensor forward(const Tensor& x) override;
   // relu(forward(x)) in one pass (Sequential uses it for a Conv2d followed by a ReLU).
   Tensor forward_relu(const Tensor& x);
+  // max_pool2d(relu(forward(x)), 2) (Sequential uses it for a Conv2d, a ReLU and a 2x2 stride-2
+  // MaxPool2d; see Conv2dOptions::max_pool_2x2).
+  Tensor forward_relu_max_pool(const Tensor& x);
   // Draws the weight and bias again (the constructor's initialisation).
   void reset_parameters(Generator& gen = default_generator());
 

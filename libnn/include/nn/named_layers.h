@@ -3,8 +3,9 @@
 // A layer is named by its dotted module path, as in named_modules() ("features.29", "classifier").
 // These functions work on any module whose forward is a chain of steps (Module::steps:
 // Sequential, VGG and the other models), descending into nested chains; a module without steps is
-// one layer. They run a Conv2d directly followed by a ReLU as one fused convolution, as forward()
-// does, except where the split point or a hook falls between the two.
+// one layer. They run a Conv2d directly followed by a ReLU as one fused convolution, and with a 2x2
+// stride-2 MaxPool2d right after the ReLU, the pool too (Conv2dOptions::max_pool_2x2), as forward()
+// does, except where the split point or a hook falls between them.
 //
 //   Tensor a = nn::forward_to(model, x, "features.29");      // the activations after features.29
 //   Tensor y = nn::forward_from(model, a, "features.29");    // the rest: y == model(x)

@@ -483,6 +483,26 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
                  [&](auto tag) { conv2d_forward_typed<decltype(tag)>(x, w, bias, y, g, relu); });
 }
 
+// The convolution's 2x2 max pool: in Winograd's output transform where it applies (the full-size
+// output is never written: one pass over the activation fewer), else the convolution into a
+// temporary and the max pool's kernel.
+void conv2d_max_pool_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
+                             bool relu) {
+  const bool cache = weight_cache_on.load(std::memory_order_relaxed);
+  if (x.dtype() == DType::f32 && winograd_applicable(g, cache)) {
+    std::shared_ptr<WinogradForwardWeights> transformed;
+    if (cache) transformed = weight_cache().get(w, g.o, g.c);
+    winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
+                            y.data<float>(), g, transformed.get(), /*max_pool_2x2=*/true);
+    return;
+  }
+  Tensor full = empty({g.n, g.o, g.oh, g.ow}, x.dtype());
+  conv2d_forward(x, w, bias, full, g, relu);
+  Tensor no_argmax;
+  kernel_table(DeviceType::cpu)
+      .max_pool2d_forward(full, y, no_argmax, Pool2dGeometry::from(full.shape(), {2, 2}, {2, 2}, {0, 0}, false, true));
+}
+
 void conv2d_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {
   if (dy.dtype() == DType::f32 && winograd_applicable(g)) {
     winograd_conv2d_backward_input(dy.data<float>(), w.data<float>(), dx.data<float>(), g);
@@ -505,6 +525,7 @@ void conv2d_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, const
 
 void register_conv_cpu(KernelTable& t) {
   t.conv2d_forward = conv2d_forward;
+  t.conv2d_max_pool_forward = conv2d_max_pool_forward;
   t.conv2d_backward_input = conv2d_backward_input;
   t.conv2d_backward_weight = conv2d_backward_weight;
 }

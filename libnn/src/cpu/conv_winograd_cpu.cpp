@@ -32,7 +32,10 @@
 //      copying them into panels: V is already row-major and hot in cache.
 //   3. output transform: 8 tiles at a time in SIMD lanes, 36 vector loads, A^T . A, + bias[o], ReLU,
 //      a 4x8 transpose back to four 32-float rows of y, stored straight into y where the 8 tiles are
-//      inside the output, through a staging tile at the edges.
+//      inside the output, through a staging tile at the edges. With the 2x2 max pool (Problem::pool),
+//      the 4x4 outputs are pooled in registers first and only two 16-float rows are stored: VGG's
+//      pooled layers write a quarter of their output and never read it back (about 3 ms of VGG16's
+//      65 ms batch-1 forward: bench/README.md, "Winograd on the CPU").
 // Bytes per thread: V + M = 36 * 4 * ld * (C + O) (0.7 MiB at 64 -> 64 channels, 11 MiB at 512 ->
 // 512). T sets U's reuse: each block reads all of U (2T FLOPs per byte of U): 64 keeps U's traffic
 // (38 MB per block at 512 x 512) near V's and M's. U = the weight transform, [36][C][O] in the
@@ -134,6 +137,10 @@ struct Problem {
   float* out;       // (n, cout, oh, ow)
   const float* bias;
   bool relu;
+  // out holds the 2x2 stride-2 max pool of the convolution's output (N, O, OH / 2, OW / 2): a
+  // window never straddles two 4x4 tiles, so each tile's 2x2 pooled outputs are made in its output
+  // transform and the full-size output is never written.
+  bool pool;
   int64_t n, cin, cout, ih, iw, oh, ow, pad_h, pad_w;
   int64_t tiles_h, tiles_w, tiles;  // tiles: of the whole batch
 };
@@ -280,6 +287,19 @@ NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias,
     }
 }
 
+// The max pool's comparison (pool_cpu.cpp): b replaces a when b > a or b is NaN, in window order
+// (row 0 left, right, row 1 left, right), so the pooled values are bit for bit max_pool2d's.
+NN_INLINE float pool_step(float a, float b) { return (b > a || b != b) ? b : a; }
+
+// Pools a 4-row staging tile (out[a * 32 + col], output_group_*'s layout) into 2 rows of 16.
+NN_INLINE void pool_tile_generic(const float* tile, float* pooled) {
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 16; ++c) {
+      const float* t = tile + 2 * r * 32 + 2 * c;
+      pooled[r * 16 + c] = pool_step(pool_step(pool_step(t[0], t[1]), t[32]), t[33]);
+    }
+}
+
 // ---- output-gradient transform (backward weight): dM = A dY A^T, the adjoint of A^T . A ----
 
 // Vertical pass: rows t[i] (stride wb) = sum_a A[i][a] * dy_a over columns [0, wb), where dy row a
@@ -365,9 +385,9 @@ NN_AVX2_FN NN_INLINE void output_1d_avx2(__m256 m0, __m256 m1, __m256 m2, __m256
   y3 = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), b2, b1), m5);
 }
 
-// Row a of the 8 tiles (32 floats) goes to out + a * ostride.
-NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, float bias, bool relu, float* out,
-                                            int64_t ostride) {
+// The 4x4 outputs of 8 tiles, + bias, ReLU: q[a][j] = Y[a][j] of the 8 tiles in the lanes.
+NN_AVX2_FN NN_INLINE void output_tiles_avx2(const float* m, int64_t pstride, float bias, bool relu,
+                                            __m256 (&q)[4][4]) {
   __m256 r[6][4];
   for (int i = 0; i < 6; ++i) {
     const float* mi = m + 6 * i * pstride;
@@ -379,12 +399,20 @@ NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, flo
   for (int q = 0; q < 4; ++q)
     output_1d_avx2(r[0][q], r[1][q], r[2][q], r[3][q], r[4][q], r[5][q], y[0][q], y[1][q], y[2][q], y[3][q]);
   const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
-  for (int a = 0; a < 4; ++a) {
-    __m256 q[4];
+  for (int a = 0; a < 4; ++a)
     for (int j = 0; j < 4; ++j) {
-      q[j] = _mm256_add_ps(y[a][j], vb);
-      if (relu) q[j] = _mm256_max_ps(q[j], zero);
+      q[a][j] = _mm256_add_ps(y[a][j], vb);
+      if (relu) q[a][j] = _mm256_max_ps(q[a][j], zero);
     }
+}
+
+// Row a of the 8 tiles (32 floats) goes to out + a * ostride.
+NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, float bias, bool relu, float* out,
+                                            int64_t ostride) {
+  __m256 y[4][4];
+  output_tiles_avx2(m, pstride, bias, relu, y);
+  for (int a = 0; a < 4; ++a) {
+    const __m256* q = y[a];
     // 4 vectors of 8 tiles -> 8 tiles of 4 columns.
     const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
     const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
@@ -395,6 +423,30 @@ NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, flo
     _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
     _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
     _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+  }
+}
+
+// pool_step on 8 lanes.
+NN_AVX2_FN NN_INLINE __m256 pool_step_avx2(__m256 a, __m256 b) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_GT_OQ), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(a, b, take);
+}
+
+// The 2x2 max pool of the 8 tiles' outputs: pooled row r of the 8 tiles (16 floats, 2 per tile)
+// goes to out + r * ostride.
+NN_AVX2_FN NN_INLINE void output_group_pool_avx2(const float* m, int64_t pstride, float bias, bool relu, float* out,
+                                                 int64_t ostride) {
+  __m256 y[4][4];
+  output_tiles_avx2(m, pstride, bias, relu, y);
+  for (int r = 0; r < 2; ++r) {
+    __m256 p[2];
+    for (int s = 0; s < 2; ++s)
+      p[s] = pool_step_avx2(pool_step_avx2(pool_step_avx2(y[2 * r][2 * s], y[2 * r][2 * s + 1]), y[2 * r + 1][2 * s]),
+                            y[2 * r + 1][2 * s + 1]);
+    // 2 vectors of 8 tiles -> 8 tiles of 2 columns.
+    const __m256 lo = _mm256_unpacklo_ps(p[0], p[1]), hi = _mm256_unpackhi_ps(p[0], p[1]);  // tiles 0,1|4,5; 2,3|6,7
+    _mm256_storeu_ps(out + r * ostride, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(out + r * ostride + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
   }
 }
 
@@ -433,9 +485,10 @@ struct OutputArgs {
   int64_t groups;
   float bias;
   bool relu;
-  float* y;          // the run's first output element: row 4th, column 4tw of plane o
-  int64_t ow, rows;  // row stride of y; valid rows (1..4)
-  int64_t cols;      // valid columns from 4tw (1 .. 4 len)
+  // The run's first output element: row 4th, column 4tw of plane o (pooled: row 2th, column 2tw).
+  float* y;
+  int64_t ow, rows;  // row stride of y; valid rows (1..4; pooled 1..2)
+  int64_t cols;      // valid columns from 4tw (1 .. 4 len; pooled from 2tw, 1 .. 2 len)
 };
 
 struct DyArgs {
@@ -446,10 +499,12 @@ struct DyArgs {
   int64_t pstride;         // point stride of dM
 };
 
-NN_INLINE void store_group(const float* tile, const OutputArgs& a, int64_t g) {
-  // tile[r * 32 + col]: 4 rows of the 8 tiles' 32 columns.
-  const int64_t c = std::min<int64_t>(32, a.cols - 32 * g);
-  for (int64_t r = 0; r < a.rows; ++r) std::memcpy(a.y + r * a.ow + 32 * g, tile + r * 32, sizeof(float) * c);
+// tile[r * width + col]: the rows of group g's 8 tiles (width 32, or 16 pooled), stored where
+// they are inside the output.
+NN_INLINE void store_group(const float* tile, int64_t width, const OutputArgs& a, int64_t g) {
+  const int64_t c = std::min<int64_t>(width, a.cols - width * g);
+  for (int64_t r = 0; r < a.rows; ++r)
+    std::memcpy(a.y + r * a.ow + width * g, tile + r * width, sizeof(float) * c);
 }
 
 void input_run_generic(const InputArgs& a) {
@@ -461,7 +516,16 @@ void output_run_generic(const OutputArgs& a) {
   alignas(32) float tile[4 * 32];
   for (int64_t g = 0; g < a.groups; ++g) {
     output_group_generic(a.m + kLanes * g, a.pstride, a.bias, a.relu, tile);
-    store_group(tile, a, g);
+    store_group(tile, 32, a, g);
+  }
+}
+
+void output_pool_run_generic(const OutputArgs& a) {
+  float tile[4 * 32], pooled[2 * 16];
+  for (int64_t g = 0; g < a.groups; ++g) {
+    output_group_generic(a.m + kLanes * g, a.pstride, a.bias, a.relu, tile);
+    pool_tile_generic(tile, pooled);
+    store_group(pooled, 16, a, g);
   }
 }
 
@@ -488,7 +552,19 @@ NN_AVX2_FN void output_run_avx2(const OutputArgs& a) {
       output_group_avx2(a.m + kLanes * g, a.pstride, a.bias, a.relu, a.y + 32 * g, a.ow);
     } else {
       output_group_avx2(a.m + kLanes * g, a.pstride, a.bias, a.relu, tile, 32);
-      store_group(tile, a, g);
+      store_group(tile, 32, a, g);
+    }
+  }
+}
+
+NN_AVX2_FN void output_pool_run_avx2(const OutputArgs& a) {
+  alignas(32) float pooled[2 * 16];
+  for (int64_t g = 0; g < a.groups; ++g) {
+    if (a.rows == 2 && a.cols >= 16 * (g + 1)) {  // the 2 x 16 pooled outputs are inside: straight to y
+      output_group_pool_avx2(a.m + kLanes * g, a.pstride, a.bias, a.relu, a.y + 16 * g, a.ow);
+    } else {
+      output_group_pool_avx2(a.m + kLanes * g, a.pstride, a.bias, a.relu, pooled, 16);
+      store_group(pooled, 16, a, g);
     }
   }
 }
@@ -506,6 +582,7 @@ void weight_cols_generic(const float* w, int64_t rows, int64_t cols, bool backwa
 struct Kernels {
   void (*input_run)(const InputArgs&);
   void (*output_run)(const OutputArgs&);
+  void (*output_pool_run)(const OutputArgs&);
   void (*weight_cols)(const float*, int64_t, int64_t, bool, float*, int64_t, int64_t);
   void (*dy_run)(const DyArgs&);
 };
@@ -513,9 +590,10 @@ struct Kernels {
 std::atomic<bool> force_portable{false};
 
 const Kernels& kernels() {
-  static const Kernels portable{input_run_generic, output_run_generic, weight_cols_generic, dy_run_generic};
+  static const Kernels portable{input_run_generic, output_run_generic, output_pool_run_generic, weight_cols_generic,
+                                dy_run_generic};
 #if NN_WINOGRAD_X86
-  static const Kernels avx2{input_run_avx2, output_run_avx2, weight_cols_avx2, dy_run_avx2};
+  static const Kernels avx2{input_run_avx2, output_run_avx2, output_pool_run_avx2, weight_cols_avx2, dy_run_avx2};
   static const bool has_avx2 = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -573,14 +651,17 @@ void transform_output(const Problem& P, int64_t t0, int64_t t1, int64_t o0, int6
     a.pstride = pm;
     a.groups = ceil_div(run.len, kLanes);
     a.relu = P.relu;
-    a.ow = P.ow;
-    a.rows = std::min<int64_t>(4, P.oh - 4 * run.th);
-    a.cols = std::min(P.ow, 4 * (run.tw + run.len)) - 4 * run.tw;
+    // The output's size and a tile's extent in it: 4x4 outputs, or 2x2 pooled ones.
+    const int64_t s = P.pool ? 2 : 4, oh = P.oh * s / 4, ow = P.ow * s / 4;
+    a.ow = ow;
+    a.rows = std::min(s, oh - s * run.th);
+    a.cols = std::min(ow, s * (run.tw + run.len)) - s * run.tw;
+    if (a.rows <= 0 || a.cols <= 0) return;  // pooled: the output's odd last row or column only
     for (int64_t o = o0; o < o1; ++o) {
       a.m = M + (o - m_row0) * ld + run.b;
       a.bias = P.bias ? P.bias[o] : 0.0f;
-      a.y = P.out + ((run.img * P.cout + o) * P.oh + 4 * run.th) * P.ow + 4 * run.tw;
-      K.output_run(a);
+      a.y = P.out + ((run.img * P.cout + o) * oh + s * run.th) * ow + s * run.tw;
+      (P.pool ? K.output_pool_run : K.output_run)(a);
     }
   });
 }
@@ -638,9 +719,10 @@ void run_winograd(const Problem& P, const float* w, bool backward, WinogradForwa
   const int64_t C = P.cin, O = P.cout;
   if (P.tiles == 0 || O == 0) return;
   if (C == 0) {  // an empty sum: bias (then ReLU) only
+    const int64_t plane = P.pool ? (P.oh / 2) * (P.ow / 2) : P.oh * P.ow;
     for (int64_t i = 0; i < P.n * O; ++i) {
       const float b = P.bias ? P.bias[i % O] : 0.0f;
-      std::fill(P.out + i * P.oh * P.ow, P.out + (i + 1) * P.oh * P.ow, P.relu ? std::max(b, 0.0f) : b);
+      std::fill(P.out + i * plane, P.out + (i + 1) * plane, P.relu ? std::max(b, 0.0f) : b);
     }
     return;
   }
@@ -912,8 +994,9 @@ void check_geometry(const Conv2dGeometry& g, const char* what) {
 }
 
 // The forward pass of convolution g (3x3, stride 1) from `in` to `out`.
-Problem make_problem(const float* in, float* out, const float* bias, bool relu, const Conv2dGeometry& g) {
-  Problem P{in, out, bias, relu, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w, ceil_div(g.oh, 4),
+Problem make_problem(const float* in, float* out, const float* bias, bool relu, const Conv2dGeometry& g,
+                     bool pool = false) {
+  Problem P{in, out, bias, relu, pool, g.n, g.c, g.o, g.h, g.w, g.oh, g.ow, g.pad_h, g.pad_w, ceil_div(g.oh, 4),
             ceil_div(g.ow, 4), 0};
   P.tiles = g.n * P.tiles_h * P.tiles_w;
   return P;
@@ -942,9 +1025,9 @@ bool winograd_backward_weight_applicable(const Conv2dGeometry& g) { return winog
 void winograd_use_portable_kernels(bool portable) { force_portable = portable; }
 
 void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
-                             const Conv2dGeometry& g, WinogradForwardWeights* transformed) {
+                             const Conv2dGeometry& g, WinogradForwardWeights* transformed, bool max_pool_2x2) {
   check_geometry(g, "winograd_conv2d_forward");
-  run_winograd(make_problem(x, y, bias, relu, g), w, false, transformed);
+  run_winograd(make_problem(x, y, bias, relu, g, max_pool_2x2), w, false, transformed);
 }
 
 std::shared_ptr<WinogradForwardWeights> winograd_forward_weights(const float* w, int64_t O, int64_t C) {

@@ -51,8 +51,11 @@ std::shared_ptr<WinogradForwardWeights> winograd_forward_weights(const float* w,
 // Requires kh == kw == 3, stride 1, 0 <= pad <= 2, OH = H + 2*pad_h - 2 >= 1 (likewise OW).
 // Multithreaded over the pool (serial when called inside a parallel region). With `transformed`
 // (w's transform from winograd_forward_weights), w is not read and not transformed again.
+// With max_pool_2x2, y is (N, O, OH / 2, OW / 2): the 2x2 stride-2 max pool (floor mode) of that
+// output, bit for bit max_pool2d's, made in the output transform (the full output is never written).
 void winograd_conv2d_forward(const float* x, const float* w, const float* bias, bool relu, float* y,
-                             const Conv2dGeometry& g, WinogradForwardWeights* transformed = nullptr);
+                             const Conv2dGeometry& g, WinogradForwardWeights* transformed = nullptr,
+                             bool max_pool_2x2 = false);
 
 // dx (N,C,H,W) = the gradient of the same convolution with respect to its input, given dy
 // (N,O,OH,OW): a full correlation of dy with w rotated by 180 degrees, O and C swapped, padding

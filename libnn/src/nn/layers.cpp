@@ -83,6 +83,13 @@ Tensor Conv2d::forward_relu(const Tensor& x) {
   return conv2d(x, weight_, bias_, fused);
 }
 
+Tensor Conv2d::forward_relu_max_pool(const Tensor& x) {
+  Conv2dOptions fused = options_;
+  fused.relu = true;
+  fused.max_pool_2x2 = true;
+  return conv2d(x, weight_, bias_, fused);
+}
+
 std::string Conv2d::extra_repr() const {
   std::string s = std::to_string(in_channels_) + ", " + std::to_string(out_channels_) +
                   ", kernel_size=" + pair_str(kernel_) + ", stride=" + pair_str(options_.stride);
@@ -257,7 +264,8 @@ Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
 }
 
 // A Conv2d directly followed by a ReLU runs as one conv2d with the ReLU fused into its output pass
-// (Conv2d::forward_relu): the same values and gradients, one pass over the activation fewer.
+// (Conv2d::forward_relu): the same values and gradients, one pass over the activation fewer; with
+// a 2x2 max pool after the ReLU, that too (Conv2d::forward_relu_max_pool: the same bits).
 Tensor Sequential::forward(const Tensor& x) { return detail::run_steps(*this, x); }
 
 Tensor Sequential::forward_range(const Tensor& x, size_t begin, size_t end) {

@@ -33,6 +33,15 @@ std::string join_name(const std::string& prefix, const std::string& name) {
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
+// A 2x2 stride-2 max pool without padding or ceil mode (VGG's): Conv2dOptions::max_pool_2x2.
+bool is_max_pool_2x2(const std::shared_ptr<Module>& m) {
+  auto pool = std::dynamic_pointer_cast<MaxPool2d>(m);
+  if (!pool) return false;
+  const Pool2dOptions& o = pool->options();
+  const bool stride_2 = (o.stride[0] == 0 || o.stride[0] == 2) && (o.stride[1] == 0 || o.stride[1] == 2);
+  return o.kernel[0] == 2 && o.kernel[1] == 2 && stride_2 && o.padding[0] == 0 && o.padding[1] == 0 && !o.ceil_mode;
+}
+
 using Visitor = std::function<bool(const std::string&, Module&, const Tensor&)>;
 
 // Which layers a run covers: it starts just after `after` ("" = at the start) and stops after
@@ -85,8 +94,18 @@ Tensor run(Module& m, const std::string& path, const Tensor& x, Range& r) {
         ++next;  // the folded batch norm between them
       auto relu = std::dynamic_pointer_cast<ReLU>(steps[next].module);
       if (conv && relu && !has_hook(conv.get())) {
+        // And a 2x2 max pool right after the ReLU: pooled in the same pass, unless the range ends
+        // at the ReLU or a hook wants its output.
+        const std::string relu_name = join_name(path, steps[next].name);
+        if (next + 1 < steps.size() && relu_name != r.until && !has_hook(relu.get()) &&
+            is_max_pool_2x2(steps[next + 1].module)) {
+          y = apply_hooks(steps[next + 1].module.get(), conv->forward_relu_max_pool(y));
+          if (join_name(path, steps[next + 1].name) == r.until) r.finished = true;
+          i = next + 1;
+          continue;
+        }
         y = apply_hooks(relu.get(), conv->forward_relu(y));
-        if (join_name(path, steps[next].name) == r.until) r.finished = true;
+        if (relu_name == r.until) r.finished = true;
         i = next;
         continue;
       }
