@@ -468,17 +468,22 @@ WeightCache& weight_cache() {
 
 // f32 3x3 stride-1 convolutions with enough channels go to Winograd F(4x4, 3x3)
 // (conv_winograd_cpu.h), all three passes: about 4x fewer multiplies, relative error <= 1e-4 on
-// VGG16's layers. With the weight cache on, the forward pass transforms each weight once.
+// VGG16's layers. With the weight cache on, the forward pass transforms each weight once. Returns
+// false (nothing done) where Winograd does not apply.
+bool winograd_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
+                      bool relu, bool max_pool_2x2) {
+  const bool cache = weight_cache_on.load(std::memory_order_relaxed);
+  if (x.dtype() != DType::f32 || !winograd_applicable(g, cache)) return false;
+  std::shared_ptr<WinogradForwardWeights> transformed;
+  if (cache) transformed = weight_cache().get(w, g.o, g.c);
+  winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
+                          y.data<float>(), g, transformed.get(), max_pool_2x2);
+  return true;
+}
+
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
                     bool relu) {
-  const bool cache = weight_cache_on.load(std::memory_order_relaxed);
-  if (x.dtype() == DType::f32 && winograd_applicable(g, cache)) {
-    std::shared_ptr<WinogradForwardWeights> transformed;
-    if (cache) transformed = weight_cache().get(w, g.o, g.c);
-    winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
-                            y.data<float>(), g, transformed.get());
-    return;
-  }
+  if (winograd_forward(x, w, bias, y, g, relu, false)) return;
   dispatch_float(x.dtype(), "conv2d_forward",
                  [&](auto tag) { conv2d_forward_typed<decltype(tag)>(x, w, bias, y, g, relu); });
 }
@@ -488,14 +493,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
 // temporary and the max pool's kernel.
 void conv2d_max_pool_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
                              bool relu) {
-  const bool cache = weight_cache_on.load(std::memory_order_relaxed);
-  if (x.dtype() == DType::f32 && winograd_applicable(g, cache)) {
-    std::shared_ptr<WinogradForwardWeights> transformed;
-    if (cache) transformed = weight_cache().get(w, g.o, g.c);
-    winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
-                            y.data<float>(), g, transformed.get(), /*max_pool_2x2=*/true);
-    return;
-  }
+  if (winograd_forward(x, w, bias, y, g, relu, /*max_pool_2x2=*/true)) return;
   Tensor full = empty({g.n, g.o, g.oh, g.ow}, x.dtype());
   conv2d_forward(x, w, bias, full, g, relu);
   Tensor no_argmax;
