@@ -33,6 +33,7 @@
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_util.h"
+#include "cpu/conv_few_channels_cpu.h"
 #include "cpu/conv_winograd_cpu.h"
 #include "cpu/gemm_cpu.h"
 
@@ -468,12 +469,20 @@ WeightCache& weight_cache() {
 
 // f32 3x3 stride-1 convolutions with enough channels go to Winograd F(4x4, 3x3)
 // (conv_winograd_cpu.h), all three passes: about 4x fewer multiplies, relative error <= 1e-4 on
-// VGG16's layers. With the weight cache on, the forward pass transforms each weight once. Returns
-// false (nothing done) where Winograd does not apply.
-bool winograd_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
-                      bool relu, bool max_pool_2x2) {
+// VGG16's layers. With the weight cache on, the forward pass transforms each weight once. The
+// forward of 1-4 input channels with a 3x3 kernel takes the direct kernel of
+// conv_few_channels_cpu.h instead (VGG's first layer: no im2col of depth 27, and the pool made
+// before anything is stored). Returns false (nothing done) where neither applies.
+bool specialised_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
+                         bool relu, bool max_pool_2x2) {
+  if (x.dtype() != DType::f32) return false;
+  if (few_channels_applicable(g)) {
+    conv_few_channels_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
+                              y.data<float>(), g, max_pool_2x2);
+    return true;
+  }
   const bool cache = weight_cache_on.load(std::memory_order_relaxed);
-  if (x.dtype() != DType::f32 || !winograd_applicable(g, cache)) return false;
+  if (!winograd_applicable(g, cache)) return false;
   std::shared_ptr<WinogradForwardWeights> transformed;
   if (cache) transformed = weight_cache().get(w, g.o, g.c);
   winograd_conv2d_forward(x.data<float>(), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, relu,
@@ -483,17 +492,17 @@ bool winograd_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tens
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
                     bool relu) {
-  if (winograd_forward(x, w, bias, y, g, relu, false)) return;
+  if (specialised_forward(x, w, bias, y, g, relu, false)) return;
   dispatch_float(x.dtype(), "conv2d_forward",
                  [&](auto tag) { conv2d_forward_typed<decltype(tag)>(x, w, bias, y, g, relu); });
 }
 
-// The convolution's 2x2 max pool: in Winograd's output transform where it applies (the full-size
-// output is never written: one pass over the activation fewer), else the convolution into a
-// temporary and the max pool's kernel.
+// The convolution's 2x2 max pool: in Winograd's output transform or the few-channel kernel's
+// epilogue where they apply (the full-size output is never written: one pass over the activation
+// fewer), else the convolution into a temporary and the max pool's kernel.
 void conv2d_max_pool_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, const Conv2dGeometry& g,
                              bool relu) {
-  if (winograd_forward(x, w, bias, y, g, relu, /*max_pool_2x2=*/true)) return;
+  if (specialised_forward(x, w, bias, y, g, relu, /*max_pool_2x2=*/true)) return;
   Tensor full = empty({g.n, g.o, g.oh, g.ow}, x.dtype());
   conv2d_forward(x, w, bias, full, g, relu);
   Tensor no_argmax;
