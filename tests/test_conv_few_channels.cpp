@@ -12,23 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "conv_test_util.h"
 #include "cpu/conv_few_channels_cpu.h"
 #include "nn/parallel.h"
 
 namespace nn::test {
 namespace {
-
-Conv2dGeometry geometry(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t pad) {
-  return Conv2dGeometry::from({n, c, h, w}, {o, c, 3, 3}, {1, 1}, {pad, pad});
-}
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 // y = relu?(conv(x, w) + bias), direct, in float64.
 std::vector<double> reference(const std::vector<float>& x, const std::vector<float>& w, const float* bias, bool relu,
@@ -114,7 +103,6 @@ TEST(FewChannelsConv, MaxPoolHasMaxPool2dBits) {
       {geometry(1, 1, 2, 34, 40, 1), false, false, true},
       {geometry(1, 1, 2, 34, 40, 1), false, true, true},
   };
-  const auto step = [](float a, float b) { return (b > a || std::isnan(b)) ? b : a; };
   uint32_t seed = 500;
   for (const Case& k : cases) {
     const Conv2dGeometry& g = k.g;
@@ -129,17 +117,8 @@ TEST(FewChannelsConv, MaxPoolHasMaxPool2dBits) {
     cpu::conv_few_channels_forward(x.data(), w.data(), b.data(), k.relu, y.data(), g, false);
     cpu::conv_few_channels_forward(x.data(), w.data(), b.data(), k.relu, pooled.data(), g, true);
     cpu::few_channels_use_portable_kernel(false);
-    int64_t mismatches = 0, nans = 0;
-    for (int64_t p = 0; p < g.n * g.o; ++p)
-      for (int64_t i = 0; i < ph; ++i)
-        for (int64_t j = 0; j < pw; ++j) {
-          const float* r0 = y.data() + (p * g.oh + 2 * i) * g.ow + 2 * j;
-          const float* r1 = r0 + g.ow;
-          const float want = step(step(step(r0[0], r0[1]), r1[0]), r1[1]);
-          const float got = pooled[static_cast<size_t>((p * ph + i) * pw + j)];
-          nans += std::isnan(want);
-          if (std::memcmp(&want, &got, sizeof got) != 0 && !(std::isnan(want) && std::isnan(got))) ++mismatches;
-        }
+    int64_t nans = 0;
+    const int64_t mismatches = max_pool_mismatches(y, pooled, g, &nans);
     EXPECT_EQ(mismatches, 0) << describe(g) << (k.portable ? " portable" : "");
     EXPECT_EQ(nans > 0, k.nan) << describe(g);
   }

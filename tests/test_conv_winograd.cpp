@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_test_util.h"
 #include "cpu/conv_winograd_cpu.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
@@ -23,18 +24,6 @@
 
 namespace nn::test {
 namespace {
-
-Conv2dGeometry geometry(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t pad) {
-  return Conv2dGeometry::from({n, c, h, w}, {o, c, 3, 3}, {1, 1}, {pad, pad});
-}
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 // y = relu?(conv(x, w) + bias), direct, in float64.
 std::vector<double> ref_forward(const std::vector<float>& x, const std::vector<float>& w, const float* bias, bool relu,
@@ -195,7 +184,6 @@ TEST(WinogradConv, OddSizesAllPaddings) {
   std::printf("[ odd sizes: %lld cases, max relative error %.3g ]\n", static_cast<long long>(index), worst);
 }
 
-
 struct VggLayer {
   int64_t c, o, size;
 };
@@ -298,7 +286,6 @@ TEST(WinogradConv, MaxPoolInTheOutputPassHasMaxPool2dBits) {
       {geometry(1, 16, 16, 14, 14, 1), false, false, true},
       {geometry(1, 16, 16, 14, 14, 1), false, true, true},
   };
-  const auto step = [](float a, float b) { return (b > a || std::isnan(b)) ? b : a; };
   uint32_t seed = 300;
   for (const Case& k : cases) {
     const Conv2dGeometry& g = k.g;
@@ -314,17 +301,8 @@ TEST(WinogradConv, MaxPoolInTheOutputPassHasMaxPool2dBits) {
     cpu::winograd_conv2d_forward(x.data(), w.data(), b.data(), k.relu, y.data(), g);
     cpu::winograd_conv2d_forward(x.data(), w.data(), b.data(), k.relu, pooled.data(), g, nullptr, true);
     cpu::winograd_use_portable_kernels(false);
-    int64_t mismatches = 0, nans = 0;
-    for (int64_t p = 0; p < g.n * g.o; ++p)
-      for (int64_t i = 0; i < ph; ++i)
-        for (int64_t j = 0; j < pw; ++j) {
-          const float* r0 = y.data() + (p * g.oh + 2 * i) * g.ow + 2 * j;
-          const float* r1 = r0 + g.ow;
-          const float want = step(step(step(r0[0], r0[1]), r1[0]), r1[1]);
-          const float got = pooled[static_cast<size_t>((p * ph + i) * pw + j)];
-          nans += std::isnan(want);
-          if (std::memcmp(&want, &got, sizeof got) != 0 && !(std::isnan(want) && std::isnan(got))) ++mismatches;
-        }
+    int64_t nans = 0;
+    const int64_t mismatches = max_pool_mismatches(y, pooled, g, &nans);
     EXPECT_EQ(mismatches, 0) << describe(g) << (k.portable ? " portable" : "") << (k.relu ? " relu" : "");
     EXPECT_EQ(nans > 0, k.nan) << describe(g);
   }
