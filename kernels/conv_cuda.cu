@@ -694,6 +694,17 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
   conv2d_forward_f32(f32(x), f32(w), bias.defined() ? f32(bias) : nullptr, f32_mut(y), g, relu, workspace.get(), s);
 }
 
+// The convolution's 2x2 max pool (ops.def): on CUDA the convolution into a temporary, then the max
+// pool's kernel (the CPU pools inside its Winograd and few-channel kernels; nothing here does yet).
+void conv2d_max_pool_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y,
+                             const Conv2dGeometry& g, bool relu) {
+  Tensor full = empty({g.n, g.o, g.oh, g.ow}, DType::f32, y.device());
+  conv2d_forward(x, w, bias, full, g, relu);
+  Tensor no_argmax;
+  kernel_table(DeviceType::cuda)
+      .max_pool2d_forward(full, y, no_argmax, Pool2dGeometry::from(full.shape(), {2, 2}, {2, 2}, {0, 0}, false, true));
+}
+
 void conv2d_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {
   require_f32(dy, "conv2d_backward_input");
   require_f32(w, "conv2d_backward_input");
@@ -714,6 +725,7 @@ void conv2d_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, const
 
 void register_conv_cuda(KernelTable& t) {
   t.conv2d_forward = conv2d_forward;
+  t.conv2d_max_pool_forward = conv2d_max_pool_forward;
   t.conv2d_backward_input = conv2d_backward_input;
   t.conv2d_backward_weight = conv2d_backward_weight;
 }

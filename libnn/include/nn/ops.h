@@ -85,8 +85,9 @@ struct Conv2dOptions {
   std::array<int64_t, 2> padding{0, 0};
   bool relu = false;  // relu(conv2d(...)) in the same pass over the output (same values and gradient)
   // max_pool2d(conv2d(...), kernel 2, stride 2) (after the ReLU when relu): output (N, O, OH/2, OW/2).
-  // Where nothing needs a gradient, the CPU's Winograd path pools in its output pass and never
-  // writes the full-size output; elsewhere (and for autograd) the two ops run one after the other.
+  // Where nothing needs a gradient, the CPU's Winograd and few-channel kernels pool in their output
+  // pass and never write the full-size output; elsewhere (and for autograd) the convolution and
+  // the pool run one after the other.
   bool max_pool_2x2 = false;
 };
 // x (N,C,H,W), weight (O,C,KH,KW), bias (O) or undefined -> (N,O,OH,OW).

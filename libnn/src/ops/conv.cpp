@@ -2,8 +2,8 @@
 // bias (O) -> (N,O,OH,OW) with OH = (H + 2*pad_h - KH) / stride_h + 1 (likewise OW). Checks every
 // user-facing condition here; the backend kernels (conv_cpu.cpp) see dense tensors and a
 // Conv2dGeometry. options.relu fuses a ReLU into the output pass (and masks the gradient by y > 0);
-// options.max_pool_2x2 pools the output 2x2 (a backend's conv2d_max_pool_forward when nothing needs
-// a gradient, else conv2d then max_pool2d).
+// options.max_pool_2x2 pools the output 2x2 (the backend's conv2d_max_pool_forward when nothing
+// needs a gradient, else conv2d then max_pool2d, whose backward the gradient needs).
 // Cost: 2*N*O*OH*OW*C*KH*KW FLOPs forward, twice that for backward (input and
 // weight), plus a sum over dy for the bias.
 #include "ops/op_util.h"
@@ -53,14 +53,13 @@ Tensor conv2d_batched(const Tensor& x, const Tensor& weight, const Tensor& bias,
   Tensor bd = bias.defined() ? detail::dense(bias) : Tensor();
   const bool relu = options.relu;
   if (options.max_pool_2x2) {
-    const auto fused = kernel_table(device.type).conv2d_max_pool_forward;
-    if (fused == nullptr || needs_grad({x, weight, bias}) || g.oh < 2 || g.ow < 2) {
+    if (needs_grad({x, weight, bias}) || g.oh < 2 || g.ow < 2) {
       Conv2dOptions unpooled = options;
       unpooled.max_pool_2x2 = false;
       return max_pool2d(conv2d_batched(x, weight, bias, unpooled), Pool2dOptions{});
     }
     Tensor y = detail::make_tensor({g.n, g.o, g.oh / 2, g.ow / 2}, x.dtype(), device);
-    if (y.numel() > 0) fused(xd, wd, bd, y, g, relu);
+    if (y.numel() > 0) NN_DISPATCH(conv2d_max_pool_forward, device)(xd, wd, bd, y, g, relu);
     return y;
   }
   Tensor y = detail::make_tensor({g.n, g.o, g.oh, g.ow}, x.dtype(), device);
