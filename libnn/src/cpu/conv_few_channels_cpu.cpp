@@ -31,6 +31,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/cpu_util.h"
+#include "cpu/max_pool_step.h"
 #include "cpu/parallel.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -85,9 +87,6 @@ void load_rows(const float* x_image, const Plan& p, int64_t r0, float* rows) {
     }
 }
 
-// max_pool2d's comparison: b replaces a when b > a or b is NaN.
-inline float pool_step(float a, float b) { return (b > a || std::isnan(b)) ? b : a; }
-
 // Stores a block's finished values v[k][r][col] (3 channels, 2 rows, 16 columns; after bias and
 // ReLU): the valid rows and columns of y, or their 2x2 max pool.
 void store_block(const float (&v)[kOutBlock][2][kColBlock], const Plan& p, float* y_image, int64_t o0, int64_t r0,
@@ -99,8 +98,8 @@ void store_block(const float (&v)[kOutBlock][2][kColBlock], const Plan& p, float
       if (pr >= p.ph_out) continue;
       float* out = y_image + ((o0 + k) * p.ph_out + pr) * p.pw_out;
       for (int64_t j = 0; j < kColBlock / 2 && pq0 + j < p.pw_out; ++j)
-        out[pq0 + j] = pool_step(pool_step(pool_step(v[k][0][2 * j], v[k][0][2 * j + 1]), v[k][1][2 * j]),
-                                 v[k][1][2 * j + 1]);
+        out[pq0 + j] = max_pool_step(max_pool_step(max_pool_step(v[k][0][2 * j], v[k][0][2 * j + 1]), v[k][1][2 * j]),
+                                     v[k][1][2 * j + 1]);
     } else {
       for (int r = 0; r < 2 && r0 + r < g.oh; ++r) {
         float* out = y_image + ((o0 + k) * g.oh + r0 + r) * g.ow;
@@ -146,19 +145,6 @@ void item_generic(const float* rows, const float* wp, const float* bias, bool re
 
 #if NN_FEW_X86
 #define NN_AVX2_FN __attribute__((target("avx2,fma")))
-
-NN_AVX2_FN inline __m256 pool_step_avx2(__m256 a, __m256 b) {
-  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_GT_OQ), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
-  return _mm256_blendv_ps(a, b, take);
-}
-
-// Columns 0, 2, .., 14 (even) or 1, 3, .., 15 (odd) of 16 floats in (lo, hi), in order.
-NN_AVX2_FN inline __m256 even_columns(__m256 lo, __m256 hi) {
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
-}
-NN_AVX2_FN inline __m256 odd_columns(__m256 lo, __m256 hi) {
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));
-}
 
 template <int C>
 NN_AVX2_FN void item_avx2(const float* rows, const float* wp, const float* bias, bool relu, const Plan& p,
@@ -212,10 +198,10 @@ NN_AVX2_FN void item_avx2(const float* rows, const float* wp, const float* bias,
       if (p.pool && full_columns && r0 / 2 < p.ph_out) {
         // 2 rows x 16 columns -> 8 pooled columns, in max_pool2d's window order.
         for (int k = 0; k < kOutBlock && o0 + k < g.o; ++k) {
-          const __m256 m = pool_step_avx2(
-              pool_step_avx2(pool_step_avx2(even_columns(acc[k][0][0], acc[k][0][1]), odd_columns(acc[k][0][0], acc[k][0][1])),
-                             even_columns(acc[k][1][0], acc[k][1][1])),
-              odd_columns(acc[k][1][0], acc[k][1][1]));
+          __m256 left0, right0, left1, right1;  // rows 0 and 1: the 8 windows' left and right columns
+          split_even_odd_avx2(acc[k][0][0], acc[k][0][1], left0, right0);
+          split_even_odd_avx2(acc[k][1][0], acc[k][1][1], left1, right1);
+          const __m256 m = max_pool_step_avx2(max_pool_step_avx2(max_pool_step_avx2(left0, right0), left1), right1);
           _mm256_storeu_ps(y_image + ((o0 + k) * p.ph_out + r0 / 2) * p.pw_out + q0 / 2, m);
         }
       } else if (!p.pool && full_columns && r0 + 1 < g.oh) {
@@ -237,14 +223,6 @@ NN_AVX2_FN void item_avx2(const float* rows, const float* wp, const float* bias,
     }
   }
 }
-
-bool has_avx2_fma() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
-}
 #endif
 
 using ItemFn = void (*)(const float*, const float*, const float*, bool, const Plan&, float*, int64_t);
@@ -253,7 +231,7 @@ std::atomic<bool> force_portable{false};
 
 ItemFn item_kernel(int64_t c) {
 #if NN_FEW_X86
-  if (has_avx2_fma() && !force_portable.load(std::memory_order_relaxed)) {
+  if (cpu_has_avx2_fma() && !force_portable.load(std::memory_order_relaxed)) {
     switch (c) {
       case 1: return item_avx2<1>;
       case 2: return item_avx2<2>;

@@ -108,7 +108,9 @@
 #endif
 
 #include "conv_winograd_transforms.h"
+#include "cpu/cpu_util.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/max_pool_step.h"
 #include "cpu/parallel.h"
 #include "host_device.h"
 #include "nn/error.h"
@@ -287,16 +289,13 @@ NN_INLINE void output_group_generic(const float* m, int64_t pstride, float bias,
     }
 }
 
-// The max pool's comparison (pool_cpu.cpp): b replaces a when b > a or b is NaN, in window order
-// (row 0 left, right, row 1 left, right), so the pooled values are bit for bit max_pool2d's.
-NN_INLINE float pool_step(float a, float b) { return (b > a || b != b) ? b : a; }
-
-// Pools a 4-row staging tile (out[a * 32 + col], output_group_*'s layout) into 2 rows of 16.
+// Pools a 4-row staging tile (out[a * 32 + col], output_group_*'s layout) into 2 rows of 16, in
+// max_pool2d's window order (row 0 left, right, row 1 left, right): max_pool2d's bits.
 NN_INLINE void pool_tile_generic(const float* tile, float* pooled) {
   for (int r = 0; r < 2; ++r)
     for (int c = 0; c < 16; ++c) {
       const float* t = tile + 2 * r * 32 + 2 * c;
-      pooled[r * 16 + c] = pool_step(pool_step(pool_step(t[0], t[1]), t[32]), t[33]);
+      pooled[r * 16 + c] = max_pool_step(max_pool_step(max_pool_step(t[0], t[1]), t[32]), t[33]);
     }
 }
 
@@ -426,12 +425,6 @@ NN_AVX2_FN NN_INLINE void output_group_avx2(const float* m, int64_t pstride, flo
   }
 }
 
-// pool_step on 8 lanes.
-NN_AVX2_FN NN_INLINE __m256 pool_step_avx2(__m256 a, __m256 b) {
-  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_GT_OQ), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
-  return _mm256_blendv_ps(a, b, take);
-}
-
 // The 2x2 max pool of the 8 tiles' outputs: pooled row r of the 8 tiles (16 floats, 2 per tile)
 // goes to out + r * ostride.
 NN_AVX2_FN NN_INLINE void output_group_pool_avx2(const float* m, int64_t pstride, float bias, bool relu, float* out,
@@ -441,8 +434,9 @@ NN_AVX2_FN NN_INLINE void output_group_pool_avx2(const float* m, int64_t pstride
   for (int r = 0; r < 2; ++r) {
     __m256 p[2];
     for (int s = 0; s < 2; ++s)
-      p[s] = pool_step_avx2(pool_step_avx2(pool_step_avx2(y[2 * r][2 * s], y[2 * r][2 * s + 1]), y[2 * r + 1][2 * s]),
-                            y[2 * r + 1][2 * s + 1]);
+      p[s] = max_pool_step_avx2(
+          max_pool_step_avx2(max_pool_step_avx2(y[2 * r][2 * s], y[2 * r][2 * s + 1]), y[2 * r + 1][2 * s]),
+          y[2 * r + 1][2 * s + 1]);
     // 2 vectors of 8 tiles -> 8 tiles of 2 columns.
     const __m256 lo = _mm256_unpacklo_ps(p[0], p[1]), hi = _mm256_unpackhi_ps(p[0], p[1]);  // tiles 0,1|4,5; 2,3|6,7
     _mm256_storeu_ps(out + r * ostride, _mm256_permute2f128_ps(lo, hi, 0x20));
@@ -594,11 +588,7 @@ const Kernels& kernels() {
                                 dy_run_generic};
 #if NN_WINOGRAD_X86
   static const Kernels avx2{input_run_avx2, output_run_avx2, output_pool_run_avx2, weight_cols_avx2, dy_run_avx2};
-  static const bool has_avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  if (has_avx2 && !force_portable.load(std::memory_order_relaxed)) return avx2;
+  if (cpu_has_avx2_fma() && !force_portable.load(std::memory_order_relaxed)) return avx2;
 #endif
   return portable;
 }
@@ -677,8 +667,9 @@ struct PointWeights {
 
 // The 36 products M[p] (o1-o0 x n) = U[p] * V[p] (c x n) for n tiles; row stride ld, point strides
 // pv, pm. With U packed the GEMM reads V in place and computes the n columns (a last panel of at
-// most 8 on its half-width kernel, of 1 or 2 on its one-column kernel); else it packs V, and whole 16-column panels (its partial
-// panels are stored slowly) are cheaper: the extra columns are scratch.
+// most 8 on its half-width kernel, of 1 or 2 on its one-column kernel); else it packs V, and whole
+// 16-column panels (its partial panels are stored slowly) are cheaper: the extra columns are
+// scratch.
 void point_products(const PointWeights& pw, int64_t n, const float* V, int64_t pv, float* M, int64_t pm, int64_t ld) {
   for (int p = 0; p < kPoints; ++p) {
     if (pw.packs) {

@@ -11,6 +11,28 @@
 
 namespace nn::cpu {
 
+// Whether this CPU runs the kernels compiled for AVX2, and for AVX2 with FMA (asked once; false off
+// x86). The kernels with such versions choose them at run time with these.
+inline bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+inline bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool yes = cpu_has_avx2() && __builtin_cpu_supports("fma");
+  return yes;
+#else
+  return false;
+#endif
+}
+
 // 1 / (1 + exp(-v)) without ever exponentiating a positive number (no overflow for large |v|).
 template <typename T>
 inline T stable_sigmoid(T v) {

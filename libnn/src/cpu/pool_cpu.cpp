@@ -16,6 +16,7 @@
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_util.h"
+#include "cpu/max_pool_step.h"
 
 namespace nn::cpu {
 namespace {
@@ -42,13 +43,6 @@ Window clipped_window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, in
 
 #if defined(__x86_64__) || defined(__i386__)
 #define NN_POOL_X86 1
-// The scalar loop's comparison, 8 lanes: b replaces a when b > a or b is NaN (the first maximum in
-// window order wins ties, a NaN wins), so the values are bit for bit the scalar loop's.
-__attribute__((target("avx2"))) inline __m256 max_step(__m256 a, __m256 b) {
-  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_GT_OQ), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
-  return _mm256_blendv_ps(a, b, take);
-}
-
 // VGG's 2x2 stride-2 pool, 8 outputs per step: per input row, 16 floats split into the windows'
 // left and right columns (shuffle, then a 64-bit permute back to order), combined in the scalar
 // loop's order r0[c], r0[c+1], r1[c], r1[c+1]; the argmax (when `as` is not null; planes of fewer
@@ -56,9 +50,7 @@ __attribute__((target("avx2"))) inline __m256 max_step(__m256 a, __m256 b) {
 __attribute__((target("avx2"))) void max_pool_2x2_avx2(const float* xs, float* ys, int64_t* as, int64_t w,
                                                        int64_t oh, int64_t ow) {
   auto split = [](const float* p, __m256& left, __m256& right) {
-    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
-    left = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-    right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+    split_even_odd_avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), left, right);
   };
   const __m256i lane_offsets = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
   for (int64_t r = 0; r < oh; ++r) {
@@ -73,7 +65,7 @@ __attribute__((target("avx2"))) void max_pool_2x2_avx2(const float* xs, float* y
       split(r0 + 2 * o, l0, q0);
       split(r1 + 2 * o, l1, q1);
       if (!out_index) {
-        _mm256_storeu_ps(out + o, max_step(max_step(max_step(l0, q0), l1), q1));
+        _mm256_storeu_ps(out + o, max_pool_step_avx2(max_pool_step_avx2(max_pool_step_avx2(l0, q0), l1), q1));
         continue;
       }
       const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(i0 + 2 * o)), lane_offsets);
@@ -106,14 +98,6 @@ __attribute__((target("avx2"))) void max_pool_2x2_avx2(const float* xs, float* y
     }
   }
 }
-
-bool has_avx2() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-  }();
-  return yes;
-}
 #else
 #define NN_POOL_X86 0
 #endif
@@ -128,7 +112,7 @@ bool max_pool2d_forward_2x2(const T* xp, T* yp, int64_t* ap, const Pool2dGeometr
     return false;
 #if NN_POOL_X86
   if constexpr (std::is_same_v<T, float>) {
-    if (has_avx2() && g.h * g.w < (int64_t{1} << 31)) {
+    if (cpu_has_avx2() && g.h * g.w < (int64_t{1} << 31)) {
       for_each_plane(g.n * g.c, g.oh * g.ow * 4, [&](int64_t plane) {
         max_pool_2x2_avx2(xp + plane * g.h * g.w, yp + plane * g.oh * g.ow, ap ? ap + plane * g.oh * g.ow : nullptr,
                           g.w, g.oh, g.ow);
@@ -180,7 +164,7 @@ void max_pool2d_forward_typed(const Tensor& x, Tensor& y, Tensor& argmax, const 
         for (int64_t ih = hw.begin; ih < hw.end; ++ih) {
           for (int64_t iw = ww.begin; iw < ww.end; ++iw) {
             const T v = xs[ih * g.w + iw];
-            if (v > best || std::isnan(v)) {
+            if (v > best || std::isnan(v)) {  // max_pool_step's rule, with the index
               best = v;
               best_index = ih * g.w + iw;
             }
