@@ -2,7 +2,7 @@
 # End-to-end check of pneumonia-serve (run by CTest as pneumonia_serve_api):
 #   check_serve.sh BUILD_DIR
 # Trains a tiny model on generated X-rays (as check_pneumonia.sh's synthetic mode, 1 epoch), starts
-# pneumonia-serve on a free port (--port 0, --read-timeout-s 2 for the slow-client test) and a
+# pneumonia-serve on a free port (--port 0, --read-timeout-s 4 for the slow-client test) and a
 # second one with --threads 1 --queue 1 (the queue-full test), runs tests/serve/test_serve_api.py
 # against them over loopback, then the browser test tests/serve/test_serve_browser.py when it
 # exists (its exit 77 = skipped is not a failure), and stops the servers with SIGTERM (they must
@@ -37,11 +37,14 @@ start_server() {
   local log=$1
   shift
   # NN_SERVE_ARGS: extra server options for every server, e.g. "--device cuda" on a GPU machine.
+  # The log exists before the server starts: the background job's redirection may run after the
+  # first sed below (a race that once failed CI with "sed: can't read busy.log").
+  : >"$log"
   # shellcheck disable=SC2086
-  "$bin/pneumonia-serve" --model "$model" --port 0 "$@" ${NN_SERVE_ARGS:-} >"$log" 2>&1 &
+  "$bin/pneumonia-serve" --model "$model" --port 0 "$@" ${NN_SERVE_ARGS:-} >>"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do
-    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log")
+    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log" || true)
     [[ -n $port ]] && return 0
     kill -0 "${pids[-1]}" 2>/dev/null || { echo "pneumonia-serve exited:"; cat "$log"; exit 1; }
     sleep 0.1
@@ -49,7 +52,7 @@ start_server() {
   echo "pneumonia-serve did not start in 30 s:"; cat "$log"; exit 1
 }
 
-start_server "$work/serve.log" --read-timeout-s 2 --threads 2
+start_server "$work/serve.log" --read-timeout-s 4 --threads 2
 main_port=$port
 start_server "$work/busy.log" --threads 1 --queue 1
 busy_port=$port

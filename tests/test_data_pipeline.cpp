@@ -875,7 +875,9 @@ TEST(DataPipelineLoader, DestructorMidEpochDoesNotHang) {
     started.start_epoch(0);  // destroyed before the first batch
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(seconds, 3.0);
+  // A hang would never end; the bounded work above takes well under a second, so 20 s is only a
+  // margin for a loaded machine (CI must not fail by chance), not a speed target.
+  EXPECT_LT(seconds, 20.0);
   EXPECT_LT(calls.load(), 100);  // nowhere near a whole epoch
 }
 

@@ -4,7 +4,7 @@
     python3 tests/serve/test_serve_api.py --url http://127.0.0.1:PORT --png FILE.png
         [--busy-url http://127.0.0.1:PORT2]
 
-Run by scripts/check_serve.sh against a server started with --read-timeout-s 2 (the slow-client
+Run by scripts/check_serve.sh against a server started with --read-timeout-s 4 (the slow-client
 test relies on it). Covers the routes and their JSON, the security headers, a PNG, a JPEG (encoded
 here from the PNG's pixels by a small baseline JPEG encoder) and a non-square image (heatmap at the
 upload's size), determinism, every bad input (each must give the right status and a JSON error),
@@ -507,16 +507,17 @@ def test_garbage_request():
 
 def test_slow_client():
     """Half a request, then silence: others are served meanwhile; the server hangs up after its
-    read timeout (the server runs with --read-timeout-s 2)."""
+    read timeout (the server runs with --read-timeout-s 4)."""
     slow = []
     for payload in (b"POST /api/predict HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"z" * 10,
                     b"GET /api/hea"):
-        s = socket.create_connection((HOST, PORT), timeout=15)
+        s = socket.create_connection((HOST, PORT), timeout=20)
         s.sendall(payload)
         slow.append(s)
     t0 = time.time()
     status, _, data = request("GET", "/api/health", timeout=5)
-    assert status == 200 and time.time() - t0 < 1.5, (status, time.time() - t0)
+    # Well under the 4 s read timeout: the stalled connections did not hold this request back.
+    assert status == 200 and time.time() - t0 < 3, (status, time.time() - t0)
     w, h, _ = png_decode_gray(PNG)
     check_prediction(*predict(PNG), w, h, "predict while a client stalls")
     for s in slow:
@@ -527,10 +528,10 @@ def test_slow_client():
         except ConnectionResetError:
             pass
         except socket.timeout:
-            raise AssertionError("the stalled connection was not closed within 15 s")
+            raise AssertionError("the stalled connection was not closed within 20 s")
         s.close()
     elapsed = time.time() - t0
-    assert elapsed < 8, f"stalled connections closed after {elapsed:.1f} s"
+    assert elapsed < 14, f"stalled connections closed after {elapsed:.1f} s"
 
 
 def test_concurrent():
@@ -556,21 +557,41 @@ def test_concurrent():
 
 
 def test_queue_full():
-    """With --threads 1 --queue 1, 12 concurrent predictions: some get 503 at once, the rest 200."""
-    statuses, lock = [], threading.Lock()
+    """With --threads 1 --queue 1, 12 predictions sent at the same moment on connections opened
+    beforehand: one runs, one waits, the others get 503 at once. Sending all requests at once (not
+    12 threads each connecting and sending) makes this independent of how fast the machine is; a
+    round where the worker still kept up (every answer 200) is tried again, up to 5 rounds."""
+    content_type, body = multipart([("image", "xray.png", "image/png", PNG)])
+    raw = (f"POST /api/predict HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\n"
+           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    rounds = []
+    for _ in range(5):
+        socks = [socket.create_connection(BUSY, timeout=120) for _ in range(12)]
+        go = threading.Barrier(len(socks))
+        answers, lock = [], threading.Lock()
 
-    def client():
-        status, headers, data = predict(PNG, url=BUSY)
-        if status == 503:
-            expect_error(status, headers, data, 503, "queue full")
-        with lock:
-            statuses.append(status)
-    threads = [threading.Thread(target=client) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) > 0, statuses
+        def client(s):
+            go.wait()
+            s.sendall(raw)
+            answer = read_response(s)
+            with lock:
+                answers.append(answer)
+        threads = [threading.Thread(target=client, args=(s,)) for s in socks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for s in socks:
+            s.close()
+        statuses = [a[0] for a in answers]
+        assert len(statuses) == 12 and set(statuses) <= {200, 503} and statuses.count(200) > 0, statuses
+        for status, headers, data in answers:
+            if status == 503:
+                expect_error(status, headers, data, 503, "queue full")
+        rounds.append(statuses.count(503))
+        if rounds[-1] > 0:
+            break
+    assert rounds[-1] > 0, f"no 503 in {len(rounds)} rounds of 12 simultaneous requests"
     assert request("GET", "/api/health", url=BUSY)[0] == 200
 
 
