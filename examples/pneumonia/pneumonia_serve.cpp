@@ -12,7 +12,8 @@
 // Loads the model once per batching thread (read only from then on) and serves
 //   GET  /             the page (examples/pneumonia/web/index.html, embedded at build time)
 //   GET  /api/health   {"status":"ok","model":...,"classes":[...],"input_size":N,"threshold":T,"device":...,
-//                       "members":K,"ood_gate":...,"model_card":true|false}
+//                       "members":K,"ood_gate":...,"model_card":true|false,
+//                       "images_explained":N,"batches":B}  (N / B: the mean batch size so far)
 //   GET  /model-card   the model card (Markdown, as text/plain), from --card or, without it,
 //                      model_card.md beside the model file when there is one (pneumonia-predict
 //                      --eval DIR --card writes it); 404 when there is none
@@ -110,7 +111,8 @@ struct App {
                                  {"device", device_name}, {"members", spec.members},
                                  {"ood_gate", loaded.gate.has_features() ? "input checks + feature distance"
                                                                          : "input checks only"},
-                                 {"model_card", !card.empty()}});
+                                 {"model_card", !card.empty()},
+                                 {"images_explained", batcher->images()}, {"batches", batcher->batches()}});
     }
     if (req.path == "/model-card") {
       if (req.method != "GET") return method_not_allowed(req.method, req.path, "GET");

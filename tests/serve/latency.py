@@ -124,9 +124,13 @@ def main():
         assert status == 200, (status, data[:300])
         health = json.loads(http_get(u.hostname, u.port, "/api/health"))
         seq = [client.predict()[1] for _ in range(a.requests)]
+        counts = batch_counts(u)
         conc, conc_errors, conc_s = concurrent(client, a.requests * 4, a.concurrency)
+        conc_batches = batch_counts(u, counts)
         before = rss_kib(a.pid) if a.pid else None
+        counts = batch_counts(u)
         mem_times, mem_errors, mem_s = concurrent(client, a.memory_requests, a.concurrency)
+        mem_batches = batch_counts(u, counts)
         after = rss_kib(a.pid) if a.pid else None
         out = {
             "server": {"url": a.url, "model": health["model"], "input_size": health["input_size"],
@@ -134,17 +138,31 @@ def main():
             "image_bytes": len(client.body),
             "sequential": summary(seq),
             "concurrent": dict(summary(conc), clients=a.concurrency, errors=len(conc_errors),
-                               requests_per_s=round(len(conc) / conc_s, 2)),
+                               requests_per_s=round(len(conc) / conc_s, 2), **conc_batches),
             "memory": {"requests": a.memory_requests, "errors": len(mem_errors),
                        "rss_before_kib": before and before["VmRSS"], "rss_after_kib": after and after["VmRSS"],
                        "peak_rss_kib": after and after["VmHWM"],
-                       "requests_per_s": round(len(mem_times) / mem_s, 2), **({"latency": summary(mem_times)} if mem_times else {})},
+                       "requests_per_s": round(len(mem_times) / mem_s, 2), **mem_batches,
+                       **({"latency": summary(mem_times)} if mem_times else {})},
         }
         print(json.dumps(out, indent=2))
     finally:
         if proc:
             proc.terminate()
             proc.wait(30)
+
+
+def batch_counts(u, since=None):
+    """The server's images explained and batches run (from /api/health); with since, the counts
+    of the phase since then and its mean batch size. {} for a server that does not report them."""
+    h = json.loads(http_get(u.hostname, u.port, "/api/health"))
+    if "batches" not in h:
+        return {}
+    now = {"images": h["images_explained"], "batches": h["batches"]}
+    if since is None or not since:
+        return now
+    images, batches = now["images"] - since["images"], now["batches"] - since["batches"]
+    return {"batches": batches, "mean_batch": round(images / batches, 2) if batches else None}
 
 
 def http_get(host, port, path):

@@ -302,6 +302,7 @@ def test_health():
     assert h["device"] in ("cpu", "cuda"), h
     assert h["members"] == 1 and h["ood_gate"] == "input checks + feature distance", h
     assert h["model_card"] is True, h
+    assert isinstance(h["batches"], int) and 0 <= h["batches"] <= h["images_explained"], h
     assert headers.get("x-content-type-options") == "nosniff", headers
     assert "default-src 'self'" in headers.get("content-security-policy", ""), headers
     assert headers.get("cache-control") == "no-store", headers
@@ -597,7 +598,12 @@ def test_queue_full():
 
 def test_still_healthy():
     test_health()
+    before = json.loads(request("GET", "/api/health")[2])
     assert json.loads(predict(PNG)[2])["probability"] == SINGLE["png"]["probability"]
+    after = json.loads(request("GET", "/api/health")[2])
+    # A lone request is a batch of one; the concurrent test before shared batches.
+    assert (after["images_explained"] - before["images_explained"], after["batches"] - before["batches"]) == (1, 1), (before, after)
+    assert before["images_explained"] >= 32 + 1 and before["batches"] >= 1, before
 
 
 def main():
