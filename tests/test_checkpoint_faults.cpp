@@ -8,6 +8,7 @@
 #include <nn/io/safetensors.h>
 #include <nn/nn.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,11 +96,18 @@ TEST(CheckpointFaults, KillDuringSaveAlwaysLeavesOneWholeGeneration) {
   const double save_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_EQ(generation_on_disk(path, generations), 0);
 
-  // Delays alternate between inside the child's first save (0.1 to 0.9 of a save) and past it (1.2
-  // to 2.5 saves), so that both outcomes occur even when a loaded machine allows only a few kills.
+  // Kills alternate between inside the child's first save (0.1 to 0.9 of a save after the fork)
+  // and past it: once the file has been replaced (its inode changed: the child's first save was
+  // renamed into place), after a further 0 to 0.9 of a save. The second kind waits for the
+  // replacement itself rather than guessing it from the time one save took, so a slow moment of a
+  // loaded machine cannot make every kill land before the first save completes.
   std::mt19937_64 rng(20250612);
   std::uniform_real_distribution<double> within_first_save(0.1 * save_seconds, 0.9 * save_seconds);
-  std::uniform_real_distribution<double> after_first_save(1.2 * save_seconds, 2.5 * save_seconds);
+  std::uniform_real_distribution<double> into_next_save(0.0, 0.9 * save_seconds);
+  auto inode = [&path] {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : ino_t{0};
+  };
   int kills = 0, mid_write = 0, completed_saves = 0, on_disk = 0;
   const auto start = std::chrono::steady_clock::now();
   auto keep_going = [&] {
@@ -108,6 +116,7 @@ TEST(CheckpointFaults, KillDuringSaveAlwaysLeavesOneWholeGeneration) {
     return elapsed < std::chrono::seconds(6) || kills < 8;  // at least 8 kills on a slow disk
   };
   while (keep_going()) {
+    const ino_t before = inode();
     const pid_t child = ::fork();
     ASSERT_GE(child, 0) << std::strerror(errno);
     if (child == 0) {
@@ -120,8 +129,19 @@ TEST(CheckpointFaults, KillDuringSaveAlwaysLeavesOneWholeGeneration) {
         }
       }
     }
-    const double delay = kills % 2 == 0 ? within_first_save(rng) : after_first_save(rng);
-    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+    if (kills % 2 == 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(within_first_save(rng)));
+    } else {
+      // Until the first save is in place (a generous bound: a save failing makes the child exit,
+      // which the status check below reports).
+      const auto wait_start = std::chrono::steady_clock::now();
+      while (inode() == before && std::chrono::steady_clock::now() - wait_start < std::chrono::seconds(60)) {
+        int status = 0;
+        if (::waitpid(child, &status, WNOHANG) == child) FAIL() << "the saving child ended on its own (status " << status << ")";
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(into_next_save(rng)));
+    }
     ASSERT_EQ(::kill(child, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
