@@ -44,7 +44,7 @@ start_server() {
   "$bin/pneumonia-serve" --model "$model" --port 0 "$@" ${NN_SERVE_ARGS:-} >>"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do
-    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log" || true)
+    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log")
     [[ -n $port ]] && return 0
     kill -0 "${pids[-1]}" 2>/dev/null || { echo "pneumonia-serve exited:"; cat "$log"; exit 1; }
     sleep 0.1

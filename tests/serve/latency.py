@@ -159,7 +159,7 @@ def batch_counts(u, since=None):
     if "batches" not in h:
         return {}
     now = {"images": h["images_explained"], "batches": h["batches"]}
-    if since is None or not since:
+    if not since:
         return now
     images, batches = now["images"] - since["images"], now["batches"] - since["batches"]
     return {"batches": batches, "mean_batch": round(images / batches, 2) if batches else None}
